@@ -1,0 +1,379 @@
+//! [`SandboxConfig`]: every limit and grant of a sandbox, with safe defaults.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::serde_units;
+
+/// Default linear-memory limit: 64 MiB.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 64 << 20;
+/// Default wall-clock limit of one execution: 30 s.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default cap on each captured output stream: 1 MiB.
+pub const DEFAULT_MAX_OUTPUT: u64 = 1 << 20;
+/// Default bound on compiling one module: 120 s.
+pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default largest module file accepted: 100 MiB. Larger files are refused
+/// before they are read.
+pub const DEFAULT_MAX_MODULE_SIZE: u64 = 100 << 20;
+
+/// The complete description of what a sandbox may do.
+///
+/// Everything is denied unless granted here. With [`SandboxConfig::default`]
+/// a guest gets:
+/// - no directories (no filesystem at all);
+/// - no environment variables and no arguments beyond the ones of the call;
+/// - an empty stdin unless the call supplies bytes;
+/// - no network (`deny_network = true`; the Wasm backend cannot grant one);
+/// - 64 MiB of linear memory, 30 s of wall-clock time, no fuel budget, and
+///   1 MiB of captured output per stream.
+///
+/// A config is loaded from a TOML profile with [`crate::Profile::load`] and
+/// checked with [`SandboxConfig::validate`]; `docs/profiles.md` documents
+/// every key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Which backend runs the guest. Key `backend`.
+    pub backend: Backend,
+    /// The module to run when the command does not name one. Key `module`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module: Option<PathBuf>,
+    /// Arguments placed before the caller's own. Key `args`.
+    pub args: Vec<String>,
+    /// Linear-memory limit in bytes, for all memories of the guest together.
+    /// Key `memory_limit_mb`: a number of MiB or a size such as `"64MiB"`.
+    #[serde(rename = "memory_limit_mb", with = "serde_units::mebibytes")]
+    pub memory_limit: u64,
+    /// Wall-clock limit of one execution, compilation excluded. Key
+    /// `timeout_secs`: a number of seconds or a duration such as `"1.5s"`.
+    #[serde(rename = "timeout_secs", with = "serde_units::seconds")]
+    pub timeout: Duration,
+    /// Instruction budget of one execution; `None` turns fuel metering off
+    /// (and compiles it out). Key `fuel`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+    /// Cap on captured stdout in bytes; more output is dropped and flagged.
+    /// Key `max_stdout`: bytes, or a size such as `"1MiB"`.
+    #[serde(with = "serde_units::bytes")]
+    pub max_stdout: u64,
+    /// Cap on captured stderr in bytes. Key `max_stderr`.
+    #[serde(with = "serde_units::bytes")]
+    pub max_stderr: u64,
+    /// Environment variables the guest sees. Key `env`, a table.
+    pub env: BTreeMap<String, String>,
+    /// Directories the guest may read. Key `fs_readonly`.
+    pub fs_readonly: Vec<Mount>,
+    /// Directories the guest may read and write. Key `fs_readwrite`.
+    pub fs_readwrite: Vec<Mount>,
+    /// Whether network access is denied. Key `deny_network`. No backend of
+    /// this build can grant a network, so `false` is refused.
+    pub deny_network: bool,
+    /// Bound on compiling a module that is not in the cache. Key
+    /// `compile_timeout_secs`.
+    #[serde(rename = "compile_timeout_secs", with = "serde_units::seconds")]
+    pub compile_timeout: Duration,
+    /// Largest module file accepted, in bytes. Key `max_module_size`.
+    #[serde(with = "serde_units::bytes")]
+    pub max_module_size: u64,
+    /// The compiled-module cache. Table `[cache]`.
+    pub cache: CacheConfig,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            backend: Backend::Wasm,
+            module: None,
+            args: Vec::new(),
+            memory_limit: DEFAULT_MEMORY_LIMIT,
+            timeout: DEFAULT_TIMEOUT,
+            fuel: None,
+            max_stdout: DEFAULT_MAX_OUTPUT,
+            max_stderr: DEFAULT_MAX_OUTPUT,
+            env: BTreeMap::new(),
+            fs_readonly: Vec::new(),
+            fs_readwrite: Vec::new(),
+            deny_network: true,
+            compile_timeout: DEFAULT_COMPILE_TIMEOUT,
+            max_module_size: DEFAULT_MAX_MODULE_SIZE,
+            cache: CacheConfig::default(),
+        }
+    }
+}
+
+/// Settings of the on-disk compiled-module cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Whether compiled modules are stored on disk. Key `cache.enabled`.
+    pub enabled: bool,
+    /// The cache directory. Key `cache.dir`. When unset, `MIMOBOX_CACHE_DIR`
+    /// is used, else `$XDG_CACHE_HOME/mimobox`, else `~/.cache/mimobox`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig { enabled: true, dir: None }
+    }
+}
+
+/// The backends a profile can name with `backend = "..."`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Backend {
+    /// WebAssembly on Wasmtime with WASI preview 1.
+    #[default]
+    Wasm,
+}
+
+impl Backend {
+    /// The names of the backends built into this mimobox.
+    pub const BUILT_IN: &'static [&'static str] = &["wasm"];
+
+    /// The name a profile uses for this backend.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Wasm => "wasm",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Backend {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        match name.as_str() {
+            "wasm" => Ok(Backend::Wasm),
+            other => Err(serde::de::Error::custom(format_args!(
+                "backend `{other}` is not built into this mimobox (built in: {})",
+                Backend::BUILT_IN.join(", ")
+            ))),
+        }
+    }
+}
+
+/// A host directory made visible to the guest.
+///
+/// In a profile a mount is either a string, `"HOST"` or `"HOST::GUEST"`, or a
+/// table `{ host = "...", guest = "..." }`. When the guest path is left out it
+/// is the host path as written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mount {
+    /// The directory on the host. Relative paths in a profile resolve
+    /// against the profile's directory.
+    pub host: PathBuf,
+    /// Where the guest sees it, for example `/data` or `/`.
+    pub guest: String,
+}
+
+impl Mount {
+    /// Parses the `HOST[::GUEST]` form used by profiles and the command line.
+    pub fn parse(spec: &str) -> Result<Mount, String> {
+        let (host, guest) = match spec.split_once("::") {
+            Some((host, guest)) => (host, guest),
+            None => (spec, spec),
+        };
+        if host.is_empty() {
+            return Err(format!("mount `{spec}` has an empty host path"));
+        }
+        if guest.is_empty() {
+            return Err(format!("mount `{spec}` has an empty guest path"));
+        }
+        Ok(Mount { host: PathBuf::from(host), guest: guest.to_owned() })
+    }
+
+    /// Resolves a relative host path against `base`.
+    pub fn resolve_against(&mut self, base: &Path) {
+        if self.host.is_relative() {
+            self.host = base.join(&self.host);
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Mount {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            host: PathBuf,
+            guest: Option<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(
+            untagged,
+            expecting = "a string \"HOST[::GUEST]\" or a table { host = \"...\", guest = \"...\" }"
+        )]
+        enum Raw {
+            Spec(String),
+            Table(Table),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Spec(spec) => Mount::parse(&spec).map_err(serde::de::Error::custom),
+            Raw::Table(Table { host, guest }) => {
+                let guest = guest.unwrap_or_else(|| host.to_string_lossy().into_owned());
+                if guest.is_empty() {
+                    return Err(serde::de::Error::custom("mount has an empty guest path"));
+                }
+                Ok(Mount { host, guest })
+            }
+        }
+    }
+}
+
+/// A config value that can never work, found by [`SandboxConfig::validate`]
+/// or by a backend.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{key}`: {message}")]
+pub struct ConfigError {
+    /// The profile key at fault, for example `timeout_secs` or `cache.dir`.
+    pub key: String,
+    /// What is wrong with its value.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// Creates an error about `key`.
+    pub fn new(key: impl Into<String>, message: impl fmt::Display) -> Self {
+        ConfigError { key: key.into(), message: message.to_string() }
+    }
+}
+
+impl SandboxConfig {
+    /// Checks the values that no backend could honour: zero limits, empty
+    /// or duplicate guest paths, malformed environment names.
+    ///
+    /// Backends check their own bounds on top of this (the Wasm backend,
+    /// for example, refuses memory beyond 4 GiB and `deny_network = false`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.timeout.is_zero() {
+            return Err(ConfigError::new("timeout_secs", "must be greater than zero"));
+        }
+        if self.compile_timeout.is_zero() {
+            return Err(ConfigError::new("compile_timeout_secs", "must be greater than zero"));
+        }
+        if self.memory_limit == 0 {
+            return Err(ConfigError::new("memory_limit_mb", "must be greater than zero"));
+        }
+        if self.fuel == Some(0) {
+            return Err(ConfigError::new("fuel", "must be greater than zero (leave it out to disable fuel)"));
+        }
+        if self.max_module_size == 0 {
+            return Err(ConfigError::new("max_module_size", "must be greater than zero"));
+        }
+        for (name, value) in &self.env {
+            if name.is_empty() || name.contains('=') || name.contains('\0') {
+                return Err(ConfigError::new("env", format!("`{name}` is not a valid variable name")));
+            }
+            if value.contains('\0') {
+                return Err(ConfigError::new("env", format!("the value of `{name}` contains a NUL byte")));
+            }
+        }
+        let mut guests = std::collections::HashSet::new();
+        for (key, mounts) in [("fs_readonly", &self.fs_readonly), ("fs_readwrite", &self.fs_readwrite)] {
+            for mount in mounts {
+                if mount.guest.contains('\0') {
+                    return Err(ConfigError::new(
+                        key,
+                        format!("guest path `{}` contains a NUL byte", mount.guest),
+                    ));
+                }
+                if !guests.insert(mount.guest.as_str()) {
+                    return Err(ConfigError::new(
+                        key,
+                        format!("guest path `{}` is mounted twice", mount.guest),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves every relative path (module, mounts, cache directory)
+    /// against `base`, the directory of the profile that named them.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        if let Some(module) = &mut self.module
+            && module.is_relative()
+        {
+            *module = base.join(&*module);
+        }
+        for mount in self.fs_readonly.iter_mut().chain(self.fs_readwrite.iter_mut()) {
+            mount.resolve_against(base);
+        }
+        if let Some(dir) = &mut self.cache.dir
+            && dir.is_relative()
+        {
+            *dir = base.join(&*dir);
+        }
+    }
+
+    /// Renders the config as a TOML profile that loads back to the same
+    /// value, with sizes and durations in readable units.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a SandboxConfig always serializes to TOML")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_safe_and_valid() {
+        let config = SandboxConfig::default();
+        assert!(config.deny_network);
+        assert!(config.fs_readonly.is_empty() && config.fs_readwrite.is_empty());
+        assert!(config.env.is_empty());
+        assert_eq!(config.memory_limit, 64 << 20);
+        assert_eq!(config.timeout, Duration::from_secs(30));
+        assert_eq!(config.max_stdout, 1 << 20);
+        assert_eq!(config.fuel, None);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn mount_specs_parse() {
+        assert_eq!(
+            Mount::parse("/srv/data::/data").unwrap(),
+            Mount { host: "/srv/data".into(), guest: "/data".into() }
+        );
+        assert_eq!(Mount::parse("data").unwrap(), Mount { host: "data".into(), guest: "data".into() });
+        assert!(Mount::parse("::/x").is_err());
+        assert!(Mount::parse("/x::").is_err());
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let config = SandboxConfig { timeout: Duration::ZERO, ..Default::default() };
+        assert_eq!(config.validate().unwrap_err().key, "timeout_secs");
+        let config = SandboxConfig { fuel: Some(0), ..Default::default() };
+        assert_eq!(config.validate().unwrap_err().key, "fuel");
+        let mount = Mount::parse("/a::/x").unwrap();
+        let config = SandboxConfig {
+            fs_readonly: vec![mount.clone()],
+            fs_readwrite: vec![mount],
+            ..Default::default()
+        };
+        assert_eq!(config.validate().unwrap_err().key, "fs_readwrite");
+    }
+
+    #[test]
+    fn toml_rendering_round_trips() {
+        let mut config = SandboxConfig {
+            timeout: Duration::from_millis(1500),
+            fuel: Some(1_000_000),
+            fs_readonly: vec![Mount::parse("/srv::/data").unwrap()],
+            ..Default::default()
+        };
+        config.env.insert("LANG".into(), "C".into());
+        let text = config.to_toml();
+        let back: SandboxConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, config, "{text}");
+    }
+}

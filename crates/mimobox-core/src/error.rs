@@ -1,0 +1,102 @@
+//! [`SandboxError`]: what prevented an execution from starting.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::ConfigError;
+
+/// What prevented a sandbox from being created or a module from running.
+///
+/// A guest that misbehaves is not an error: its end is an
+/// [`Outcome`](crate::Outcome) in the [`SandboxResult`](crate::SandboxResult).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SandboxError {
+    /// The module file does not exist.
+    #[error("module {}: no such file", path.display())]
+    ModuleNotFound {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// The module file exists but cannot be read.
+    #[error("module {}: cannot read: {source}", path.display())]
+    ModuleUnreadable {
+        /// The path as given.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The module file is larger than `max_module_size`.
+    #[error("module {}: {size} bytes is over the limit of {limit} bytes (max_module_size)", path.display())]
+    ModuleTooLarge {
+        /// The path as given.
+        path: PathBuf,
+        /// Its size in bytes.
+        size: u64,
+        /// The configured limit.
+        limit: u64,
+    },
+    /// The bytes are not a valid module for this backend.
+    #[error("module {module}: invalid: {message}")]
+    InvalidModule {
+        /// The module's name or path.
+        module: String,
+        /// What the backend found wrong.
+        message: String,
+    },
+    /// The module needs something the sandbox does not provide (an import
+    /// that is not WASI preview 1, or no entry point).
+    #[error("module {module}: cannot be linked: {message}")]
+    Link {
+        /// The module's name or path.
+        module: String,
+        /// What is missing.
+        message: String,
+    },
+    /// Compiling the module took longer than `compile_timeout_secs`.
+    #[error("module {module}: compilation did not finish within {}s (compile_timeout_secs); the guest never started", limit.as_secs_f64())]
+    CompileTimeout {
+        /// The module's name or path.
+        module: String,
+        /// The configured bound.
+        limit: Duration,
+    },
+    /// A config value that can never work.
+    #[error("invalid config: {0}")]
+    Config(#[from] ConfigError),
+    /// A config value this backend cannot honour. It is refused rather
+    /// than weakened.
+    #[error("unsupported setting `{key}`: {reason}")]
+    Unsupported {
+        /// The profile key at fault.
+        key: String,
+        /// Why the backend cannot honour it.
+        reason: String,
+    },
+    /// A directory to mount cannot be opened.
+    #[error("mount {}: cannot open: {source}", host.display())]
+    Mount {
+        /// The host directory.
+        host: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The command was empty: there is no module to run.
+    #[error("no module given")]
+    NoModule,
+    /// The backend failed in a way the guest did not cause.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl SandboxError {
+    /// The config key this error is about, if any, so that a caller holding
+    /// a [`Profile`](crate::Profile) can point at its line.
+    pub fn config_key(&self) -> Option<&str> {
+        match self {
+            SandboxError::Config(e) => Some(&e.key),
+            SandboxError::Unsupported { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! The backend-neutral facade of mimobox.
+//!
+//! This crate defines what a sandbox is, without saying how one is built:
+//! the [`Sandbox`] trait, its [`SandboxConfig`] (loadable from a TOML
+//! [`Profile`]), the [`SandboxResult`] of an execution with its typed
+//! [`Outcome`], and the [`SandboxError`] that prevents one. It does no
+//! backend work and depends on no runtime; `mimobox-wasm` implements the
+//! trait on Wasmtime.
+//!
+//! ```
+//! use std::time::Duration;
+//! use mimobox_core::{Mount, SandboxConfig};
+//!
+//! let config = SandboxConfig {
+//!     timeout: Duration::from_secs(2),
+//!     fuel: Some(50_000_000),
+//!     fs_readonly: vec![Mount::parse("/srv/data::/data").unwrap()],
+//!     ..SandboxConfig::default()
+//! };
+//! config.validate().unwrap();
+//! ```
+
+mod config;
+mod error;
+mod outcome;
+mod profile;
+mod sandbox;
+mod serde_units;
+pub mod units;
+
+pub use config::{
+    Backend, CacheConfig, ConfigError, DEFAULT_COMPILE_TIMEOUT, DEFAULT_MAX_MODULE_SIZE, DEFAULT_MAX_OUTPUT,
+    DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT, Mount, SandboxConfig,
+};
+pub use error::SandboxError;
+pub use outcome::{Outcome, SandboxResult};
+pub use profile::{Profile, ProfileError};
+pub use sandbox::{ExecRequest, ModuleSource, OutputSink, Sandbox};

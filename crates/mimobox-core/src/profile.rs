@@ -1,0 +1,272 @@
+//! TOML profiles: loading a [`SandboxConfig`] from a file, with errors that
+//! point at the key and line at fault.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::de::{DeTable, DeValue};
+
+use crate::config::{ConfigError, SandboxConfig};
+
+/// Profiles larger than this are refused unread; no real profile comes close.
+const MAX_PROFILE_SIZE: u64 = 1 << 20;
+
+/// A profile loaded from a TOML file: the config it describes, with relative
+/// paths already resolved against the file's directory, and the source text
+/// kept so that later errors can still point at a line.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    path: PathBuf,
+    source: String,
+    config: SandboxConfig,
+}
+
+/// Why a profile could not be used. Its `Display` is one line:
+/// `FILE:LINE:COLUMN: key `KEY`: PROBLEM`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ProfileError {
+    /// The profile file.
+    pub path: PathBuf,
+    /// One-based line and column of the fault, where it has one.
+    pub position: Option<(usize, usize)>,
+    /// The key at fault, dotted for nested tables (`cache.dir`).
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ProfileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some((line, column)) = self.position {
+            write!(f, ":{line}:{column}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl Profile {
+    /// Reads, parses and validates the profile at `path`.
+    ///
+    /// Unknown keys, values of the wrong type and impossible values (such as
+    /// a zero timeout) are errors that name the key and its line.
+    pub fn load(path: &Path) -> Result<Profile, ProfileError> {
+        let fail =
+            |message: String| ProfileError { path: path.to_owned(), position: None, key: None, message };
+        let metadata = std::fs::metadata(path).map_err(|e| fail(format!("cannot read profile: {e}")))?;
+        if !metadata.is_file() {
+            return Err(fail("not a regular file".into()));
+        }
+        if metadata.len() > MAX_PROFILE_SIZE {
+            return Err(fail(format!("profile is larger than {} bytes", MAX_PROFILE_SIZE)));
+        }
+        let source = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read profile: {e}")))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Profile::parse(path, source, &base)
+    }
+
+    /// Parses profile text as if it were read from `path`, resolving relative
+    /// paths against `base`.
+    pub fn parse(path: &Path, source: String, base: &Path) -> Result<Profile, ProfileError> {
+        let parsed: Result<SandboxConfig, toml::de::Error> = toml::from_str(&source);
+        let mut profile = Profile { path: path.to_owned(), source, config: SandboxConfig::default() };
+        match parsed {
+            Ok(mut config) => {
+                config.resolve_paths(base);
+                profile.config = config;
+            }
+            Err(error) => return Err(profile.toml_error(&error)),
+        }
+        profile.config.validate().map_err(|e| profile.config_error(&e))?;
+        Ok(profile)
+    }
+
+    /// The config the profile describes.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    /// Takes the config out of the profile.
+    pub fn into_config(self) -> SandboxConfig {
+        self.config
+    }
+
+    /// The file the profile was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the profile sets `key` (dotted for nested tables).
+    pub fn sets(&self, key: &str) -> bool {
+        self.locate(key).is_some()
+    }
+
+    /// Turns an error about a key of this profile's config, found after
+    /// loading (by a backend, say), into one that points at its line.
+    pub fn config_error(&self, error: &ConfigError) -> ProfileError {
+        ProfileError {
+            path: self.path.clone(),
+            position: self.locate(&error.key).map(|span| line_column(&self.source, span.start)),
+            key: Some(error.key.clone()),
+            message: error.message.clone(),
+        }
+    }
+
+    fn toml_error(&self, error: &toml::de::Error) -> ProfileError {
+        let span = error.span();
+        let message = error.message().trim().to_owned();
+        // serde names an unknown key in its message but puts no key on a
+        // wrong value; find the key that owns the span in that case.
+        let key = if message.starts_with("unknown field") {
+            None
+        } else {
+            span.as_ref().and_then(|span| key_at(&self.source, span.start))
+        };
+        ProfileError {
+            path: self.path.clone(),
+            position: span.map(|span| line_column(&self.source, span.start)),
+            key,
+            message: message.replace("unknown field", "unknown key").replace('\n', " "),
+        }
+    }
+
+    /// The span of the key `dotted` in the source, if it is written there.
+    fn locate(&self, dotted: &str) -> Option<Range<usize>> {
+        let table = DeTable::parse(&self.source).ok()?;
+        let mut current = table.get_ref();
+        let mut parts = dotted.split('.').peekable();
+        while let Some(part) = parts.next() {
+            let (key, value) = current.iter().find(|(k, _)| k.get_ref().as_ref() == part)?;
+            if parts.peek().is_none() {
+                return Some(key.span());
+            }
+            match value.get_ref() {
+                DeValue::Table(inner) => current = inner,
+                _ => return None,
+            }
+        }
+        None
+    }
+}
+
+/// The dotted key whose entry contains byte `offset` of `source`.
+fn key_at(source: &str, offset: usize) -> Option<String> {
+    fn walk(table: &DeTable<'_>, offset: usize, prefix: &str) -> Option<String> {
+        for (key, value) in table {
+            let name = if prefix.is_empty() {
+                key.get_ref().to_string()
+            } else {
+                format!("{prefix}.{}", key.get_ref())
+            };
+            if key.span().contains(&offset) {
+                return Some(name);
+            }
+            // A table's own span may cover only its header, so look inside
+            // every table.
+            if let DeValue::Table(inner) = value.get_ref()
+                && let Some(found) = walk(inner, offset, &name)
+            {
+                return Some(found);
+            }
+            if value.span().contains(&offset) || value.span().start == offset {
+                return Some(name);
+            }
+        }
+        None
+    }
+    let table = DeTable::parse(source).ok()?;
+    walk(table.get_ref(), offset, "")
+}
+
+/// One-based line and column (in characters) of byte `offset`.
+fn line_column(source: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(source.len());
+    let before = &source[..source.floor_char_boundary(offset)];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn parse(text: &str) -> Result<Profile, ProfileError> {
+        Profile::parse(Path::new("p.toml"), text.to_owned(), Path::new("/profiles"))
+    }
+
+    #[test]
+    fn original_design_keys_load_as_they_are() {
+        let profile = parse(
+            "memory_limit_mb = 128\ntimeout_secs = 5\nfs_readonly = [\"/srv\"]\nfs_readwrite = [\"/tmp/out::/out\"]\ndeny_network = true\n",
+        )
+        .unwrap();
+        let config = profile.config();
+        assert_eq!(config.memory_limit, 128 << 20);
+        assert_eq!(config.timeout, Duration::from_secs(5));
+        assert_eq!(config.fs_readonly[0].guest, "/srv");
+        assert_eq!(config.fs_readwrite[0].host, PathBuf::from("/tmp/out"));
+        assert_eq!(config.fs_readwrite[0].guest, "/out");
+    }
+
+    #[test]
+    fn readable_units_and_relative_paths() {
+        let profile = parse(
+            "memory_limit_mb = \"1.5GiB\"\ntimeout_secs = \"250ms\"\nmax_stdout = \"4KiB\"\nmodule = \"bin/app.wasm\"\nfs_readonly = [{ host = \"data\", guest = \"/data\" }]\n[cache]\ndir = \"cache\"\n",
+        )
+        .unwrap();
+        let config = profile.config();
+        assert_eq!(config.memory_limit, 3 << 29);
+        assert_eq!(config.timeout, Duration::from_millis(250));
+        assert_eq!(config.max_stdout, 4096);
+        assert_eq!(config.module.as_deref(), Some(Path::new("/profiles/bin/app.wasm")));
+        assert_eq!(config.fs_readonly[0].host, PathBuf::from("/profiles/data"));
+        assert_eq!(config.cache.dir.as_deref(), Some(Path::new("/profiles/cache")));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = parse("timeout_secs = 5\nmemory_limit = 64\n").unwrap_err();
+        assert_eq!(err.position, Some((2, 1)));
+        assert!(err.message.contains("unknown key `memory_limit`"), "{err}");
+        assert!(err.to_string().starts_with("p.toml:2:1: "), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_line() {
+        let err = parse("# limits\n\ndeny_network = \"yes\"\n").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("deny_network"));
+        assert_eq!(err.position.map(|p| p.0), Some(3));
+        let err = parse("[cache]\nenabled = 3\n").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("cache.enabled"), "{err}");
+        assert_eq!(err.position.map(|p| p.0), Some(2));
+    }
+
+    #[test]
+    fn impossible_value_names_key_and_line() {
+        let err = parse("memory_limit_mb = 64\n\ntimeout_secs = 0\n").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("timeout_secs"));
+        assert_eq!(err.position, Some((3, 1)));
+        assert!(err.message.contains("greater than zero"));
+    }
+
+    #[test]
+    fn unknown_backend_is_refused() {
+        let err = parse("backend = \"docker\"\n").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("backend"));
+        assert!(err.message.contains("`docker` is not built into"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_has_a_position() {
+        let err = parse("timeout_secs = = 5\n").unwrap_err();
+        assert_eq!(err.position.map(|p| p.0), Some(1));
+        assert!(!err.to_string().contains('\n'), "{err}");
+    }
+}

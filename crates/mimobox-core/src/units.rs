@@ -1,0 +1,169 @@
+//! Readable sizes and durations: `"64MiB"`, `"1.5s"`, `"250ms"`.
+//!
+//! Profiles may write a limit either as a bare number, in the unit that the
+//! key's name carries (`memory_limit_mb = 64`, `timeout_secs = 1.5`), or as a
+//! string with an explicit unit (`memory_limit_mb = "64MiB"`). The parsers here
+//! are shared by the profile loader and the command line so that both accept
+//! exactly the same spellings.
+
+use std::fmt;
+use std::time::Duration;
+
+/// An error from [`parse_size`] or [`parse_duration`]: the text and why it
+/// was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what} `{text}`: {reason}")]
+pub struct UnitError {
+    what: &'static str,
+    text: String,
+    reason: &'static str,
+}
+
+impl UnitError {
+    fn new(what: &'static str, text: &str, reason: &'static str) -> Self {
+        UnitError { what, text: text.to_owned(), reason }
+    }
+}
+
+/// Splits `"1.5GiB"` into `(1.5, "GiB")`, refusing negative and non-finite
+/// numbers.
+fn split_number<'a>(what: &'static str, text: &'a str) -> Result<(f64, &'a str), UnitError> {
+    let trimmed = text.trim();
+    let end = trimmed.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_')).unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(end);
+    if number.is_empty() {
+        return Err(UnitError::new(what, text, "expected a number followed by a unit"));
+    }
+    let value: f64 =
+        number.replace('_', "").parse().map_err(|_| UnitError::new(what, text, "the number is malformed"))?;
+    if !value.is_finite() {
+        return Err(UnitError::new(what, text, "the number is not finite"));
+    }
+    Ok((value, unit.trim()))
+}
+
+/// Parses a byte size such as `"64MiB"`, `"1.5 GiB"`, `"512k"` or `"4096"`.
+///
+/// Binary (`KiB`, `MiB`, `GiB`, `TiB`) and decimal (`kB`, `MB`, `GB`, `TB`)
+/// units are both understood; the single letters `K`, `M`, `G`, `T` mean the
+/// binary units. A bare number is a count of bytes. Fractions are rounded down
+/// to whole bytes.
+pub fn parse_size(text: &str) -> Result<u64, UnitError> {
+    let (value, unit) = split_number("size", text)?;
+    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "ki" | "kib" => 1 << 10,
+        "m" | "mi" | "mib" => 1 << 20,
+        "g" | "gi" | "gib" => 1 << 30,
+        "t" | "ti" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => return Err(UnitError::new("size", text, "unknown unit (use B, KiB, MiB, GiB, kB, MB or GB)")),
+    };
+    let bytes = value * multiplier as f64;
+    if bytes >= u64::MAX as f64 {
+        return Err(UnitError::new("size", text, "the size is too large"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Parses a duration such as `"1.5s"`, `"250ms"`, `"2m"` or `"30"` (seconds).
+///
+/// Units: `ns`, `us`, `ms`, `s`, `m` (minutes) and `h`. A bare number is a
+/// count of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
+    let (value, unit) = split_number("duration", text)?;
+    let seconds_per_unit = match unit {
+        "ns" => 1e-9,
+        "us" | "µs" => 1e-6,
+        "ms" => 1e-3,
+        "" | "s" | "sec" | "secs" => 1.0,
+        "m" | "min" | "mins" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(UnitError::new("duration", text, "unknown unit (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(value * seconds_per_unit)
+        .map_err(|_| UnitError::new("duration", text, "the duration is too large"))
+}
+
+/// Formats a byte count in the largest binary unit that divides it exactly,
+/// so that the result parses back to the same number (`"64MiB"`, `"1536B"`).
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    for (size, name) in UNITS {
+        if bytes >= size && bytes % size == 0 {
+            return format!("{}{name}", bytes / size);
+        }
+    }
+    format!("{bytes}B")
+}
+
+/// Formats a duration so that it parses back to the same value (`"30s"`,
+/// `"1500ms"`).
+pub fn format_duration(duration: Duration) -> String {
+    let nanos = duration.as_nanos();
+    if nanos % 1_000_000_000 == 0 {
+        format!("{}s", nanos / 1_000_000_000)
+    } else if nanos % 1_000_000 == 0 {
+        format!("{}ms", nanos / 1_000_000)
+    } else if nanos % 1_000 == 0 {
+        format!("{}us", nanos / 1_000)
+    } else {
+        format!("{nanos}ns")
+    }
+}
+
+/// Wraps a byte count to display it as [`format_size`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DisplaySize(pub u64);
+
+impl fmt::Display for DisplaySize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format_size(self.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_in_binary_and_decimal_units() {
+        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("64 MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1.5GiB").unwrap(), 3 << 29);
+        assert_eq!(parse_size("512k").unwrap(), 512 << 10);
+        assert_eq!(parse_size("2MB").unwrap(), 2_000_000);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("1_024B").unwrap(), 1024);
+    }
+
+    #[test]
+    fn sizes_refuse_junk() {
+        for bad in ["", "MiB", "-1MiB", "12parsecs", "1e99GiB", "1.2.3MiB"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert!(parse_duration("5 fortnights").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn formatting_round_trips() {
+        for bytes in [0, 1, 1536, 64 << 20, 3 << 29, 1 << 40] {
+            assert_eq!(parse_size(&format_size(bytes)).unwrap(), bytes);
+        }
+        for d in [Duration::from_secs(30), Duration::from_millis(1500), Duration::from_nanos(7)] {
+            assert_eq!(parse_duration(&format_duration(d)).unwrap(), d);
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! The WAT fixtures of mimobox's tests and benches, compiled to `.wasm` at
+//! build time so that `cargo test` on a fresh clone needs no manual step.
+//!
+//! Each fixture is a small, hostile or probing guest in `wat/`: an infinite
+//! loop, a memory bomb, an output flood, a blocking sleep, a file tool.
+//! `cargo xtask fixtures` writes the same files to `target/fixtures`.
+
+use std::path::{Path, PathBuf};
+
+mod compile;
+
+pub use compile::compile_dir;
+
+/// The folder holding the `.wat` sources.
+pub fn wat_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("wat")
+}
+
+/// The compiled `.wasm` of fixture `name` (without extension).
+///
+/// # Panics
+/// Panics if there is no such fixture: a test naming a missing fixture is a
+/// bug in the test.
+pub fn path(name: &str) -> PathBuf {
+    let path = Path::new(env!("OUT_DIR")).join("wasm").join(format!("{name}.wasm"));
+    assert!(path.is_file(), "no fixture named {name}: {} does not exist", path.display());
+    path
+}
+
+/// The `.wat` source of fixture `name`.
+pub fn wat_path(name: &str) -> PathBuf {
+    wat_dir().join(format!("{name}.wat"))
+}
+
+/// The compiled bytes of fixture `name`.
+pub fn bytes(name: &str) -> Vec<u8> {
+    std::fs::read(path(name)).expect("fixture is readable")
+}

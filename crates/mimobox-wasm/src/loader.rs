@@ -1,0 +1,324 @@
+//! Turning a [`ModuleSource`] into a ready-to-instantiate module: read and
+//! bound the file, recognise it by fingerprint, and take the compiled code
+//! from memory, from the disk cache, or from the compiler.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, SystemTime};
+
+use mimobox_cache::{ContentHash, EngineId, Fingerprint, ModuleCache};
+use mimobox_core::{ModuleSource, SandboxError};
+use wasmtime::{Engine, ExternType, InstancePre, Linker, Module, ValType};
+
+use crate::state::GuestState;
+
+/// How long a module file must be unchanged before its fingerprint alone
+/// is trusted, in memory as on disk (see `Fingerprint::is_settled`).
+const FINGERPRINT_SETTLE: Duration = Duration::from_secs(2);
+
+/// The exported function a module is started through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EntryPoint {
+    /// WASI command: `_start: [] -> []`, exit status through `proc_exit`.
+    Start,
+    /// `main: [] -> [i32]`, whose result is the exit status.
+    Main,
+}
+
+/// A compiled module, linked against WASI and ready to instantiate.
+pub(crate) struct LoadedModule {
+    pub(crate) pre: InstancePre<GuestState>,
+    pub(crate) entry: EntryPoint,
+}
+
+/// Where the compiled code of a load came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LoadSource {
+    Memory,
+    DiskCache,
+    Compiled,
+}
+
+/// Everything a sandbox needs to load modules, shared by its executions.
+pub(crate) struct Loader {
+    engine: Engine,
+    engine_id: EngineId,
+    linker: Arc<Linker<GuestState>>,
+    cache: Option<ModuleCache>,
+    max_module_size: u64,
+    compile_timeout: Duration,
+    by_hash: Mutex<HashMap<ContentHash, Arc<LoadedModule>>>,
+    by_path: Mutex<HashMap<PathBuf, (Fingerprint, ContentHash)>>,
+}
+
+impl Loader {
+    pub(crate) fn new(
+        engine: Engine,
+        engine_id: EngineId,
+        linker: Arc<Linker<GuestState>>,
+        cache: Option<ModuleCache>,
+        max_module_size: u64,
+        compile_timeout: Duration,
+    ) -> Loader {
+        Loader {
+            engine,
+            engine_id,
+            linker,
+            cache,
+            max_module_size,
+            compile_timeout,
+            by_hash: Mutex::new(HashMap::new()),
+            by_path: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn cache(&self) -> Option<&ModuleCache> {
+        self.cache.as_ref()
+    }
+
+    /// Loads `source`, reusing whatever earlier loads left behind.
+    pub(crate) fn load(
+        &self,
+        source: &ModuleSource,
+    ) -> Result<(Arc<LoadedModule>, LoadSource), SandboxError> {
+        match source {
+            ModuleSource::Bytes { name, bytes } => {
+                let hash = ContentHash::of(bytes);
+                self.load_hashed(name, hash, || Ok(bytes.to_vec()))
+            }
+            ModuleSource::Path(path) => self.load_path(path),
+        }
+    }
+
+    fn load_path(&self, path: &Path) -> Result<(Arc<LoadedModule>, LoadSource), SandboxError> {
+        let name = path.display().to_string();
+        let mut file = File::open(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => SandboxError::ModuleNotFound { path: path.to_owned() },
+            _ => SandboxError::ModuleUnreadable { path: path.to_owned(), source: e },
+        })?;
+        let metadata = file
+            .metadata()
+            .map_err(|e| SandboxError::ModuleUnreadable { path: path.to_owned(), source: e })?;
+        if !metadata.is_file() {
+            return Err(SandboxError::ModuleUnreadable {
+                path: path.to_owned(),
+                source: std::io::Error::other("not a regular file"),
+            });
+        }
+        if metadata.len() > self.max_module_size {
+            return Err(SandboxError::ModuleTooLarge {
+                path: path.to_owned(),
+                size: metadata.len(),
+                limit: self.max_module_size,
+            });
+        }
+        let fingerprint = Fingerprint::of(&metadata);
+
+        // The fingerprint names the content without reading it: first from
+        // this sandbox's memory, then from the disk cache.
+        let known = self.lock_paths().get(path).filter(|(fp, _)| *fp == fingerprint).map(|(_, hash)| *hash);
+        let known = known.or_else(|| self.cache.as_ref().and_then(|cache| cache.hash_for(&fingerprint)));
+        if let Some(hash) = known {
+            let result = self.load_hashed(&name, hash, || {
+                let bytes = read_bounded(&mut file, path, self.max_module_size)?;
+                // The fingerprint vouched for this hash; a mismatch means the
+                // record is wrong, and the bytes win.
+                if ContentHash::of(&bytes) != hash {
+                    return Err(SandboxError::Internal(format!("{name}: changed while it was being loaded")));
+                }
+                Ok(bytes)
+            });
+            if result.is_ok() {
+                self.remember_path(path, fingerprint, hash);
+            }
+            return result;
+        }
+
+        let bytes = read_bounded(&mut file, path, self.max_module_size)?;
+        let hash = ContentHash::of(&bytes);
+        // Record the fingerprint only if the file did not change while it
+        // was read.
+        if file.metadata().is_ok_and(|m| Fingerprint::of(&m) == fingerprint) {
+            if let Some(cache) = &self.cache {
+                cache.remember(&fingerprint, &hash);
+            }
+            self.remember_path(path, fingerprint, hash);
+        }
+        self.load_hashed(&name, hash, || Ok(bytes))
+    }
+
+    fn remember_path(&self, path: &Path, fingerprint: Fingerprint, hash: ContentHash) {
+        if fingerprint.is_settled(SystemTime::now(), FINGERPRINT_SETTLE) {
+            self.lock_paths().insert(path.to_owned(), (fingerprint, hash));
+        }
+    }
+
+    /// Loads the module with content `hash`; `read` supplies its bytes if
+    /// they are needed.
+    fn load_hashed(
+        &self,
+        name: &str,
+        hash: ContentHash,
+        read: impl FnOnce() -> Result<Vec<u8>, SandboxError>,
+    ) -> Result<(Arc<LoadedModule>, LoadSource), SandboxError> {
+        if let Some(loaded) = self.lock_modules().get(&hash) {
+            return Ok((loaded.clone(), LoadSource::Memory));
+        }
+        let (module, source) = match self.from_disk(&hash) {
+            Some(module) => (module, LoadSource::DiskCache),
+            None => (self.compile(name, hash, read()?)?, LoadSource::Compiled),
+        };
+        let loaded = Arc::new(self.link(name, &module)?);
+        self.lock_modules().insert(hash, loaded.clone());
+        Ok((loaded, source))
+    }
+
+    fn from_disk(&self, hash: &ContentHash) -> Option<Module> {
+        let cache = self.cache.as_ref()?;
+        let artifact = cache.artifact(&self.engine_id, hash)?;
+        // SAFETY: the artifact was written by this engine configuration
+        // (its directory is named by the engine id), through an exclusive
+        // temp file renamed into place, so it is never modified while
+        // mapped; the cache vetted that the file is a regular file owned by
+        // us in a directory only we can write. Truncated, garbage or
+        // incompatible files are rejected by Wasmtime's header and
+        // compatibility checks below.
+        match unsafe { Module::deserialize_open_file(&self.engine, artifact.file) } {
+            Ok(module) => Some(module),
+            Err(e) => {
+                tracing::warn!("discarding unusable cache entry {}: {e}", artifact.path.display());
+                cache.discard(&self.engine_id, hash);
+                None
+            }
+        }
+    }
+
+    /// Compiles `bytes` on a worker thread, bounded by the compile timeout.
+    /// The artifact goes to the disk cache and is mapped from there.
+    fn compile(&self, name: &str, hash: ContentHash, bytes: Vec<u8>) -> Result<Module, SandboxError> {
+        let (done, result) = mpsc::channel();
+        let engine = self.engine.clone();
+        let engine_id = self.engine_id.clone();
+        let cache = self.cache.clone();
+        let module_name = name.to_owned();
+        let started = std::time::Instant::now();
+        // A compile cannot be interrupted; past the timeout the worker is
+        // left to finish and store its artifact, so a retry is a cache hit.
+        std::thread::Builder::new()
+            .name("mimobox-compile".into())
+            .spawn(move || {
+                let compiled =
+                    compile_and_store(&engine, &engine_id, cache.as_ref(), &module_name, hash, &bytes);
+                let _ = done.send(compiled);
+            })
+            .map_err(|e| SandboxError::Internal(format!("cannot start a compile thread: {e}")))?;
+        match result.recv_timeout(self.compile_timeout) {
+            Ok(result) => {
+                tracing::debug!(module = name, elapsed = ?started.elapsed(), "compiled");
+                result
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                Err(SandboxError::CompileTimeout { module: name.to_owned(), limit: self.compile_timeout })
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                Err(SandboxError::Internal(format!("{name}: the compile thread died")))
+            }
+        }
+    }
+
+    fn link(&self, name: &str, module: &Module) -> Result<LoadedModule, SandboxError> {
+        let entry = entry_point(module)
+            .ok_or_else(|| SandboxError::Link {
+                module: name.to_owned(),
+                message: "no entry point: export `_start` (no parameters or results) or `main` (no parameters, i32 result)".into(),
+            })?;
+        let pre = self
+            .linker
+            .instantiate_pre(module)
+            .map_err(|e| SandboxError::Link { module: name.to_owned(), message: one_line(&e) })?;
+        Ok(LoadedModule { pre, entry })
+    }
+
+    fn lock_modules(&self) -> std::sync::MutexGuard<'_, HashMap<ContentHash, Arc<LoadedModule>>> {
+        self.by_hash.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_paths(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, (Fingerprint, ContentHash)>> {
+        self.by_path.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn compile_and_store(
+    engine: &Engine,
+    engine_id: &EngineId,
+    cache: Option<&ModuleCache>,
+    name: &str,
+    hash: ContentHash,
+    bytes: &[u8],
+) -> Result<Module, SandboxError> {
+    let invalid =
+        |e: wasmtime::Error| SandboxError::InvalidModule { module: name.to_owned(), message: one_line(&e) };
+    let Some(cache) = cache else {
+        return Module::new(engine, bytes).map_err(invalid);
+    };
+    let artifact = engine.precompile_module(bytes).map_err(invalid)?;
+    match cache.store(engine_id, &hash, &artifact) {
+        Ok(_) => {
+            if let Some(stored) = cache.artifact(engine_id, &hash) {
+                // SAFETY: as in `Loader::from_disk`: we just wrote this file
+                // through an exclusive temp file and a rename, in a vetted
+                // directory, and no one rewrites an artifact in place.
+                if let Ok(module) = unsafe { Module::deserialize_open_file(engine, stored.file) } {
+                    return Ok(module);
+                }
+            }
+        }
+        Err(e) => tracing::warn!("cannot store compiled module in the cache: {e}"),
+    }
+    // SAFETY: `artifact` was produced by `precompile_module` on this very
+    // engine a moment ago.
+    unsafe { Module::deserialize(engine, &artifact) }.map_err(invalid)
+}
+
+/// Finds `_start: [] -> []`, else `main: [] -> [i32]`.
+fn entry_point(module: &Module) -> Option<EntryPoint> {
+    let func = |name: &str| match module.get_export(name) {
+        Some(ExternType::Func(ty)) => Some(ty),
+        _ => None,
+    };
+    if let Some(ty) = func("_start")
+        && ty.params().len() == 0
+        && ty.results().len() == 0
+    {
+        return Some(EntryPoint::Start);
+    }
+    if let Some(ty) = func("main")
+        && ty.params().len() == 0
+        && ty.results().map(|r| matches!(r, ValType::I32)).eq([true])
+    {
+        return Some(EntryPoint::Main);
+    }
+    None
+}
+
+/// Reads the whole file, refusing to read past `limit` even if it grew
+/// after it was measured.
+fn read_bounded(file: &mut File, path: &Path, limit: u64) -> Result<Vec<u8>, SandboxError> {
+    let mut bytes = Vec::new();
+    file.by_ref()
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| SandboxError::ModuleUnreadable { path: path.to_owned(), source: e })?;
+    if bytes.len() as u64 > limit {
+        return Err(SandboxError::ModuleTooLarge { path: path.to_owned(), size: bytes.len() as u64, limit });
+    }
+    Ok(bytes)
+}
+
+/// A Wasmtime error with its causes, on one line.
+pub(crate) fn one_line(error: &wasmtime::Error) -> String {
+    format!("{error:#}").split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,275 @@
+//! [`WasmSandbox`]: the Wasmtime implementation of [`Sandbox`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use mimobox_cache::ModuleCache;
+use mimobox_core::{
+    ExecRequest, ModuleSource, Mount, Outcome, Sandbox, SandboxConfig, SandboxError, SandboxResult,
+};
+use wasmtime::{Engine, Linker, Store, Trap};
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+use crate::check::check_config;
+use crate::engine::{EngineSettings, EpochTicker, deadline_ticks};
+use crate::limits::GuestLimiter;
+use crate::loader::{EntryPoint, LoadedModule, Loader, one_line};
+use crate::output::CappedPipe;
+use crate::state::GuestState;
+
+/// A sandbox that runs WebAssembly modules on Wasmtime with WASI preview 1.
+///
+/// It grants nothing its [`SandboxConfig`] does not: no directories, no
+/// environment beyond `env`, no network, no clocks' or randomness' side
+/// channels beyond WASI's own, and empty stdin unless a request brings some.
+/// Every execution gets a fresh store and WASI context; the engine, linker
+/// and compiled modules are shared.
+///
+/// A `WasmSandbox` is a cheap handle: clones share the engine and the
+/// modules, and [`WasmSandbox::run`] takes `&self`, so several threads can
+/// execute at once.
+///
+/// ```no_run
+/// use mimobox_core::{Sandbox, SandboxConfig};
+/// use mimobox_wasm::WasmSandbox;
+///
+/// let mut sandbox = WasmSandbox::new(SandboxConfig::default())?;
+/// let result = sandbox.execute(&["hello.wasm".to_string()])?;
+/// print!("{}", result.stdout_lossy());
+/// # Ok::<(), mimobox_core::SandboxError>(())
+/// ```
+#[derive(Clone)]
+pub struct WasmSandbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: SandboxConfig,
+    engine: Engine,
+    loader: Loader,
+    runtime: tokio::runtime::Runtime,
+    _ticker: EpochTicker,
+}
+
+impl WasmSandbox {
+    /// Creates a sandbox, checking that every setting can be honoured and
+    /// that every mount can be opened.
+    pub fn create(config: SandboxConfig) -> Result<WasmSandbox, SandboxError> {
+        check_config(&config)?;
+        let config = canonical_mounts(config)?;
+        let settings = EngineSettings { fuel: config.fuel.is_some() };
+        let (engine, engine_id) = settings.build()?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state: &mut GuestState| &mut state.wasi)
+            .map_err(|e| SandboxError::Internal(format!("cannot link WASI: {e}")))?;
+        let cache = open_cache(&config);
+        let loader = Loader::new(
+            engine.clone(),
+            engine_id,
+            Arc::new(linker),
+            cache,
+            config.max_module_size,
+            config.compile_timeout,
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| SandboxError::Internal(format!("cannot start the runtime: {e}")))?;
+        let ticker = EpochTicker::start(&engine)?;
+        Ok(WasmSandbox { inner: Arc::new(Inner { config, engine, loader, runtime, _ticker: ticker }) })
+    }
+
+    /// The config this sandbox enforces (mount paths canonicalised).
+    pub fn config(&self) -> &SandboxConfig {
+        &self.inner.config
+    }
+
+    /// The disk cache in use, if the cache is enabled and trusted.
+    pub fn cache(&self) -> Option<&ModuleCache> {
+        self.inner.loader.cache()
+    }
+
+    /// Compiles (or finds in the cache) the module of `source` without
+    /// running it, so that a later execution starts at once.
+    pub fn prepare(&self, source: &ModuleSource) -> Result<(), SandboxError> {
+        self.inner.loader.load(source).map(|_| ())
+    }
+
+    /// Runs one request. Guest misbehaviour (a trap, a timeout, running out
+    /// of fuel or memory) is an [`Outcome`], not an error; errors are what
+    /// kept the guest from starting.
+    pub fn run(&self, request: ExecRequest) -> Result<SandboxResult, SandboxError> {
+        let inner = &*self.inner;
+        let source = match request.module {
+            Some(source) => source,
+            None => inner.config.module.clone().map(ModuleSource::Path).ok_or(SandboxError::NoModule)?,
+        };
+        let (module, _) = inner.loader.load(&source)?;
+
+        let stdout = CappedPipe::new(inner.config.max_stdout, request.stdout_sink);
+        let stderr = CappedPipe::new(inner.config.max_stderr, request.stderr_sink);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdin(MemoryInputPipe::new(request.stdin))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_blocking_current_thread(true)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .arg(source.display_name());
+        for arg in inner.config.args.iter().chain(&request.args) {
+            wasi.arg(arg);
+        }
+        for (name, value) in &inner.config.env {
+            if !request.env.iter().any(|(n, _)| n == name) {
+                wasi.env(name, value);
+            }
+        }
+        for (name, value) in &request.env {
+            wasi.env(name, value);
+        }
+        for (mounts, perms) in
+            [(&inner.config.fs_readonly, FsPerms::ReadOnly), (&inner.config.fs_readwrite, FsPerms::ReadWrite)]
+        {
+            for mount in mounts {
+                wasi.preopened_dir(&mount.host, &mount.guest, perms).map_err(|e| SandboxError::Mount {
+                    host: mount.host.clone(),
+                    source: std::io::Error::other(one_line(&e)),
+                })?;
+            }
+        }
+
+        let state =
+            GuestState { wasi: wasi.build_p1(), limiter: GuestLimiter::new(inner.config.memory_limit) };
+        let mut store = Store::new(&inner.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        if let Some(fuel) = inner.config.fuel {
+            store.set_fuel(fuel).map_err(|e| SandboxError::Internal(one_line(&e)))?;
+        }
+        store.set_epoch_deadline(deadline_ticks(inner.config.timeout));
+        store.epoch_deadline_trap();
+
+        let started = Instant::now();
+        // The epoch deadline stops guest code; this timer also stops a guest
+        // blocked in a host call (a sleep, a read), by dropping its future.
+        let ran = inner.runtime.block_on(async {
+            tokio::time::timeout(inner.config.timeout, call_entry(&mut store, &module)).await
+        });
+        let elapsed = started.elapsed();
+
+        let outcome = match ran {
+            Err(_elapsed) => Outcome::TimedOut,
+            Ok(result) => classify(result, store.data().limiter.memory_denied()),
+        };
+        let fuel_consumed =
+            inner.config.fuel.map(|budget| budget.saturating_sub(store.get_fuel().unwrap_or(0)));
+        let peak_memory = store.data().limiter.peak();
+        drop(store);
+        let (stdout, stdout_truncated) = stdout.take();
+        let (stderr, stderr_truncated) = stderr.take();
+        Ok(SandboxResult {
+            outcome,
+            stdout,
+            stderr,
+            stdout_truncated,
+            stderr_truncated,
+            elapsed,
+            fuel_consumed,
+            peak_memory,
+        })
+    }
+}
+
+/// Instantiates the module and calls its entry point; the `i32` is the exit
+/// status the guest returned.
+async fn call_entry(store: &mut Store<GuestState>, module: &LoadedModule) -> wasmtime::Result<i32> {
+    let instance = module.pre.instantiate_async(&mut *store).await?;
+    match module.entry {
+        EntryPoint::Start => {
+            let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
+            start.call_async(&mut *store, ()).await?;
+            Ok(0)
+        }
+        EntryPoint::Main => {
+            let main = instance.get_typed_func::<(), i32>(&mut *store, "main")?;
+            main.call_async(&mut *store, ()).await
+        }
+    }
+}
+
+/// Turns the end of a call into an [`Outcome`], by the types of what
+/// stopped it and by what the limiter saw, never by error text.
+fn classify(result: wasmtime::Result<i32>, memory_denied: bool) -> Outcome {
+    let error = match result {
+        Ok(code) => return Outcome::Exited { code },
+        Err(error) => error,
+    };
+    if let Some(exit) = error.downcast_ref::<I32Exit>() {
+        return Outcome::Exited { code: exit.0 };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => Outcome::TimedOut,
+        Some(Trap::OutOfFuel) => Outcome::OutOfFuel,
+        _ if memory_denied => Outcome::MemoryLimit,
+        _ => Outcome::Trap { message: one_line(&error) },
+    }
+}
+
+/// Resolves every mount's host path once, so that the sandbox keeps
+/// granting the directory it was created with, and fails early on a mount
+/// that is missing or not a directory.
+fn canonical_mounts(mut config: SandboxConfig) -> Result<SandboxConfig, SandboxError> {
+    let canonical = |mount: &mut Mount| -> Result<(), SandboxError> {
+        let resolved = std::fs::canonicalize(&mount.host)
+            .map_err(|source| SandboxError::Mount { host: mount.host.clone(), source })?;
+        if !resolved.is_dir() {
+            return Err(SandboxError::Mount {
+                host: mount.host.clone(),
+                source: std::io::Error::other("not a directory"),
+            });
+        }
+        mount.host = resolved;
+        Ok(())
+    };
+    config.fs_readonly.iter_mut().try_for_each(canonical)?;
+    config.fs_readwrite.iter_mut().try_for_each(canonical)?;
+    Ok(config)
+}
+
+/// Opens the disk cache the config asks for. An unusable or untrusted
+/// cache is a warning (once per process) and a run without it.
+fn open_cache(config: &SandboxConfig) -> Option<ModuleCache> {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !config.cache.enabled {
+        return None;
+    }
+    let opened = match config.cache.dir.clone().or_else(mimobox_cache::default_dir) {
+        Some(dir) => ModuleCache::open(&dir),
+        None => Err(mimobox_cache::CacheError::NoDirectory),
+    };
+    match opened {
+        Ok(cache) => Some(cache),
+        Err(e) => {
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!("running without the module cache: {e}");
+            }
+            None
+        }
+    }
+}
+
+impl Sandbox for WasmSandbox {
+    fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
+        WasmSandbox::create(config)
+    }
+
+    fn run(&mut self, request: ExecRequest) -> Result<SandboxResult, SandboxError> {
+        WasmSandbox::run(self, request)
+    }
+
+    fn destroy(self) {
+        drop(self);
+    }
+}
