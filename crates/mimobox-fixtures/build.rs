@@ -1,3 +1,5 @@
+//! Compiles the WAT fixtures into `OUT_DIR/wasm`.
+
 #[path = "src/compile.rs"]
 mod compile;
 

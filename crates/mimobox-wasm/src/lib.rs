@@ -36,4 +36,5 @@ mod sandbox;
 mod state;
 
 pub use check::{MAX_MEMORY_LIMIT, check_config};
+pub use loader::ModuleOrigin;
 pub use sandbox::WasmSandbox;

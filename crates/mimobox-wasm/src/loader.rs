@@ -34,11 +34,14 @@ pub(crate) struct LoadedModule {
     pub(crate) entry: EntryPoint,
 }
 
-/// Where the compiled code of a load came from.
+/// Where the compiled code of a module came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LoadSource {
+pub enum ModuleOrigin {
+    /// This sandbox had already loaded it.
     Memory,
+    /// It was mapped from the disk cache.
     DiskCache,
+    /// It was compiled (and stored in the disk cache, if there is one).
     Compiled,
 }
 
@@ -83,7 +86,7 @@ impl Loader {
     pub(crate) fn load(
         &self,
         source: &ModuleSource,
-    ) -> Result<(Arc<LoadedModule>, LoadSource), SandboxError> {
+    ) -> Result<(Arc<LoadedModule>, ModuleOrigin), SandboxError> {
         match source {
             ModuleSource::Bytes { name, bytes } => {
                 let hash = ContentHash::of(bytes);
@@ -93,7 +96,7 @@ impl Loader {
         }
     }
 
-    fn load_path(&self, path: &Path) -> Result<(Arc<LoadedModule>, LoadSource), SandboxError> {
+    fn load_path(&self, path: &Path) -> Result<(Arc<LoadedModule>, ModuleOrigin), SandboxError> {
         let name = path.display().to_string();
         let mut file = File::open(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => SandboxError::ModuleNotFound { path: path.to_owned() },
@@ -163,13 +166,13 @@ impl Loader {
         name: &str,
         hash: ContentHash,
         read: impl FnOnce() -> Result<Vec<u8>, SandboxError>,
-    ) -> Result<(Arc<LoadedModule>, LoadSource), SandboxError> {
+    ) -> Result<(Arc<LoadedModule>, ModuleOrigin), SandboxError> {
         if let Some(loaded) = self.lock_modules().get(&hash) {
-            return Ok((loaded.clone(), LoadSource::Memory));
+            return Ok((loaded.clone(), ModuleOrigin::Memory));
         }
         let (module, source) = match self.from_disk(&hash) {
-            Some(module) => (module, LoadSource::DiskCache),
-            None => (self.compile(name, hash, read()?)?, LoadSource::Compiled),
+            Some(module) => (module, ModuleOrigin::DiskCache),
+            None => (self.compile(name, hash, read()?)?, ModuleOrigin::Compiled),
         };
         let loaded = Arc::new(self.link(name, &module)?);
         self.lock_modules().insert(hash, loaded.clone());

@@ -15,7 +15,7 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 use crate::check::check_config;
 use crate::engine::{EngineSettings, EpochTicker, deadline_ticks};
 use crate::limits::GuestLimiter;
-use crate::loader::{EntryPoint, LoadedModule, Loader, one_line};
+use crate::loader::{EntryPoint, LoadedModule, Loader, ModuleOrigin, one_line};
 use crate::output::CappedPipe;
 use crate::state::GuestState;
 
@@ -92,9 +92,10 @@ impl WasmSandbox {
     }
 
     /// Compiles (or finds in the cache) the module of `source` without
-    /// running it, so that a later execution starts at once.
-    pub fn prepare(&self, source: &ModuleSource) -> Result<(), SandboxError> {
-        self.inner.loader.load(source).map(|_| ())
+    /// running it, so that a later execution starts at once, and says where
+    /// its code came from.
+    pub fn prepare(&self, source: &ModuleSource) -> Result<ModuleOrigin, SandboxError> {
+        self.inner.loader.load(source).map(|(_, origin)| origin)
     }
 
     /// Runs one request. Guest misbehaviour (a trap, a timeout, running out
@@ -114,7 +115,6 @@ impl WasmSandbox {
         wasi.stdin(MemoryInputPipe::new(request.stdin))
             .stdout(stdout.clone())
             .stderr(stderr.clone())
-            .allow_blocking_current_thread(true)
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -130,6 +130,12 @@ impl WasmSandbox {
         for (name, value) in &request.env {
             wasi.env(name, value);
         }
+        // File operations on mounts run on this thread rather than hopping to
+        // a blocking pool: each preopen takes the flag as it is when added.
+        // It is switched off again before the context is built, because
+        // with it on, a guest's single-timer `poll_oneoff` becomes an
+        // uninterruptible thread sleep that no timeout could end.
+        wasi.allow_blocking_current_thread(true);
         for (mounts, perms) in
             [(&inner.config.fs_readonly, FsPerms::ReadOnly), (&inner.config.fs_readwrite, FsPerms::ReadWrite)]
         {
@@ -141,6 +147,7 @@ impl WasmSandbox {
             }
         }
 
+        wasi.allow_blocking_current_thread(false);
         let state =
             GuestState { wasi: wasi.build_p1(), limiter: GuestLimiter::new(inner.config.memory_limit) };
         let mut store = Store::new(&inner.engine, state);
