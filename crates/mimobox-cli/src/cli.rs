@@ -1,0 +1,112 @@
+//! The command line, defined once: these doc comments are the help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Run untrusted WebAssembly under hard limits: wall-clock time, fuel,
+/// memory, output, and only the directories, environment and arguments it
+/// is given. No network.
+#[derive(Debug, Parser)]
+#[command(name = "mimobox", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a module in a sandbox.
+    ///
+    /// Exit status: the guest's own code when it exits; 124 when it times
+    /// out or runs out of fuel; 134 when it traps, the memory limit
+    /// included; 2 when mimobox cannot run it.
+    Run(RunArgs),
+    /// Run the built-in hello module, to see a sandbox at work.
+    Demo(DemoArgs),
+    /// Check or show a TOML profile.
+    #[command(subcommand)]
+    Profile(ProfileCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub limits: LimitFlags,
+    /// Pass FILE to the guest as its stdin. Without it, mimobox passes its
+    /// own stdin when that is not a terminal, and nothing otherwise.
+    #[arg(long, value_name = "FILE")]
+    pub stdin: Option<PathBuf>,
+    /// Print one JSON object with the outcome, exit code, output, truncation
+    /// flags, elapsed milliseconds and fuel consumed, instead of passing the
+    /// guest's output through.
+    #[arg(long)]
+    pub json: bool,
+    /// The module (`.wasm` or `.wat`), then its arguments. When the profile
+    /// names a module, every argument goes to the guest. Use `--` before
+    /// guest arguments that start with `-`.
+    #[arg(value_name = "MODULE | ARGS", trailing_var_arg = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Print the result as JSON, as `run --json` does.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfileCommand {
+    /// Validate a profile, with errors that name the key and line.
+    Check {
+        /// The profile.
+        file: PathBuf,
+    },
+    /// Print the effective config: defaults, then the profile, then flags.
+    Show {
+        /// The profile.
+        file: PathBuf,
+        #[command(flatten)]
+        limits: LimitFlags,
+    },
+}
+
+/// Settings shared by the commands that build a sandbox. Each overrides
+/// the profile's value.
+#[derive(Debug, Args, Default)]
+pub struct LimitFlags {
+    /// Load settings from a TOML profile; the flags below override it.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+    /// Mount a host directory read-write (repeatable).
+    #[arg(long = "dir", value_name = "HOST[::GUEST]")]
+    pub dirs: Vec<String>,
+    /// Mount a host directory read-only (repeatable).
+    #[arg(long = "ro-dir", value_name = "HOST[::GUEST]")]
+    pub ro_dirs: Vec<String>,
+    /// Set an environment variable for the guest (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub envs: Vec<String>,
+    /// Wall-clock limit of the run, compilation excluded: "1.5s", "500ms".
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Linear-memory limit: "64MiB", "1GiB".
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Instruction budget (fuel); the guest stops when it is spent.
+    #[arg(long, value_name = "N")]
+    pub fuel: Option<u64>,
+    /// Cap on each of stdout and stderr: "1MiB". Output past it is dropped.
+    #[arg(long, value_name = "SIZE")]
+    pub max_output: Option<String>,
+    /// Bound on compiling a module that is not cached: "2m".
+    #[arg(long, value_name = "DURATION")]
+    pub compile_timeout: Option<String>,
+    /// Keep compiled modules in DIR instead of the default cache directory.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Do not read or write the compiled-module cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}

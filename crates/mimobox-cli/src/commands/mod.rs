@@ -1,0 +1,18 @@
+//! One module per subcommand, each with an `execute` function.
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+
+mod demo;
+mod profile;
+mod run;
+
+/// Runs the parsed command line.
+pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => run::execute(args),
+        Command::Demo(args) => demo::execute(args),
+        Command::Profile(command) => profile::execute(command),
+    }
+}

@@ -1,0 +1,97 @@
+//! `mimobox run`: one module, one sandbox, one execution.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use mimobox_core::{ExecRequest, ModuleSource, Outcome, SandboxResult};
+use mimobox_wasm::{WasmSandbox, check_config};
+
+use crate::cli::RunArgs;
+use crate::exit;
+use crate::flags::Resolved;
+
+pub fn execute(args: RunArgs) -> Result<ExitCode> {
+    let resolved = Resolved::new(&args.limits, check_config)?;
+    let mut command = args.command.into_iter();
+    let module = match &resolved.config.module {
+        Some(_) => None,
+        None => match command.next() {
+            Some(module) => Some(ModuleSource::Path(PathBuf::from(module))),
+            None => bail!("no module given: name one, or use a profile with `module = \"...\"`"),
+        },
+    };
+    let stdin = read_stdin(args.stdin.as_ref())?;
+    let sandbox = WasmSandbox::create(resolved.config.clone()).map_err(|e| resolved.explain(e))?;
+
+    let mut request = ExecRequest { module, args: command.collect(), stdin, ..ExecRequest::default() };
+    if !args.json {
+        // Pass output through as the guest writes it; the caps still apply.
+        request.stdout_sink = Some(Box::new(|bytes: &[u8]| {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(bytes).and_then(|()| out.flush());
+        }));
+        request.stderr_sink = Some(Box::new(|bytes: &[u8]| {
+            let _ = std::io::stderr().lock().write_all(bytes);
+        }));
+    }
+    let result = sandbox.run(request).map_err(|e| resolved.explain(e))?;
+    report(&result, args.json, !args.json)
+}
+
+/// The guest's stdin: the `--stdin` file, else ours when it is not a
+/// terminal, else nothing.
+fn read_stdin(file: Option<&PathBuf>) -> Result<Vec<u8>> {
+    if let Some(path) = file {
+        return std::fs::read(path).with_context(|| format!("--stdin {}", path.display()));
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return Ok(Vec::new());
+    }
+    let mut bytes = Vec::new();
+    stdin.lock().read_to_end(&mut bytes).context("reading stdin")?;
+    Ok(bytes)
+}
+
+/// Prints the result (as JSON, or the output that was not already streamed
+/// plus a note on how the guest ended) and picks the exit status.
+pub fn report(result: &SandboxResult, json: bool, streamed: bool) -> Result<ExitCode> {
+    if json {
+        let value = serde_json::json!({
+            "outcome": result.outcome.name(),
+            "exit_code": result.exit_code(),
+            "trap": match &result.outcome { Outcome::Trap { message } => Some(message.as_str()), _ => None },
+            "stdout": result.stdout_lossy(),
+            "stderr": result.stderr_lossy(),
+            "stdout_truncated": result.stdout_truncated,
+            "stderr_truncated": result.stderr_truncated,
+            "elapsed_ms": result.elapsed.as_secs_f64() * 1000.0,
+            "fuel_consumed": result.fuel_consumed,
+            "peak_memory_bytes": result.peak_memory,
+        });
+        println!("{value}");
+    } else {
+        if !streamed {
+            std::io::stdout().write_all(&result.stdout)?;
+            std::io::stderr().write_all(&result.stderr)?;
+        }
+        std::io::stdout().flush()?;
+        for (truncated, stream) in [(result.stdout_truncated, "stdout"), (result.stderr_truncated, "stderr")]
+        {
+            if truncated {
+                eprintln!("mimobox: guest {stream} was truncated at the output cap");
+            }
+        }
+        match &result.outcome {
+            Outcome::Exited { .. } => {}
+            Outcome::TimedOut => eprintln!("mimobox: guest timed out"),
+            Outcome::OutOfFuel => eprintln!("mimobox: guest ran out of fuel"),
+            Outcome::MemoryLimit => eprintln!("mimobox: guest hit the memory limit"),
+            Outcome::Trap { message } => eprintln!("mimobox: guest trapped: {message}"),
+            other => eprintln!("mimobox: guest ended: {}", other.name()),
+        }
+    }
+    Ok(exit::for_outcome(&result.outcome))
+}

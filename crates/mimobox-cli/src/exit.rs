@@ -1,0 +1,29 @@
+//! Exit statuses, decided in one place.
+
+use std::process::ExitCode;
+
+use mimobox_core::Outcome;
+
+/// mimobox could not run the module: bad flag, bad profile, missing or
+/// invalid module.
+pub const USAGE: u8 = 2;
+/// The guest timed out or ran out of fuel (as `timeout(1)` reports).
+pub const TIMED_OUT: u8 = 124;
+/// The guest trapped, the memory limit included (as an abort would).
+pub const TRAPPED: u8 = 134;
+
+/// The exit status that reports `outcome`.
+pub fn for_outcome(outcome: &Outcome) -> ExitCode {
+    match outcome {
+        // The status a process can report is 8 bits wide, as a shell sees it.
+        Outcome::Exited { code } => ExitCode::from(*code as u8),
+        Outcome::TimedOut | Outcome::OutOfFuel => ExitCode::from(TIMED_OUT),
+        _ => ExitCode::from(TRAPPED),
+    }
+}
+
+/// An error and its causes on one line.
+pub fn one_line(error: &anyhow::Error) -> String {
+    let text = error.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ");
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}

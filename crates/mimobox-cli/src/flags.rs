@@ -1,0 +1,108 @@
+//! Layering the config: built-in defaults, then the profile, then flags.
+
+use anyhow::{Context, Result, anyhow, bail};
+use mimobox_core::units::{parse_duration, parse_size};
+use mimobox_core::{Mount, Profile, SandboxConfig, SandboxError};
+
+use crate::cli::LimitFlags;
+
+/// A config resolved from defaults, a profile and flags, remembering where
+/// each value came from so that an error can point at its source.
+pub struct Resolved {
+    pub config: SandboxConfig,
+    pub profile: Option<Profile>,
+    /// Profile keys that a flag overrode, with the flag's name.
+    overridden: Vec<(&'static str, &'static str)>,
+}
+
+impl Resolved {
+    /// Builds the config and checks it with `check` (the backend's own
+    /// validation), pointing any error at the flag or profile line at fault.
+    pub fn new(
+        flags: &LimitFlags,
+        check: impl Fn(&SandboxConfig) -> Result<(), SandboxError>,
+    ) -> Result<Self> {
+        let profile = match &flags.profile {
+            Some(path) => Some(Profile::load(path).map_err(|e| anyhow!("profile {e}"))?),
+            None => None,
+        };
+        let mut config = profile.as_ref().map(|p| p.config().clone()).unwrap_or_default();
+        let overridden = apply(flags, &mut config)?;
+        let resolved = Resolved { config, profile, overridden };
+        check(&resolved.config).map_err(|e| resolved.explain(e))?;
+        Ok(resolved)
+    }
+
+    /// Turns a sandbox error into one that names where the bad value came
+    /// from: a flag, or the profile's key and line.
+    pub fn explain(&self, error: SandboxError) -> anyhow::Error {
+        let Some(key) = error.config_key() else { return error.into() };
+        if let Some((_, flag)) = self.overridden.iter().find(|(k, _)| *k == key) {
+            return anyhow!("{flag}: {error}");
+        }
+        if let Some(profile) = &self.profile
+            && profile.sets(key)
+        {
+            let located = match &error {
+                SandboxError::Config(e) => profile.config_error(e),
+                SandboxError::Unsupported { key, reason } => {
+                    profile.config_error(&mimobox_core::ConfigError::new(key.clone(), reason))
+                }
+                _ => return error.into(),
+            };
+            return anyhow!("profile {located}");
+        }
+        error.into()
+    }
+}
+
+/// Applies the flags over `config` and lists the keys they set.
+fn apply(flags: &LimitFlags, config: &mut SandboxConfig) -> Result<Vec<(&'static str, &'static str)>> {
+    let mut set = Vec::new();
+    if let Some(text) = &flags.timeout {
+        config.timeout = parse_duration(text).context("--timeout")?;
+        set.push(("timeout_secs", "--timeout"));
+    }
+    if let Some(text) = &flags.compile_timeout {
+        config.compile_timeout = parse_duration(text).context("--compile-timeout")?;
+        set.push(("compile_timeout_secs", "--compile-timeout"));
+    }
+    if let Some(text) = &flags.memory {
+        config.memory_limit = parse_size(text).context("--memory")?;
+        set.push(("memory_limit_mb", "--memory"));
+    }
+    if let Some(fuel) = flags.fuel {
+        config.fuel = Some(fuel);
+        set.push(("fuel", "--fuel"));
+    }
+    if let Some(text) = &flags.max_output {
+        let cap = parse_size(text).context("--max-output")?;
+        config.max_stdout = cap;
+        config.max_stderr = cap;
+        set.extend([("max_stdout", "--max-output"), ("max_stderr", "--max-output")]);
+    }
+    for spec in &flags.ro_dirs {
+        config.fs_readonly.push(Mount::parse(spec).map_err(|e| anyhow!("--ro-dir: {e}"))?);
+        set.push(("fs_readonly", "--ro-dir"));
+    }
+    for spec in &flags.dirs {
+        config.fs_readwrite.push(Mount::parse(spec).map_err(|e| anyhow!("--dir: {e}"))?);
+        set.push(("fs_readwrite", "--dir"));
+    }
+    for pair in &flags.envs {
+        let Some((name, value)) = pair.split_once('=') else {
+            bail!("--env: `{pair}` is not KEY=VALUE");
+        };
+        config.env.insert(name.to_owned(), value.to_owned());
+        set.push(("env", "--env"));
+    }
+    if let Some(dir) = &flags.cache_dir {
+        config.cache.dir = Some(dir.clone());
+        set.push(("cache.dir", "--cache-dir"));
+    }
+    if flags.no_cache {
+        config.cache.enabled = false;
+        set.push(("cache.enabled", "--no-cache"));
+    }
+    Ok(set)
+}
