@@ -21,7 +21,7 @@ pub enum Command {
     /// Exit status: the guest's own code when it exits; 124 when it times
     /// out or runs out of fuel; 134 when it traps, the memory limit
     /// included; 2 when mimobox cannot run it.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run the built-in hello module, to see a sandbox at work.
     Demo(DemoArgs),
     /// Check or show a TOML profile.
@@ -68,7 +68,7 @@ pub enum ProfileCommand {
         /// The profile.
         file: PathBuf,
         #[command(flatten)]
-        limits: LimitFlags,
+        limits: Box<LimitFlags>,
     },
 }
 

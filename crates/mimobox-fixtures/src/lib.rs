@@ -4,10 +4,14 @@
 //! Each fixture is a small, hostile or probing guest in `wat/`: an infinite
 //! loop, a memory bomb, an output flood, a blocking sleep, a file tool.
 //! `cargo xtask fixtures` writes the same files to `target/fixtures`.
+//!
+//! [`runtimes`] fetches the real WASI programs (CPython, QuickJS) that the
+//! tests of real workloads run.
 
 use std::path::{Path, PathBuf};
 
 mod compile;
+pub mod runtimes;
 
 pub use compile::compile_dir;
 

@@ -170,7 +170,7 @@ impl Loader {
         if let Some(loaded) = self.lock_modules().get(&hash) {
             return Ok((loaded.clone(), ModuleOrigin::Memory));
         }
-        let (module, source) = match self.from_disk(&hash) {
+        let (module, source) = match self.load_from_disk(&hash) {
             Some(module) => (module, ModuleOrigin::DiskCache),
             None => (self.compile(name, hash, read()?)?, ModuleOrigin::Compiled),
         };
@@ -179,7 +179,7 @@ impl Loader {
         Ok((loaded, source))
     }
 
-    fn from_disk(&self, hash: &ContentHash) -> Option<Module> {
+    fn load_from_disk(&self, hash: &ContentHash) -> Option<Module> {
         let cache = self.cache.as_ref()?;
         let artifact = cache.artifact(&self.engine_id, hash)?;
         // SAFETY: the artifact was written by this engine configuration
@@ -271,7 +271,7 @@ fn compile_and_store(
     match cache.store(engine_id, &hash, &artifact) {
         Ok(_) => {
             if let Some(stored) = cache.artifact(engine_id, &hash) {
-                // SAFETY: as in `Loader::from_disk`: we just wrote this file
+                // SAFETY: as in `Loader::load_from_disk`: we just wrote this file
                 // through an exclusive temp file and a rename, in a vetted
                 // directory, and no one rewrites an artifact in place.
                 if let Ok(module) = unsafe { Module::deserialize_open_file(engine, stored.file) } {

@@ -11,7 +11,7 @@ mod run;
 /// Runs the parsed command line.
 pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run(args) => run::execute(args),
+        Command::Run(args) => run::execute(*args),
         Command::Demo(args) => demo::execute(args),
         Command::Profile(command) => profile::execute(command),
     }

@@ -17,6 +17,7 @@ pub fn execute(command: ProfileCommand) -> Result<ExitCode> {
         }
         ProfileCommand::Show { file, mut limits } => {
             limits.profile = Some(file);
+            let limits = *limits;
             let resolved = Resolved::new(&limits, check_config)?;
             print!("{}", resolved.config.to_toml());
         }

@@ -59,7 +59,8 @@ fn fuel_and_plain_artifacts_are_cached_apart() {
 
 #[test]
 fn corrupt_entries_are_removed_and_rebuilt() {
-    let corruptions: [(&str, fn(&[u8]) -> Vec<u8>); 3] = [
+    type Corrupt = fn(&[u8]) -> Vec<u8>;
+    let corruptions: [(&str, Corrupt); 3] = [
         ("truncated", |good| good[..good.len() / 3].to_vec()),
         ("garbage", |good| vec![0x5a; good.len()]),
         ("empty", |_| Vec::new()),
