@@ -71,13 +71,13 @@ pub fn report(result: &SandboxResult, json: bool, streamed: bool) -> Result<Exit
             "fuel_consumed": result.fuel_consumed,
             "peak_memory_bytes": result.peak_memory,
         });
-        println!("{value}");
+        ignore_broken_pipe(writeln!(std::io::stdout().lock(), "{value}"))?;
     } else {
         if !streamed {
-            std::io::stdout().write_all(&result.stdout)?;
-            std::io::stderr().write_all(&result.stderr)?;
+            ignore_broken_pipe(std::io::stdout().lock().write_all(&result.stdout))?;
+            ignore_broken_pipe(std::io::stderr().lock().write_all(&result.stderr))?;
         }
-        std::io::stdout().flush()?;
+        ignore_broken_pipe(std::io::stdout().flush())?;
         for (truncated, stream) in [(result.stdout_truncated, "stdout"), (result.stderr_truncated, "stderr")]
         {
             if truncated {
@@ -94,4 +94,13 @@ pub fn report(result: &SandboxResult, json: bool, streamed: bool) -> Result<Exit
         }
     }
     Ok(exit::for_outcome(&result.outcome))
+}
+
+/// A reader that closed our stdout early (`| head`) is not an error of the
+/// run.
+fn ignore_broken_pipe(result: std::io::Result<()>) -> std::io::Result<()> {
+    match result {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }

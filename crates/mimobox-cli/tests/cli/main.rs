@@ -4,6 +4,7 @@
 mod errors;
 mod limits;
 mod run;
+mod runtimes;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -11,11 +12,14 @@ use std::process::{Command, Output, Stdio};
 /// A `mimobox` invocation in its own temp directory and cache.
 struct Cli {
     dir: tempfile::TempDir,
+    cache: PathBuf,
 }
 
 impl Cli {
     fn new() -> Cli {
-        Cli { dir: tempfile::tempdir().unwrap() }
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join(".cache");
+        Cli { dir, cache }
     }
 
     fn path(&self) -> &Path {
@@ -23,7 +27,7 @@ impl Cli {
     }
 
     fn cache(&self) -> PathBuf {
-        self.dir.path().join(".cache")
+        self.cache.clone()
     }
 
     fn command(&self, args: &[&str]) -> Command {

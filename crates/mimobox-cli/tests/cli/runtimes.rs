@@ -1,0 +1,164 @@
+//! Real interpreters under mimobox, driven through the shipped profiles:
+//! CPython and QuickJS (WASI builds, fetched by `cargo xtask runtimes` or on
+//! first use), each against hostile code.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use crate::{Cli, json, stderr, stdout};
+
+fn profile(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../profiles").join(format!("{name}.toml"));
+    path.canonicalize().unwrap().display().to_string()
+}
+
+/// A CLI whose cache is shared by these tests and warmed once, so that
+/// CPython is compiled once per test run rather than once per test.
+fn cli() -> Cli {
+    static WARM: Once = Once::new();
+    let mut cli = Cli::new();
+    cli.cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("runtime-cache");
+    WARM.call_once(|| {
+        mimobox_fixtures::runtimes::path("python");
+        for (name, code) in [("python", ["-c", "pass"]), ("quickjs", ["-e", ""])] {
+            let out = cli.run(&["run", "--profile", &profile(name), "--", code[0], code[1]]);
+            assert_eq!(out.status.code(), Some(0), "warming {name}: {}", stderr(&out));
+        }
+    });
+    cli
+}
+
+impl Cli {
+    fn python(&self, extra: &[&str], code: &str) -> Output {
+        let profile = profile("python");
+        let mut args = vec!["run", "--profile", &profile];
+        args.extend_from_slice(extra);
+        args.extend(["--", "-c", code]);
+        self.run(&args)
+    }
+
+    fn js(&self, extra: &[&str], code: &str) -> Output {
+        let profile = profile("quickjs");
+        let mut args = vec!["run", "--profile", &profile];
+        args.extend_from_slice(extra);
+        args.extend(["--", "-e", code]);
+        self.run(&args)
+    }
+}
+
+#[test]
+fn python_prints() {
+    let cli = cli();
+    let out = cli.python(&[], "print(1+1)");
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "2\n"), "{}", stderr(&out));
+}
+
+#[test]
+fn quickjs_prints() {
+    let cli = cli();
+    let out = cli.js(&[], "console.log(6*7)");
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "42\n"), "{}", stderr(&out));
+}
+
+#[test]
+fn python_reads_its_program_from_stdin() {
+    let cli = cli();
+    let profile = profile("python");
+    let mut child = cli
+        .command(&["run", "--profile", &profile, "--", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"print(6*7)\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "42\n");
+}
+
+fn assert_times_out_quickly(out: Output, started: Instant) {
+    assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn python_busy_loop_times_out() {
+    let cli = cli();
+    let started = Instant::now();
+    assert_times_out_quickly(cli.python(&["--timeout", "1s"], "while True: pass"), started);
+}
+
+#[test]
+fn python_sleep_times_out() {
+    let cli = cli();
+    let started = Instant::now();
+    assert_times_out_quickly(cli.python(&["--timeout", "1s"], "import time; time.sleep(60)"), started);
+}
+
+#[test]
+fn js_busy_loop_times_out() {
+    let cli = cli();
+    let started = Instant::now();
+    assert_times_out_quickly(cli.js(&["--timeout", "1s"], "while (true) {}"), started);
+}
+
+#[test]
+fn python_huge_allocation_fails_cleanly() {
+    let cli = cli();
+    // 1 GiB under a 128 MiB limit: the growth is denied and CPython raises.
+    let out = cli.python(&["--memory", "128MiB"], "bytearray(1024**3)");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("MemoryError"), "{}", stderr(&out));
+    // 2 GiB does not even fit a wasm32 index; CPython refuses it before
+    // allocating. Either way the host is unharmed and the error is clear.
+    let out = cli.python(&["--memory", "128MiB"], "bytearray(2*1024**3)");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("Error"), "{}", stderr(&out));
+}
+
+#[test]
+fn python_output_flood_is_truncated() {
+    let cli = cli();
+    let out = cli.python(&["--json"], "print('x'*10**8)");
+    let value = json(&out);
+    assert_eq!(value["outcome"], "exited", "{value}");
+    assert_eq!(value["stdout_truncated"], true);
+    assert_eq!(value["stdout"].as_str().unwrap().len(), 1 << 20);
+}
+
+#[test]
+fn js_output_flood_is_truncated() {
+    let cli = cli();
+    let out = cli.js(&["--json"], "for (let i = 0; i < 100000; i++) console.log('x'.repeat(100))");
+    let value = json(&out);
+    assert_eq!(value["outcome"], "exited", "{value}");
+    assert_eq!(value["stdout_truncated"], true);
+    assert_eq!(value["stdout"].as_str().unwrap().len(), 1 << 20);
+}
+
+#[test]
+fn python_files_obey_the_mounts() {
+    let cli = cli();
+    std::fs::create_dir(cli.path().join("ro")).unwrap();
+    std::fs::create_dir(cli.path().join("rw")).unwrap();
+    cli.write("ro/in.txt", "mounted data\n");
+    let code = r#"
+print(open('/ro/in.txt').read().strip())
+try:
+    open('/ro/new.txt', 'w')
+except PermissionError as e:
+    print('ro write refused')
+open('/rw/out.txt', 'w').write('from python')
+try:
+    open('/etc/passwd')
+except OSError:
+    print('no /etc/passwd')
+"#;
+    let out = cli.python(&["--ro-dir", "ro::/ro", "--dir", "rw::/rw"], code);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "mounted data\nro write refused\nno /etc/passwd\n");
+    assert!(!cli.path().join("ro/new.txt").exists());
+    assert_eq!(std::fs::read_to_string(cli.path().join("rw/out.txt")).unwrap(), "from python");
+}
