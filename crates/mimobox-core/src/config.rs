@@ -82,6 +82,8 @@ pub struct SandboxConfig {
     pub max_module_size: u64,
     /// The compiled-module cache. Table `[cache]`.
     pub cache: CacheConfig,
+    /// Reuse of instance slots across executions. Table `[pool]`.
+    pub pool: PoolConfig,
 }
 
 impl Default for SandboxConfig {
@@ -102,7 +104,29 @@ impl Default for SandboxConfig {
             compile_timeout: DEFAULT_COMPILE_TIMEOUT,
             max_module_size: DEFAULT_MAX_MODULE_SIZE,
             cache: CacheConfig::default(),
+            pool: PoolConfig::default(),
         }
+    }
+}
+
+/// Default number of pooled instance slots: executions that can run at once
+/// without allocating.
+pub const DEFAULT_POOL_SIZE: u32 = 16;
+
+/// Instance pooling: memory, tables and stacks are reserved once, in
+/// `size` slots, and reused (copy-on-write) by every execution. A slot
+/// reserves about 4 GiB of address space (not memory); executions beyond
+/// `size` at once wait for a free slot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Number of slots; 0 allocates per execution instead. Key `pool.size`.
+    pub size: u32,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig { size: DEFAULT_POOL_SIZE }
     }
 }
 
@@ -263,6 +287,9 @@ impl SandboxConfig {
         }
         if self.fuel == Some(0) {
             return Err(ConfigError::new("fuel", "must be greater than zero (leave it out to disable fuel)"));
+        }
+        if self.pool.size > 1024 {
+            return Err(ConfigError::new("pool.size", "must be at most 1024"));
         }
         if self.max_module_size == 0 {
             return Err(ConfigError::new("max_module_size", "must be greater than zero"));

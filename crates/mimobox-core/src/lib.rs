@@ -30,7 +30,7 @@ pub mod units;
 
 pub use config::{
     Backend, CacheConfig, ConfigError, DEFAULT_COMPILE_TIMEOUT, DEFAULT_MAX_MODULE_SIZE, DEFAULT_MAX_OUTPUT,
-    DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT, Mount, SandboxConfig,
+    DEFAULT_MEMORY_LIMIT, DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT, Mount, PoolConfig, SandboxConfig,
 };
 pub use error::SandboxError;
 pub use outcome::{Outcome, SandboxResult};

@@ -8,22 +8,46 @@ use std::time::Duration;
 use mimobox_cache::EngineId;
 use mimobox_core::SandboxError;
 use sha2::{Digest, Sha256};
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::limits::{MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES};
 
 /// How often the epoch advances. Wall-clock limits are enforced to within
 /// one tick.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// The settings that decide the code an engine generates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The settings an engine is built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct EngineSettings {
     /// Compile fuel metering in. It slows every loop, so it is on only when
     /// a fuel budget is configured; such artifacts are cached apart.
     pub(crate) fuel: bool,
+    /// Pooled instance slots; 0 allocates per execution.
+    pub(crate) pool_size: u32,
 }
 
 impl EngineSettings {
+    /// Builds the engine. If the pool's address space cannot be reserved
+    /// (a `ulimit -v`, say), it warns and allocates per execution instead:
+    /// slower, with the same limits.
     pub(crate) fn build(self) -> Result<(Engine, EngineId), SandboxError> {
+        if self.pool_size > 0 {
+            match Engine::new(&self.wasmtime_config(true)) {
+                Ok(engine) => return Ok(self.identify(engine)),
+                Err(e) => tracing::warn!("instance pool unavailable, allocating per execution: {e}"),
+            }
+        }
+        let engine = Engine::new(&self.wasmtime_config(false))
+            .map_err(|e| SandboxError::Internal(format!("cannot create engine: {e}")))?;
+        Ok(self.identify(engine))
+    }
+
+    fn identify(self, engine: Engine) -> (Engine, EngineId) {
+        let id = engine_id(&engine, self.fuel);
+        (engine, id)
+    }
+
+    fn wasmtime_config(self, pooled: bool) -> Config {
         let mut config = Config::new();
         config
             .epoch_interruption(true)
@@ -37,16 +61,40 @@ impl EngineSettings {
             .wasm_component_model(false)
             .wasm_memory64(false)
             .parallel_compilation(true);
-        let engine =
-            Engine::new(&config).map_err(|e| SandboxError::Internal(format!("cannot create engine: {e}")))?;
-        let id = engine_id(&engine, self);
-        Ok((engine, id))
+        if pooled {
+            let slots = self.pool_size;
+            let mut pool = PoolingAllocationConfig::new();
+            pool.total_core_instances(slots)
+                .total_memories(slots.saturating_mul(2))
+                .total_tables(slots.saturating_mul(4))
+                .total_stacks(slots)
+                .total_gc_heaps(0)
+                .max_memories_per_module(MAX_MEMORIES as u32)
+                .max_tables_per_module(MAX_TABLES as u32)
+                .table_elements(MAX_TABLE_ELEMENTS)
+                .max_core_instance_size(MAX_INSTANCE_METADATA)
+                // A slot spans the whole wasm32 range (it reserves that much
+                // address space anyway), so the pool never refuses a module:
+                // the limiter enforces the configured limit, and reports it.
+                .max_memory_size(usize::try_from(crate::check::MAX_MEMORY_LIMIT).unwrap_or(usize::MAX))
+                // Keep a little of each slot's memory resident between runs
+                // instead of returning it to the kernel every time.
+                .linear_memory_keep_resident(KEEP_RESIDENT)
+                .table_keep_resident(KEEP_RESIDENT);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        config
     }
 }
 
+/// Most bytes of instance metadata (vmctx) a module may need in a pooled
+/// slot; CPython needs well under this.
+const MAX_INSTANCE_METADATA: usize = 4 << 20;
+const KEEP_RESIDENT: usize = 1 << 20;
+
 /// Hashes Wasmtime's own compatibility hash (its version, compiler and
 /// settings) together with ours.
-fn engine_id(engine: &Engine, settings: EngineSettings) -> EngineId {
+fn engine_id(engine: &Engine, fuel: bool) -> EngineId {
     struct ShaHasher(Sha256);
     impl Hasher for ShaHasher {
         fn write(&mut self, bytes: &[u8]) {
@@ -58,7 +106,7 @@ fn engine_id(engine: &Engine, settings: EngineSettings) -> EngineId {
     }
     let mut hasher = ShaHasher(Sha256::new());
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    settings.hash(&mut hasher);
+    fuel.hash(&mut hasher);
     hasher.write(concat!("mimobox-wasm ", env!("CARGO_PKG_VERSION")).as_bytes());
     EngineId::from_digest(hasher.0.finalize().into())
 }

@@ -55,6 +55,7 @@ pub(crate) struct Loader {
     compile_timeout: Duration,
     by_hash: Mutex<HashMap<ContentHash, Arc<LoadedModule>>>,
     by_path: Mutex<HashMap<PathBuf, (Fingerprint, ContentHash)>>,
+    by_bytes: Mutex<HashMap<usize, (Arc<[u8]>, ContentHash)>>,
 }
 
 impl Loader {
@@ -75,6 +76,7 @@ impl Loader {
             compile_timeout,
             by_hash: Mutex::new(HashMap::new()),
             by_path: Mutex::new(HashMap::new()),
+            by_bytes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -89,7 +91,7 @@ impl Loader {
     ) -> Result<(Arc<LoadedModule>, ModuleOrigin), SandboxError> {
         match source {
             ModuleSource::Bytes { name, bytes } => {
-                let hash = ContentHash::of(bytes);
+                let hash = self.hash_of_shared(bytes);
                 self.load_hashed(name, hash, || Ok(bytes.to_vec()))
             }
             ModuleSource::Path(path) => self.load_path(path),
@@ -151,6 +153,26 @@ impl Loader {
             self.remember_path(path, fingerprint, hash);
         }
         self.load_hashed(&name, hash, || Ok(bytes))
+    }
+
+    /// The content hash of shared module bytes, hashed once per allocation:
+    /// the map keeps each `Arc` alive, so its address cannot be reused by
+    /// other bytes while it is a key.
+    fn hash_of_shared(&self, bytes: &Arc<[u8]>) -> ContentHash {
+        const MAX_REMEMBERED: usize = 64;
+        let key = bytes.as_ptr() as usize;
+        let mut shared = self.by_bytes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((kept, hash)) = shared.get(&key)
+            && kept.len() == bytes.len()
+        {
+            return *hash;
+        }
+        let hash = ContentHash::of(bytes);
+        if shared.len() >= MAX_REMEMBERED {
+            shared.clear();
+        }
+        shared.insert(key, (bytes.clone(), hash));
+        hash
     }
 
     fn remember_path(&self, path: &Path, fingerprint: Fingerprint, hash: ContentHash) {

@@ -1,7 +1,7 @@
 //! [`WasmSandbox`]: the Wasmtime implementation of [`Sandbox`].
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use mimobox_cache::ModuleCache;
@@ -49,7 +49,7 @@ struct Inner {
     config: SandboxConfig,
     engine: Engine,
     loader: Loader,
-    runtime: tokio::runtime::Runtime,
+    slots: Slots,
     _ticker: EpochTicker,
 }
 
@@ -59,7 +59,7 @@ impl WasmSandbox {
     pub fn create(config: SandboxConfig) -> Result<WasmSandbox, SandboxError> {
         check_config(&config)?;
         let config = canonical_mounts(config)?;
-        let settings = EngineSettings { fuel: config.fuel.is_some() };
+        let settings = EngineSettings { fuel: config.fuel.is_some(), pool_size: config.pool.size };
         let (engine, engine_id) = settings.build()?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state: &mut GuestState| &mut state.wasi)
@@ -73,12 +73,9 @@ impl WasmSandbox {
             config.max_module_size,
             config.compile_timeout,
         );
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .map_err(|e| SandboxError::Internal(format!("cannot start the runtime: {e}")))?;
         let ticker = EpochTicker::start(&engine)?;
-        Ok(WasmSandbox { inner: Arc::new(Inner { config, engine, loader, runtime, _ticker: ticker }) })
+        let slots = Slots::new(config.pool.size);
+        Ok(WasmSandbox { inner: Arc::new(Inner { config, engine, loader, slots, _ticker: ticker }) })
     }
 
     /// The config this sandbox enforces (mount paths canonicalised).
@@ -158,12 +155,12 @@ impl WasmSandbox {
         store.set_epoch_deadline(deadline_ticks(inner.config.timeout));
         store.epoch_deadline_trap();
 
+        let _slot = inner.slots.acquire();
         let started = Instant::now();
         // The epoch deadline stops guest code; this timer also stops a guest
         // blocked in a host call (a sleep, a read), by dropping its future.
-        let ran = inner.runtime.block_on(async {
-            tokio::time::timeout(inner.config.timeout, call_entry(&mut store, &module)).await
-        });
+        let timeout = inner.config.timeout;
+        let ran = block_on(async { tokio::time::timeout(timeout, call_entry(&mut store, &module)).await })?;
         let elapsed = started.elapsed();
 
         let outcome = match ran {
@@ -186,6 +183,61 @@ impl WasmSandbox {
             fuel_consumed,
             peak_memory,
         })
+    }
+}
+
+/// Runs `future` to completion on this thread's runtime. Each thread has
+/// its own, so that concurrent executions each drive their own timers.
+fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, SandboxError> {
+    thread_local! {
+        static RUNTIME: std::cell::OnceCell<tokio::runtime::Runtime> = const { std::cell::OnceCell::new() };
+    }
+    RUNTIME.with(|cell| {
+        let runtime = match cell.get() {
+            Some(runtime) => runtime,
+            None => {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .map_err(|e| SandboxError::Internal(format!("cannot start the runtime: {e}")))?;
+                cell.get_or_init(|| runtime)
+            }
+        };
+        Ok(runtime.block_on(future))
+    })
+}
+
+/// Bounds the executions that run at once to the number of pooled slots;
+/// the rest wait rather than fail for want of a slot.
+struct Slots {
+    free: Option<(Mutex<u32>, Condvar)>,
+}
+
+struct SlotGuard<'a>(&'a Slots);
+
+impl Slots {
+    fn new(size: u32) -> Slots {
+        Slots { free: (size > 0).then(|| (Mutex::new(size), Condvar::new())) }
+    }
+
+    fn acquire(&self) -> SlotGuard<'_> {
+        if let Some((free, available)) = &self.free {
+            let mut free = free.lock().unwrap_or_else(|p| p.into_inner());
+            while *free == 0 {
+                free = available.wait(free).unwrap_or_else(|p| p.into_inner());
+            }
+            *free -= 1;
+        }
+        SlotGuard(self)
+    }
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        if let Some((free, available)) = &self.0.free {
+            *free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+            available.notify_one();
+        }
     }
 }
 

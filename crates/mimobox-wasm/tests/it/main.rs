@@ -6,6 +6,7 @@ mod errors;
 mod fs;
 mod io;
 mod limits;
+mod threads;
 
 use std::path::Path;
 
