@@ -45,6 +45,9 @@ pub enum ModuleOrigin {
     Compiled,
 }
 
+/// Module bytes shared by the caller, kept alive with their hash.
+type SharedBytes = (Arc<[u8]>, ContentHash);
+
 /// Everything a sandbox needs to load modules, shared by its executions.
 pub(crate) struct Loader {
     engine: Engine,
@@ -55,7 +58,7 @@ pub(crate) struct Loader {
     compile_timeout: Duration,
     by_hash: Mutex<HashMap<ContentHash, Arc<LoadedModule>>>,
     by_path: Mutex<HashMap<PathBuf, (Fingerprint, ContentHash)>>,
-    by_bytes: Mutex<HashMap<usize, (Arc<[u8]>, ContentHash)>>,
+    by_bytes: Mutex<HashMap<usize, SharedBytes>>,
 }
 
 impl Loader {
