@@ -1,1 +1,90 @@
-//! benches
+//! Reference embeddings of Wasmtime that the benchmarks measure mimobox
+//! against, side by side in the same run:
+//!
+//! - [`Naive`]: what a straightforward embedding does per call: a new
+//!   `Linker` and `Store`, no `InstancePre`, no pooling.
+//! - [`Floor`]: the fastest plain Wasmtime can run a WASI module: cached
+//!   `InstancePre`, the pooling allocator, synchronous WASI, no limits
+//!   beyond Wasmtime's defaults. mimobox's overhead is measured against it.
+
+use std::path::{Path, PathBuf};
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, Store};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p1::{self, WasiP1Ctx};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+/// The naive embedding: module compiled once, everything else per call.
+pub struct Naive {
+    engine: Engine,
+    module: Module,
+}
+
+impl Naive {
+    /// Compiles `path` on a default engine.
+    pub fn new(path: &Path) -> Naive {
+        let engine = Engine::default();
+        let module = Module::from_file(&engine, path).expect("compile");
+        Naive { engine, module }
+    }
+
+    /// Runs the module's `_start` with `args`, returning its stdout.
+    pub fn run(&self, args: &[&str]) -> Vec<u8> {
+        let mut linker: Linker<WasiP1Ctx> = Linker::new(&self.engine);
+        p1::add_to_linker_sync(&mut linker, |ctx| ctx).expect("link wasi");
+        let stdout = MemoryOutputPipe::new(1 << 20);
+        let wasi = WasiCtxBuilder::new().stdout(stdout.clone()).args(args).build_p1();
+        let mut store = Store::new(&self.engine, wasi);
+        let instance = linker.instantiate(&mut store, &self.module).expect("instantiate");
+        let start = instance.get_typed_func::<(), ()>(&mut store, "_start").expect("_start");
+        finish(start.call(&mut store, ()));
+        stdout.contents().to_vec()
+    }
+}
+
+/// Plain Wasmtime at its fastest: pooled, pre-linked, synchronous.
+pub struct Floor {
+    engine: Engine,
+    pre: InstancePre<WasiP1Ctx>,
+}
+
+impl Floor {
+    /// Compiles `path` on a pooling engine and pre-links it.
+    pub fn new(path: &Path) -> Floor {
+        let mut config = Config::new();
+        config.allocation_strategy(InstanceAllocationStrategy::pooling());
+        let engine = Engine::new(&config).expect("engine");
+        let module = Module::from_file(&engine, path).expect("compile");
+        let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
+        p1::add_to_linker_sync(&mut linker, |ctx| ctx).expect("link wasi");
+        let pre = linker.instantiate_pre(&module).expect("pre-link");
+        Floor { engine, pre }
+    }
+
+    /// Instantiates and runs `_start` with `args`, returning its stdout.
+    pub fn run(&self, args: &[&str]) -> Vec<u8> {
+        let stdout = MemoryOutputPipe::new(1 << 20);
+        let wasi = WasiCtxBuilder::new().stdout(stdout.clone()).args(args).build_p1();
+        let mut store = Store::new(&self.engine, wasi);
+        let instance = self.pre.instantiate(&mut store).expect("instantiate");
+        let start = instance.get_typed_func::<(), ()>(&mut store, "_start").expect("_start");
+        finish(start.call(&mut store, ()));
+        stdout.contents().to_vec()
+    }
+}
+
+/// Accepts a normal return or `proc_exit(0)`.
+fn finish(result: wasmtime::Result<()>) {
+    if let Err(e) = result {
+        match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            Some(exit) if exit.0 == 0 => {}
+            _ => panic!("guest failed: {e:?}"),
+        }
+    }
+}
+
+/// `target/runtimes/python.wasm`, if `cargo xtask runtimes` fetched it.
+pub fn python() -> Option<PathBuf> {
+    let path = mimobox_fixtures::runtimes::dir().join("python.wasm");
+    path.is_file().then_some(path)
+}

@@ -22,7 +22,7 @@
 //! ```no_run
 //! use mimobox_cache::{ContentHash, EngineId, ModuleCache};
 //!
-//! let cache = ModuleCache::open(&ModuleCache::default_dir().unwrap()).unwrap();
+//! let cache = ModuleCache::open_default().unwrap();
 //! let engine = EngineId::from_parts(&["wasmtime-48", "cranelift", "fuel=off"]);
 //! let key = ContentHash::of(b"\0asm\x01\0\0\0");
 //! if cache.artifact(&engine, &key).is_none() {

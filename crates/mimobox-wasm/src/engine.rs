@@ -2,22 +2,24 @@
 //! clock.
 
 use std::hash::{Hash, Hasher};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, Weak, mpsc};
 use std::time::Duration;
 
 use mimobox_cache::EngineId;
 use mimobox_core::SandboxError;
 use sha2::{Digest, Sha256};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig};
 
 use crate::limits::{MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES};
+use crate::slots::Slots;
+use crate::state::GuestState;
 
 /// How often the epoch advances. Wall-clock limits are enforced to within
 /// one tick.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// The settings an engine is built from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct EngineSettings {
     /// Compile fuel metering in. It slows every loop, so it is on only when
     /// a fuel budget is configured; such artifacts are cached apart.
@@ -109,6 +111,43 @@ fn engine_id(engine: &Engine, fuel: bool) -> EngineId {
     fuel.hash(&mut hasher);
     hasher.write(concat!("mimobox-wasm ", env!("CARGO_PKG_VERSION")).as_bytes());
     EngineId::from_digest(hasher.0.finalize().into())
+}
+
+/// What sandboxes with the same [`EngineSettings`] share in one process:
+/// the engine (and its instance pool), the WASI linker, the epoch clock and
+/// the slots of the pool. Building these is most of the cost of a first
+/// sandbox; later sandboxes reuse them.
+pub(crate) struct EngineCore {
+    pub(crate) engine: Engine,
+    pub(crate) id: EngineId,
+    pub(crate) linker: Linker<GuestState>,
+    pub(crate) slots: Slots,
+    _ticker: EpochTicker,
+}
+
+impl EngineCore {
+    /// The live core for `settings`, or a new one. A core lives as long as
+    /// some sandbox holds it.
+    pub(crate) fn shared(settings: EngineSettings) -> Result<Arc<EngineCore>, SandboxError> {
+        static CORES: Mutex<Vec<(EngineSettings, Weak<EngineCore>)>> = Mutex::new(Vec::new());
+        let mut cores = CORES.lock().unwrap_or_else(|p| p.into_inner());
+        cores.retain(|(_, core)| core.strong_count() > 0);
+        if let Some(core) = cores.iter().find(|(s, _)| *s == settings).and_then(|(_, core)| core.upgrade()) {
+            return Ok(core);
+        }
+        let core = Arc::new(EngineCore::new(settings)?);
+        cores.push((settings, Arc::downgrade(&core)));
+        Ok(core)
+    }
+
+    fn new(settings: EngineSettings) -> Result<EngineCore, SandboxError> {
+        let (engine, id) = settings.build()?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state: &mut GuestState| &mut state.wasi)
+            .map_err(|e| SandboxError::Internal(format!("cannot link WASI: {e}")))?;
+        let ticker = EpochTicker::start(&engine)?;
+        Ok(EngineCore { engine, id, linker, slots: Slots::new(settings.pool_size), _ticker: ticker })
+    }
 }
 
 /// A thread that advances an engine's epoch every [`EPOCH_TICK`] for as long

@@ -33,6 +33,7 @@ mod limits;
 mod loader;
 mod output;
 mod sandbox;
+mod slots;
 mod state;
 
 pub use check::{MAX_MEMORY_LIMIT, check_config};

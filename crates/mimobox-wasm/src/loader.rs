@@ -11,8 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use mimobox_cache::{ContentHash, EngineId, Fingerprint, ModuleCache};
 use mimobox_core::{ModuleSource, SandboxError};
-use wasmtime::{Engine, ExternType, InstancePre, Linker, Module, ValType};
+use wasmtime::{Engine, ExternType, InstancePre, Module, ValType};
 
+use crate::engine::EngineCore;
 use crate::state::GuestState;
 
 /// How long a module file must be unchanged before its fingerprint alone
@@ -50,9 +51,7 @@ type SharedBytes = (Arc<[u8]>, ContentHash);
 
 /// Everything a sandbox needs to load modules, shared by its executions.
 pub(crate) struct Loader {
-    engine: Engine,
-    engine_id: EngineId,
-    linker: Arc<Linker<GuestState>>,
+    core: Arc<EngineCore>,
     cache: Option<ModuleCache>,
     max_module_size: u64,
     compile_timeout: Duration,
@@ -63,17 +62,13 @@ pub(crate) struct Loader {
 
 impl Loader {
     pub(crate) fn new(
-        engine: Engine,
-        engine_id: EngineId,
-        linker: Arc<Linker<GuestState>>,
+        core: Arc<EngineCore>,
         cache: Option<ModuleCache>,
         max_module_size: u64,
         compile_timeout: Duration,
     ) -> Loader {
         Loader {
-            engine,
-            engine_id,
-            linker,
+            core,
             cache,
             max_module_size,
             compile_timeout,
@@ -206,7 +201,7 @@ impl Loader {
 
     fn load_from_disk(&self, hash: &ContentHash) -> Option<Module> {
         let cache = self.cache.as_ref()?;
-        let artifact = cache.artifact(&self.engine_id, hash)?;
+        let artifact = cache.artifact(&self.core.id, hash)?;
         // SAFETY: the artifact was written by this engine configuration
         // (its directory is named by the engine id), through an exclusive
         // temp file renamed into place, so it is never modified while
@@ -214,11 +209,11 @@ impl Loader {
         // us in a directory only we can write. Truncated, garbage or
         // incompatible files are rejected by Wasmtime's header and
         // compatibility checks below.
-        match unsafe { Module::deserialize_open_file(&self.engine, artifact.file) } {
+        match unsafe { Module::deserialize_open_file(&self.core.engine, artifact.file) } {
             Ok(module) => Some(module),
             Err(e) => {
                 tracing::warn!("discarding unusable cache entry {}: {e}", artifact.path.display());
-                cache.discard(&self.engine_id, hash);
+                cache.discard(&self.core.id, hash);
                 None
             }
         }
@@ -228,8 +223,8 @@ impl Loader {
     /// The artifact goes to the disk cache and is mapped from there.
     fn compile(&self, name: &str, hash: ContentHash, bytes: Vec<u8>) -> Result<Module, SandboxError> {
         let (done, result) = mpsc::channel();
-        let engine = self.engine.clone();
-        let engine_id = self.engine_id.clone();
+        let engine = self.core.engine.clone();
+        let engine_id = self.core.id.clone();
         let cache = self.cache.clone();
         let module_name = name.to_owned();
         let started = std::time::Instant::now();
@@ -264,6 +259,7 @@ impl Loader {
                 message: "no entry point: export `_start` (no parameters or results) or `main` (no parameters, i32 result)".into(),
             })?;
         let pre = self
+            .core
             .linker
             .instantiate_pre(module)
             .map_err(|e| SandboxError::Link { module: name.to_owned(), message: one_line(&e) })?;

@@ -1,19 +1,19 @@
 //! [`WasmSandbox`]: the Wasmtime implementation of [`Sandbox`].
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use mimobox_cache::ModuleCache;
 use mimobox_core::{
     ExecRequest, ModuleSource, Mount, Outcome, Sandbox, SandboxConfig, SandboxError, SandboxResult,
 };
-use wasmtime::{Engine, Linker, Store, Trap};
+use wasmtime::{Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::check::check_config;
-use crate::engine::{EngineSettings, EpochTicker, deadline_ticks};
+use crate::engine::{EngineCore, EngineSettings, deadline_ticks};
 use crate::limits::GuestLimiter;
 use crate::loader::{EntryPoint, LoadedModule, Loader, ModuleOrigin, one_line};
 use crate::output::CappedPipe;
@@ -47,10 +47,8 @@ pub struct WasmSandbox {
 
 struct Inner {
     config: SandboxConfig,
-    engine: Engine,
+    core: Arc<EngineCore>,
     loader: Loader,
-    slots: Slots,
-    _ticker: EpochTicker,
 }
 
 impl WasmSandbox {
@@ -60,22 +58,10 @@ impl WasmSandbox {
         check_config(&config)?;
         let config = canonical_mounts(config)?;
         let settings = EngineSettings { fuel: config.fuel.is_some(), pool_size: config.pool.size };
-        let (engine, engine_id) = settings.build()?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state: &mut GuestState| &mut state.wasi)
-            .map_err(|e| SandboxError::Internal(format!("cannot link WASI: {e}")))?;
+        let core = EngineCore::shared(settings)?;
         let cache = open_cache(&config);
-        let loader = Loader::new(
-            engine.clone(),
-            engine_id,
-            Arc::new(linker),
-            cache,
-            config.max_module_size,
-            config.compile_timeout,
-        );
-        let ticker = EpochTicker::start(&engine)?;
-        let slots = Slots::new(config.pool.size);
-        Ok(WasmSandbox { inner: Arc::new(Inner { config, engine, loader, slots, _ticker: ticker }) })
+        let loader = Loader::new(core.clone(), cache, config.max_module_size, config.compile_timeout);
+        Ok(WasmSandbox { inner: Arc::new(Inner { config, core, loader }) })
     }
 
     /// The config this sandbox enforces (mount paths canonicalised).
@@ -147,7 +133,7 @@ impl WasmSandbox {
         wasi.allow_blocking_current_thread(false);
         let state =
             GuestState { wasi: wasi.build_p1(), limiter: GuestLimiter::new(inner.config.memory_limit) };
-        let mut store = Store::new(&inner.engine, state);
+        let mut store = Store::new(&inner.core.engine, state);
         store.limiter(|state| &mut state.limiter);
         if let Some(fuel) = inner.config.fuel {
             store.set_fuel(fuel).map_err(|e| SandboxError::Internal(one_line(&e)))?;
@@ -155,7 +141,7 @@ impl WasmSandbox {
         store.set_epoch_deadline(deadline_ticks(inner.config.timeout));
         store.epoch_deadline_trap();
 
-        let _slot = inner.slots.acquire();
+        let _slot = inner.core.slots.acquire();
         let started = Instant::now();
         // The epoch deadline stops guest code; this timer also stops a guest
         // blocked in a host call (a sleep, a read), by dropping its future.
@@ -205,40 +191,6 @@ fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, SandboxError
         };
         Ok(runtime.block_on(future))
     })
-}
-
-/// Bounds the executions that run at once to the number of pooled slots;
-/// the rest wait rather than fail for want of a slot.
-struct Slots {
-    free: Option<(Mutex<u32>, Condvar)>,
-}
-
-struct SlotGuard<'a>(&'a Slots);
-
-impl Slots {
-    fn new(size: u32) -> Slots {
-        Slots { free: (size > 0).then(|| (Mutex::new(size), Condvar::new())) }
-    }
-
-    fn acquire(&self) -> SlotGuard<'_> {
-        if let Some((free, available)) = &self.free {
-            let mut free = free.lock().unwrap_or_else(|p| p.into_inner());
-            while *free == 0 {
-                free = available.wait(free).unwrap_or_else(|p| p.into_inner());
-            }
-            *free -= 1;
-        }
-        SlotGuard(self)
-    }
-}
-
-impl Drop for SlotGuard<'_> {
-    fn drop(&mut self) {
-        if let Some((free, available)) = &self.0.free {
-            *free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-            available.notify_one();
-        }
-    }
 }
 
 /// Instantiates the module and calls its entry point; the `i32` is the exit

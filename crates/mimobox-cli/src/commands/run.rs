@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use mimobox_core::{ExecRequest, ModuleSource, Outcome, SandboxResult};
+use mimobox_core::{ExecRequest, ModuleSource, Outcome, SandboxConfig, SandboxResult};
 use mimobox_wasm::{WasmSandbox, check_config};
 
 use crate::cli::RunArgs;
@@ -23,7 +23,7 @@ pub fn execute(args: RunArgs) -> Result<ExitCode> {
         },
     };
     let stdin = read_stdin(args.stdin.as_ref())?;
-    let sandbox = WasmSandbox::create(resolved.config.clone()).map_err(|e| resolved.explain(e))?;
+    let sandbox = WasmSandbox::create(one_shot(resolved.config.clone())).map_err(|e| resolved.explain(e))?;
 
     let mut request = ExecRequest { module, args: command.collect(), stdin, ..ExecRequest::default() };
     if !args.json {
@@ -38,6 +38,13 @@ pub fn execute(args: RunArgs) -> Result<ExitCode> {
     }
     let result = sandbox.run(request).map_err(|e| resolved.explain(e))?;
     report(&result, args.json, !args.json)
+}
+
+/// The config for a process that runs exactly one execution: a pool of
+/// more than one slot would only reserve address space it never uses.
+pub fn one_shot(mut config: SandboxConfig) -> SandboxConfig {
+    config.pool.size = config.pool.size.min(1);
+    config
 }
 
 /// The guest's stdin: the `--stdin` file, else ours when it is not a

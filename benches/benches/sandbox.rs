@@ -1,0 +1,125 @@
+#![allow(missing_docs)] // criterion_group! generates undocumented public functions.
+
+//! Criterion benchmarks of mimobox, each beside its anchor in the same run.
+//! `cargo xtask bench` runs them and prints one table.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use mimobox_benches::{Floor, Naive, python};
+use mimobox_core::{ExecRequest, ModuleSource, SandboxConfig};
+use mimobox_wasm::WasmSandbox;
+
+fn config(cache: &Path) -> SandboxConfig {
+    let mut config = SandboxConfig::default();
+    config.cache.dir = Some(cache.to_owned());
+    config
+}
+
+fn request(module: &ModuleSource, args: &[&str]) -> ExecRequest {
+    ExecRequest {
+        module: Some(module.clone()),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        ..ExecRequest::default()
+    }
+}
+
+/// One hello execution, fresh instance each time, stdout captured.
+fn hello(c: &mut Criterion) {
+    let path = mimobox_fixtures::path("hello");
+    let cache = tempfile::tempdir().unwrap();
+    let sandbox = WasmSandbox::create(config(cache.path())).unwrap();
+    let module = ModuleSource::Path(path.clone());
+    assert_eq!(sandbox.run(request(&module, &[])).unwrap().stdout, b"hello, world\n");
+    let naive = Naive::new(&path);
+    let floor = Floor::new(&path);
+
+    let mut group = c.benchmark_group("hello");
+    group.bench_function(BenchmarkId::new("execute", "mimobox"), |b| {
+        b.iter(|| sandbox.run(request(&module, &[])).unwrap())
+    });
+    group.bench_function(BenchmarkId::new("execute", "naive"), |b| b.iter(|| naive.run(&["hello"])));
+    group.bench_function(BenchmarkId::new("execute", "wasmtime-floor"), |b| b.iter(|| floor.run(&["hello"])));
+    group.finish();
+}
+
+/// A new sandbox and its first execution, with the artifact on disk; and a
+/// cache miss (compile) for comparison.
+fn start(c: &mut Criterion) {
+    let path = mimobox_fixtures::path("hello");
+    let module = ModuleSource::Path(path.clone());
+    let cache = tempfile::tempdir().unwrap();
+    WasmSandbox::create(config(cache.path())).unwrap().run(request(&module, &[])).unwrap();
+
+    let mut group = c.benchmark_group("start");
+    group.bench_function(BenchmarkId::new("cold", "artifact-on-disk"), |b| {
+        b.iter(|| WasmSandbox::create(config(cache.path())).unwrap().run(request(&module, &[])).unwrap())
+    });
+    group.bench_function(BenchmarkId::new("cold", "cache-miss"), |b| {
+        b.iter_batched(
+            || tempfile::tempdir().unwrap(),
+            |fresh| WasmSandbox::create(config(fresh.path())).unwrap().run(request(&module, &[])).unwrap(),
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+/// 256 executions spread over 1 and 2 threads of one sandbox.
+fn throughput(c: &mut Criterion) {
+    const RUNS: usize = 256;
+    let cache = tempfile::tempdir().unwrap();
+    let sandbox = WasmSandbox::create(config(cache.path())).unwrap();
+    let module = ModuleSource::Path(mimobox_fixtures::path("hello"));
+    sandbox.run(request(&module, &[])).unwrap();
+    let mut group = c.benchmark_group("throughput");
+    for threads in [1, 2] {
+        group.bench_function(BenchmarkId::new("256-runs", format!("{threads}-threads")), |b| {
+            b.iter(|| {
+                std::thread::scope(|scope| {
+                    for _ in 0..threads {
+                        let (sandbox, module) = (sandbox.clone(), module.clone());
+                        scope.spawn(move || {
+                            for _ in 0..RUNS / threads {
+                                sandbox.run(request(&module, &[])).unwrap();
+                            }
+                        });
+                    }
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+/// `print(1+1)` on CPython, when `cargo xtask runtimes` has fetched it.
+fn cpython(c: &mut Criterion) {
+    let Some(path) = python() else {
+        eprintln!("python.wasm not present; run `cargo xtask runtimes` to bench it");
+        return;
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let sandbox = WasmSandbox::create(config(cache.path())).unwrap();
+    let bytes: Arc<[u8]> = std::fs::read(&path).unwrap().into();
+    let module = ModuleSource::Path(path.clone());
+    let args = ["-c", "print(1+1)"];
+    assert_eq!(sandbox.run(request(&module, &args)).unwrap().stdout, b"2\n");
+    let floor = Floor::new(&path);
+    assert_eq!(floor.run(&["python", "-c", "print(1+1)"]), b"2\n");
+    drop(bytes);
+
+    let mut group = c.benchmark_group("python");
+    group.sample_size(20).measurement_time(Duration::from_secs(8));
+    group.bench_function(BenchmarkId::new("print", "mimobox"), |b| {
+        b.iter(|| sandbox.run(request(&module, &args)).unwrap())
+    });
+    group.bench_function(BenchmarkId::new("print", "wasmtime-floor"), |b| {
+        b.iter(|| floor.run(&["python", "-c", "print(1+1)"]))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hello, start, throughput, cpython);
+criterion_main!(benches);
