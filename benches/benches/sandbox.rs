@@ -67,26 +67,39 @@ fn start(c: &mut Criterion) {
     group.finish();
 }
 
-/// 256 executions spread over 1 and 2 threads of one sandbox.
+/// 256 executions spread over 1 and 2 threads: one mimobox sandbox, and
+/// the Wasmtime floor for what the machine and Wasmtime allow.
 fn throughput(c: &mut Criterion) {
     const RUNS: usize = 256;
     let cache = tempfile::tempdir().unwrap();
     let sandbox = WasmSandbox::create(config(cache.path())).unwrap();
     let module = ModuleSource::Path(mimobox_fixtures::path("hello"));
     sandbox.run(request(&module, &[])).unwrap();
+    let floor = Floor::new(&mimobox_fixtures::path("hello"));
+    let spread = |threads: usize, run: &(dyn Fn() + Sync)| {
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    for _ in 0..RUNS / threads {
+                        run();
+                    }
+                });
+            }
+        })
+    };
     let mut group = c.benchmark_group("throughput");
     for threads in [1, 2] {
-        group.bench_function(BenchmarkId::new("256-runs", format!("{threads}-threads")), |b| {
+        group.bench_function(BenchmarkId::new("mimobox-256-runs", format!("{threads}-threads")), |b| {
             b.iter(|| {
-                std::thread::scope(|scope| {
-                    for _ in 0..threads {
-                        let (sandbox, module) = (sandbox.clone(), module.clone());
-                        scope.spawn(move || {
-                            for _ in 0..RUNS / threads {
-                                sandbox.run(request(&module, &[])).unwrap();
-                            }
-                        });
-                    }
+                spread(threads, &|| {
+                    sandbox.run(request(&module, &[])).unwrap();
+                })
+            })
+        });
+        group.bench_function(BenchmarkId::new("floor-256-runs", format!("{threads}-threads")), |b| {
+            b.iter(|| {
+                spread(threads, &|| {
+                    floor.run(&["hello"]);
                 })
             })
         });

@@ -2,7 +2,8 @@
 //! clock.
 
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex, Weak, mpsc};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use mimobox_cache::EngineId;
@@ -116,27 +117,26 @@ fn engine_id(engine: &Engine, fuel: bool) -> EngineId {
 /// What sandboxes with the same [`EngineSettings`] share in one process:
 /// the engine (and its instance pool), the WASI linker, the epoch clock and
 /// the slots of the pool. Building these is most of the cost of a first
-/// sandbox; later sandboxes reuse them.
+/// sandbox, so a core, once built, lives for the rest of the process, as
+/// Wasmtime intends for engines; its clock only ticks while a guest runs.
 pub(crate) struct EngineCore {
     pub(crate) engine: Engine,
     pub(crate) id: EngineId,
     pub(crate) linker: Linker<GuestState>,
     pub(crate) slots: Slots,
-    _ticker: EpochTicker,
+    clock: Arc<EpochClock>,
 }
 
 impl EngineCore {
-    /// The live core for `settings`, or a new one. A core lives as long as
-    /// some sandbox holds it.
+    /// The core for `settings`, built on first use.
     pub(crate) fn shared(settings: EngineSettings) -> Result<Arc<EngineCore>, SandboxError> {
-        static CORES: Mutex<Vec<(EngineSettings, Weak<EngineCore>)>> = Mutex::new(Vec::new());
+        static CORES: Mutex<Vec<(EngineSettings, Arc<EngineCore>)>> = Mutex::new(Vec::new());
         let mut cores = CORES.lock().unwrap_or_else(|p| p.into_inner());
-        cores.retain(|(_, core)| core.strong_count() > 0);
-        if let Some(core) = cores.iter().find(|(s, _)| *s == settings).and_then(|(_, core)| core.upgrade()) {
-            return Ok(core);
+        if let Some((_, core)) = cores.iter().find(|(s, _)| *s == settings) {
+            return Ok(core.clone());
         }
         let core = Arc::new(EngineCore::new(settings)?);
-        cores.push((settings, Arc::downgrade(&core)));
+        cores.push((settings, core.clone()));
         Ok(core)
     }
 
@@ -145,42 +145,91 @@ impl EngineCore {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state: &mut GuestState| &mut state.wasi)
             .map_err(|e| SandboxError::Internal(format!("cannot link WASI: {e}")))?;
-        let ticker = EpochTicker::start(&engine)?;
-        Ok(EngineCore { engine, id, linker, slots: Slots::new(settings.pool_size), _ticker: ticker })
+        let clock = EpochClock::start(&engine)?;
+        Ok(EngineCore { engine, id, linker, slots: Slots::new(settings.pool_size), clock })
+    }
+
+    /// Keeps the epoch clock ticking until the returned guard drops; hold
+    /// it for the whole of an execution.
+    pub(crate) fn running(&self) -> Running<'_> {
+        self.clock.enter();
+        Running(&self.clock)
     }
 }
 
-/// A thread that advances an engine's epoch every [`EPOCH_TICK`] for as long
-/// as this value lives.
-pub(crate) struct EpochTicker {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+/// A thread that advances an engine's epoch every [`EPOCH_TICK`] while
+/// executions run, and parks after [`CLOCK_LINGER`] without any. Entering
+/// and leaving an execution costs two atomic operations; only waking a
+/// parked clock costs a system call.
+struct EpochClock {
+    running: AtomicUsize,
+    parked: AtomicBool,
+    thread: OnceLock<std::thread::Thread>,
 }
 
-impl EpochTicker {
-    pub(crate) fn start(engine: &Engine) -> Result<EpochTicker, SandboxError> {
-        let (stop, stopped) = mpsc::channel::<()>();
-        let engine = engine.weak();
-        let thread = std::thread::Builder::new()
-            .name("mimobox-epoch".into())
-            .spawn(move || {
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(EPOCH_TICK) {
-                    match engine.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
-                    }
-                }
-            })
-            .map_err(|e| SandboxError::Internal(format!("cannot start the epoch thread: {e}")))?;
-        Ok(EpochTicker { stop: Some(stop), thread: Some(thread) })
-    }
-}
+/// How long the clock keeps ticking after the last execution ends, so that
+/// back-to-back executions never wait for it to wake.
+const CLOCK_LINGER: Duration = Duration::from_secs(1);
 
-impl Drop for EpochTicker {
+/// An execution in progress; see [`EngineCore::running`].
+pub(crate) struct Running<'a>(&'a EpochClock);
+
+impl Drop for Running<'_> {
     fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl EpochClock {
+    fn start(engine: &Engine) -> Result<Arc<EpochClock>, SandboxError> {
+        let clock = Arc::new(EpochClock {
+            running: AtomicUsize::new(0),
+            parked: AtomicBool::new(false),
+            thread: OnceLock::new(),
+        });
+        let ticking = clock.clone();
+        let engine = engine.weak();
+        let handle = std::thread::Builder::new()
+            .name("mimobox-epoch".into())
+            .spawn(move || ticking.tick(engine))
+            .map_err(|e| SandboxError::Internal(format!("cannot start the epoch thread: {e}")))?;
+        let _ = clock.thread.set(handle.thread().clone());
+        Ok(clock)
+    }
+
+    fn tick(&self, engine: wasmtime::EngineWeak) {
+        let mut idle_since: Option<std::time::Instant> = None;
+        loop {
+            std::thread::sleep(EPOCH_TICK);
+            match engine.upgrade() {
+                Some(engine) => engine.increment_epoch(),
+                None => return,
+            }
+            if self.running.load(Ordering::SeqCst) > 0 {
+                idle_since = None;
+                continue;
+            }
+            if idle_since.get_or_insert_with(std::time::Instant::now).elapsed() < CLOCK_LINGER {
+                continue;
+            }
+            // Announce the park before the last look at `running`: an
+            // execution that starts after that look sees `parked` and
+            // unparks us (an unpark before the park is not lost).
+            self.parked.store(true, Ordering::SeqCst);
+            if self.running.load(Ordering::SeqCst) == 0 {
+                std::thread::park();
+            }
+            self.parked.store(false, Ordering::SeqCst);
+            idle_since = None;
+        }
+    }
+
+    fn enter(&self) {
+        if self.running.fetch_add(1, Ordering::SeqCst) == 0
+            && self.parked.load(Ordering::SeqCst)
+            && let Some(thread) = self.thread.get()
+        {
+            thread.unpark();
         }
     }
 }

@@ -97,28 +97,21 @@ impl Loader {
     }
 
     fn load_path(&self, path: &Path) -> Result<(Arc<LoadedModule>, ModuleOrigin), SandboxError> {
+        // The hot path is one stat: an unchanged file that this sandbox has
+        // already loaded is recognised by its fingerprint alone.
+        let metadata = std::fs::metadata(path).map_err(|e| open_error(path, e))?;
+        let fingerprint = self.check_file(path, &metadata)?;
+        let known = self.lock_paths().get(path).filter(|(fp, _)| *fp == fingerprint).map(|(_, hash)| *hash);
+        if let Some(loaded) = known.and_then(|hash| self.lock_modules().get(&hash).cloned()) {
+            return Ok((loaded, ModuleOrigin::Memory));
+        }
+
+        // Otherwise open it, and work from what the open file says (it may
+        // have been replaced since the stat).
         let name = path.display().to_string();
-        let mut file = File::open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => SandboxError::ModuleNotFound { path: path.to_owned() },
-            _ => SandboxError::ModuleUnreadable { path: path.to_owned(), source: e },
-        })?;
-        let metadata = file
-            .metadata()
-            .map_err(|e| SandboxError::ModuleUnreadable { path: path.to_owned(), source: e })?;
-        if !metadata.is_file() {
-            return Err(SandboxError::ModuleUnreadable {
-                path: path.to_owned(),
-                source: std::io::Error::other("not a regular file"),
-            });
-        }
-        if metadata.len() > self.max_module_size {
-            return Err(SandboxError::ModuleTooLarge {
-                path: path.to_owned(),
-                size: metadata.len(),
-                limit: self.max_module_size,
-            });
-        }
-        let fingerprint = Fingerprint::of(&metadata);
+        let mut file = File::open(path).map_err(|e| open_error(path, e))?;
+        let metadata = file.metadata().map_err(|e| open_error(path, e))?;
+        let fingerprint = self.check_file(path, &metadata)?;
 
         // The fingerprint names the content without reading it: first from
         // this sandbox's memory, then from the disk cache.
@@ -171,6 +164,25 @@ impl Loader {
         }
         shared.insert(key, (bytes.clone(), hash));
         hash
+    }
+
+    /// Refuses what is not a regular file or is over the size limit, and
+    /// returns the file's fingerprint.
+    fn check_file(&self, path: &Path, metadata: &std::fs::Metadata) -> Result<Fingerprint, SandboxError> {
+        if !metadata.is_file() {
+            return Err(SandboxError::ModuleUnreadable {
+                path: path.to_owned(),
+                source: std::io::Error::other("not a regular file"),
+            });
+        }
+        if metadata.len() > self.max_module_size {
+            return Err(SandboxError::ModuleTooLarge {
+                path: path.to_owned(),
+                size: metadata.len(),
+                limit: self.max_module_size,
+            });
+        }
+        Ok(Fingerprint::of(metadata))
     }
 
     fn remember_path(&self, path: &Path, fingerprint: Fingerprint, hash: ContentHash) {
@@ -305,6 +317,13 @@ fn compile_and_store(
     // SAFETY: `artifact` was produced by `precompile_module` on this very
     // engine a moment ago.
     unsafe { Module::deserialize(engine, &artifact) }.map_err(invalid)
+}
+
+fn open_error(path: &Path, error: std::io::Error) -> SandboxError {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => SandboxError::ModuleNotFound { path: path.to_owned() },
+        _ => SandboxError::ModuleUnreadable { path: path.to_owned(), source: error },
+    }
 }
 
 /// Finds `_start: [] -> []`, else `main: [] -> [i32]`.

@@ -142,6 +142,7 @@ impl WasmSandbox {
         store.epoch_deadline_trap();
 
         let _slot = inner.core.slots.acquire();
+        let _running = inner.core.running();
         let started = Instant::now();
         // The epoch deadline stops guest code; this timer also stops a guest
         // blocked in a host call (a sleep, a read), by dropping its future.
