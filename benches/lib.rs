@@ -51,8 +51,14 @@ pub struct Floor {
 impl Floor {
     /// Compiles `path` on a pooling engine and pre-links it.
     pub fn new(path: &Path) -> Floor {
+        Floor::with(path, |_| {})
+    }
+
+    /// As [`Floor::new`], with `adjust` applied to the engine config.
+    pub fn with(path: &Path, adjust: impl FnOnce(&mut Config)) -> Floor {
         let mut config = Config::new();
         config.allocation_strategy(InstanceAllocationStrategy::pooling());
+        adjust(&mut config);
         let engine = Engine::new(&config).expect("engine");
         let module = Module::from_file(&engine, path).expect("compile");
         let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
@@ -66,6 +72,7 @@ impl Floor {
         let stdout = MemoryOutputPipe::new(1 << 20);
         let wasi = WasiCtxBuilder::new().stdout(stdout.clone()).args(args).build_p1();
         let mut store = Store::new(&self.engine, wasi);
+        store.set_epoch_deadline(u64::MAX / 2);
         let instance = self.pre.instantiate(&mut store).expect("instantiate");
         let start = instance.get_typed_func::<(), ()>(&mut store, "_start").expect("_start");
         finish(start.call(&mut store, ()));

@@ -4,7 +4,6 @@
 //! `cargo xtask bench` runs them and prints one table.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -115,13 +114,11 @@ fn cpython(c: &mut Criterion) {
     };
     let cache = tempfile::tempdir().unwrap();
     let sandbox = WasmSandbox::create(config(cache.path())).unwrap();
-    let bytes: Arc<[u8]> = std::fs::read(&path).unwrap().into();
     let module = ModuleSource::Path(path.clone());
     let args = ["-c", "print(1+1)"];
     assert_eq!(sandbox.run(request(&module, &args)).unwrap().stdout, b"2\n");
     let floor = Floor::new(&path);
     assert_eq!(floor.run(&["python", "-c", "print(1+1)"]), b"2\n");
-    drop(bytes);
 
     let mut group = c.benchmark_group("python");
     group.sample_size(20).measurement_time(Duration::from_secs(8));
@@ -130,6 +127,15 @@ fn cpython(c: &mut Criterion) {
     });
     group.bench_function(BenchmarkId::new("print", "wasmtime-floor"), |b| {
         b.iter(|| floor.run(&["python", "-c", "print(1+1)"]))
+    });
+    let epoch_floor = Floor::with(&path, |c| {
+        c.epoch_interruption(true);
+    });
+    group.bench_function(BenchmarkId::new("print", "wasmtime-floor-epoch"), |b| {
+        b.iter(|| epoch_floor.run(&["python", "-c", "print(1+1)"]))
+    });
+    group.bench_function(BenchmarkId::new("load", "artifact-on-disk"), |b| {
+        b.iter(|| WasmSandbox::create(config(cache.path())).unwrap().prepare(&module).unwrap())
     });
     group.finish();
 }

