@@ -21,7 +21,7 @@ pub fn run(args: &[String]) -> Result<()> {
     super::fixtures::run()?;
 
     let criterion_args: &[&str] = if quick {
-        &["--warm-up-time", "0.5", "--measurement-time", "2", "--sample-size", "10"]
+        &["--warm-up-time", "0.5", "--measurement-time", "1.5", "--sample-size", "10"]
     } else {
         &["--warm-up-time", "2", "--measurement-time", "6"]
     };
@@ -66,6 +66,8 @@ pub fn run(args: &[String]) -> Result<()> {
             Some(("Wasmtime floor (_start)", median("python/print/wasmtime-floor")?)),
             "≤ 1.1×",
         );
+        let epoch = median("python/print/wasmtime-floor-epoch")?;
+        table.row("python print(1+1), library hot path", print, Some(("floor + epoch checks", epoch)), "");
     }
     if let Ok(load) = median("python/load/artifact-on-disk") {
         table.row("python, cache-hit load (new sandbox)", load, None, "< 2 ms");
