@@ -34,10 +34,14 @@ mod dir;
 mod error;
 mod fingerprint;
 mod hash;
+mod lock;
+mod maintenance;
 mod store;
 
 pub use dir::default_dir;
 pub use error::CacheError;
 pub use fingerprint::Fingerprint;
 pub use hash::{ContentHash, EngineId};
-pub use store::{Artifact, ModuleCache};
+pub use lock::{ArtifactPin, KeyLock, LockOutcome};
+pub use maintenance::{CacheStats, PruneReport};
+pub use store::{Artifact, DEFAULT_MAX_SIZE, ModuleCache};

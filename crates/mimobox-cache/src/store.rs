@@ -2,7 +2,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -11,11 +11,20 @@ use crate::dir::{check_owner_and_mode, check_private_dir, create_private_dir, pr
 use crate::error::CacheError;
 use crate::fingerprint::Fingerprint;
 use crate::hash::{ContentHash, EngineId};
+use crate::lock::{ArtifactPin, LockOutcome, lock_exclusive, pin};
 
 /// The layout version; bumped when the layout changes so that old and new
 /// builds never read each other's files.
 const LAYOUT: &str = "v1";
-const ARTIFACT_EXT: &str = "cwasm";
+pub(crate) const ARTIFACT_EXT: &str = "cwasm";
+/// In each engine directory: the tag of the engine that wrote it.
+pub(crate) const TAG_FILE: &str = "ENGINE";
+const EVENTS_FILE: &str = "events";
+/// Default size bound of the cache: 1 GiB.
+pub const DEFAULT_MAX_SIZE: u64 = 1 << 30;
+/// Artifacts used within this long are not touched again on a hit, which
+/// keeps hits free of writes.
+const TOUCH_AFTER: Duration = Duration::from_secs(60);
 /// How long a file must have been unchanged before its fingerprint is
 /// recorded (see [`Fingerprint::is_settled`]).
 const DEFAULT_SETTLE: Duration = Duration::from_secs(2);
@@ -32,6 +41,8 @@ pub struct ModuleCache {
     root: PathBuf,
     layout: PathBuf,
     settle: Duration,
+    engine_tag: Option<String>,
+    max_size: u64,
 }
 
 /// An artifact found in the cache, opened and vetted: a regular file (not
@@ -42,6 +53,9 @@ pub struct Artifact {
     pub path: PathBuf,
     /// The open file, ready to be mapped.
     pub file: File,
+    /// Keeps eviction away from the artifact; hold it as long as the
+    /// artifact is mapped.
+    pub pin: ArtifactPin,
 }
 
 impl ModuleCache {
@@ -58,7 +72,13 @@ impl ModuleCache {
         private_subdir(&layout)?;
         private_subdir(&layout.join("modules"))?;
         private_subdir(&layout.join("fingerprints"))?;
-        Ok(ModuleCache { root: dir.to_owned(), layout, settle: DEFAULT_SETTLE })
+        Ok(ModuleCache {
+            root: dir.to_owned(),
+            layout,
+            settle: DEFAULT_SETTLE,
+            engine_tag: None,
+            max_size: DEFAULT_MAX_SIZE,
+        })
     }
 
     /// Opens the cache at [`default_dir`](crate::default_dir).
@@ -76,6 +96,101 @@ impl ModuleCache {
     /// systems with fine-grained timestamps.
     pub fn set_fingerprint_settle_time(&mut self, settle: Duration) {
         self.settle = settle;
+    }
+
+    /// Names the engine build that uses this cache (runtime and mimobox
+    /// versions). Engine directories written under another tag are stale:
+    /// pruning removes them first.
+    pub fn set_engine_tag(&mut self, tag: impl Into<String>) {
+        self.engine_tag = Some(tag.into());
+    }
+
+    /// The engine tag, if one was set.
+    pub fn engine_tag(&self) -> Option<&str> {
+        self.engine_tag.as_deref()
+    }
+
+    /// Bounds the cache to `bytes`; a store that takes it past the bound
+    /// prunes it. Defaults to [`DEFAULT_MAX_SIZE`].
+    pub fn set_max_size(&mut self, bytes: u64) {
+        self.max_size = bytes;
+    }
+
+    /// The size bound.
+    pub fn max_size(&self) -> u64 {
+        self.max_size
+    }
+
+    /// Waits at most `wait` to become the one writer of `key`, so that
+    /// processes starting on the same uncached module compile it once.
+    /// After a wait, look for the artifact again before compiling.
+    pub fn lock(&self, engine: &EngineId, key: &ContentHash, wait: Duration) -> LockOutcome {
+        let dir = self.layout.join("modules").join(engine.dir_name());
+        if let Err(e) = self.engine_dir(&dir) {
+            tracing::debug!("no lock: {e}");
+            return LockOutcome::Unavailable;
+        }
+        lock_exclusive(&dir.join(format!("{key}.lock")), wait)
+    }
+
+    /// Counts a hit (an artifact loaded) for `stats`.
+    pub fn record_hit(&self) {
+        self.record(b"h");
+    }
+
+    /// Counts a miss (a module compiled) for `stats`.
+    pub fn record_miss(&self) {
+        self.record(b"m");
+    }
+
+    fn record(&self, event: &[u8]) {
+        // One byte appended per event: appends this small are atomic, so
+        // processes never need to coordinate.
+        let appended = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(self.events_path())
+            .and_then(|mut f| f.write_all(event));
+        if let Err(e) = appended {
+            tracing::debug!("cannot record a cache event: {e}");
+        }
+    }
+
+    /// Hits and misses recorded so far.
+    pub(crate) fn events(&self) -> (u64, u64) {
+        let Ok(Some(file)) = open_vetted(&self.events_path()) else { return (0, 0) };
+        let mut bytes = Vec::new();
+        if std::io::Read::read_to_end(&mut std::io::Read::take(file, 64 << 20), &mut bytes).is_err() {
+            return (0, 0);
+        }
+        let hits = bytes.iter().filter(|&&b| b == b'h').count() as u64;
+        (hits, bytes.iter().filter(|&&b| b == b'm').count() as u64)
+    }
+
+    pub(crate) fn modules_dir(&self) -> PathBuf {
+        self.layout.join("modules")
+    }
+
+    pub(crate) fn fingerprints_dir(&self) -> PathBuf {
+        self.layout.join("fingerprints")
+    }
+
+    pub(crate) fn events_path(&self) -> PathBuf {
+        self.layout.join(EVENTS_FILE)
+    }
+
+    /// Creates (or vets) an engine directory and records its tag.
+    fn engine_dir(&self, dir: &Path) -> Result<(), CacheError> {
+        private_subdir(dir)?;
+        if let Some(tag) = &self.engine_tag {
+            let tag_path = dir.join(TAG_FILE);
+            if std::fs::symlink_metadata(&tag_path).is_err() {
+                write_atomically(&tag_path, tag.as_bytes(), false)?;
+            }
+        }
+        Ok(())
     }
 
     /// The content hash recorded for a file with this fingerprint, if any.
@@ -106,15 +221,34 @@ impl ModuleCache {
     /// or permissions is removed and reported as absent.
     pub fn artifact(&self, engine: &EngineId, key: &ContentHash) -> Option<Artifact> {
         let path = self.artifact_path(engine, key);
-        match open_vetted(&path) {
-            Ok(Some(file)) => Some(Artifact { path, file }),
-            Ok(None) => None,
+        let file = match open_vetted(&path) {
+            Ok(Some(file)) => file,
+            Ok(None) => return None,
             Err(reason) => {
                 tracing::warn!("removing untrusted cache entry {}: {reason}", path.display());
                 let _ = std::fs::remove_file(&path);
-                None
+                return None;
             }
+        };
+        // Pin it, then make sure an eviction did not unlink it between the
+        // open and the pin: if so, it is a miss.
+        let pin = pin(&file)?;
+        let still_there = match (std::fs::symlink_metadata(&path), file.metadata()) {
+            (Ok(at_path), Ok(opened)) => at_path.ino() == opened.ino() && at_path.dev() == opened.dev(),
+            _ => false,
+        };
+        if !still_there {
+            return None;
         }
+        // Keep the modification time as the last use, for LRU eviction.
+        if file
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() > TOUCH_AFTER)
+        {
+            let _ = file.set_modified(SystemTime::now());
+        }
+        Some(Artifact { path, file, pin })
     }
 
     /// Stores an artifact atomically: the bytes go to a temp file of this
@@ -123,9 +257,10 @@ impl ModuleCache {
     /// remains.
     pub fn store(&self, engine: &EngineId, key: &ContentHash, bytes: &[u8]) -> Result<PathBuf, CacheError> {
         let dir = self.layout.join("modules").join(engine.dir_name());
-        private_subdir(&dir)?;
+        self.engine_dir(&dir)?;
         let path = self.artifact_path(engine, key);
         write_atomically(&path, bytes, true)?;
+        self.prune_if_over(self.max_size);
         Ok(path)
     }
 

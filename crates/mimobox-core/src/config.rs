@@ -140,11 +140,16 @@ pub struct CacheConfig {
     /// is used, else `$XDG_CACHE_HOME/mimobox`, else `~/.cache/mimobox`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
+    /// Size bound of the cache in bytes; least recently used artifacts are
+    /// evicted past it. Key `cache.max_size`. When unset,
+    /// `MIMOBOX_CACHE_MAX_SIZE` is used, else 1 GiB.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_units::optional_bytes")]
+    pub max_size: Option<u64>,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { enabled: true, dir: None }
+        CacheConfig { enabled: true, dir: None, max_size: None }
     }
 }
 

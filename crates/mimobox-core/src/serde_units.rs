@@ -109,3 +109,20 @@ pub mod seconds {
         serializer.serialize_str(&format_duration(*duration))
     }
 }
+
+/// An optional size whose bare numbers are bytes.
+pub mod optional_bytes {
+    use super::*;
+
+    /// Deserializes a present size; bare numbers are bytes.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+        bytes::deserialize(deserializer).map(Some)
+    }
+    /// Serializes a size readably; `None` is skipped by the field.
+    pub fn serialize<S: Serializer>(bytes: &Option<u64>, serializer: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(bytes) => super::bytes::serialize(bytes, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+}

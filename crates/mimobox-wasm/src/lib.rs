@@ -27,6 +27,7 @@
 //! # Ok::<(), mimobox_core::SandboxError>(())
 //! ```
 
+mod cache;
 mod check;
 mod engine;
 mod limits;
@@ -36,6 +37,7 @@ mod sandbox;
 mod slots;
 mod state;
 
+pub use cache::configured_cache;
 pub use check::{MAX_MEMORY_LIMIT, check_config};
-pub use loader::ModuleOrigin;
+pub use loader::{CompileEvent, CompileObserver, ModuleOrigin};
 pub use sandbox::WasmSandbox;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, SystemTime};
 
-use mimobox_cache::{ContentHash, EngineId, Fingerprint, ModuleCache};
+use mimobox_cache::{ArtifactPin, ContentHash, EngineId, Fingerprint, LockOutcome, ModuleCache};
 use mimobox_core::{ModuleSource, SandboxError};
 use wasmtime::{Engine, ExternType, InstancePre, Module, ValType};
 
@@ -33,7 +33,27 @@ pub(crate) enum EntryPoint {
 pub(crate) struct LoadedModule {
     pub(crate) pre: InstancePre<GuestState>,
     pub(crate) entry: EntryPoint,
+    /// Keeps cache eviction away from the artifact this module maps.
+    _pin: Option<ArtifactPin>,
 }
+
+/// What the loader reports about a compile, for progress displays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CompileEvent {
+    /// Compilation of a module that is in no cache has begun.
+    Started {
+        /// The module's name or path.
+        module: String,
+        /// Its size in bytes.
+        bytes: u64,
+    },
+    /// That compilation has ended (successfully or not).
+    Finished,
+}
+
+/// Receives [`CompileEvent`]s.
+pub type CompileObserver = Arc<dyn Fn(&CompileEvent) + Send + Sync>;
 
 /// Where the compiled code of a module came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +78,7 @@ pub(crate) struct Loader {
     by_hash: Mutex<HashMap<ContentHash, Arc<LoadedModule>>>,
     by_path: Mutex<HashMap<PathBuf, (Fingerprint, ContentHash)>>,
     by_bytes: Mutex<HashMap<usize, SharedBytes>>,
+    observer: Mutex<Option<CompileObserver>>,
 }
 
 impl Loader {
@@ -75,7 +96,12 @@ impl Loader {
             by_hash: Mutex::new(HashMap::new()),
             by_path: Mutex::new(HashMap::new()),
             by_bytes: Mutex::new(HashMap::new()),
+            observer: Mutex::new(None),
         }
+    }
+
+    pub(crate) fn set_observer(&self, observer: CompileObserver) {
+        *self.observer.lock().unwrap_or_else(|p| p.into_inner()) = Some(observer);
     }
 
     pub(crate) fn cache(&self) -> Option<&ModuleCache> {
@@ -202,43 +228,42 @@ impl Loader {
         if let Some(loaded) = self.lock_modules().get(&hash) {
             return Ok((loaded.clone(), ModuleOrigin::Memory));
         }
-        let (module, source) = match self.load_from_disk(&hash) {
-            Some(module) => (module, ModuleOrigin::DiskCache),
-            None => (self.compile(name, hash, read()?)?, ModuleOrigin::Compiled),
+        let (module, pin, source) = match self.load_from_disk(&hash) {
+            Some((module, pin)) => (module, Some(pin), ModuleOrigin::DiskCache),
+            None => {
+                let (module, pin, origin) = self.compile(name, hash, read()?)?;
+                (module, pin, origin)
+            }
         };
-        let loaded = Arc::new(self.link(name, &module)?);
+        let loaded = Arc::new(self.link(name, &module, pin)?);
         self.lock_modules().insert(hash, loaded.clone());
         Ok((loaded, source))
     }
 
-    fn load_from_disk(&self, hash: &ContentHash) -> Option<Module> {
+    fn load_from_disk(&self, hash: &ContentHash) -> Option<(Module, ArtifactPin)> {
         let cache = self.cache.as_ref()?;
-        let artifact = cache.artifact(&self.core.id, hash)?;
-        // SAFETY: the artifact was written by this engine configuration
-        // (its directory is named by the engine id), through an exclusive
-        // temp file renamed into place, so it is never modified while
-        // mapped; the cache vetted that the file is a regular file owned by
-        // us in a directory only we can write. Truncated, garbage or
-        // incompatible files are rejected by Wasmtime's header and
-        // compatibility checks below.
-        match unsafe { Module::deserialize_open_file(&self.core.engine, artifact.file) } {
-            Ok(module) => Some(module),
-            Err(e) => {
-                tracing::warn!("discarding unusable cache entry {}: {e}", artifact.path.display());
-                cache.discard(&self.core.id, hash);
-                None
-            }
-        }
+        let loaded = map_artifact(&self.core.engine, &self.core.id, cache, hash)?;
+        cache.record_hit();
+        Some(loaded)
     }
 
     /// Compiles `bytes` on a worker thread, bounded by the compile timeout.
-    /// The artifact goes to the disk cache and is mapped from there.
-    fn compile(&self, name: &str, hash: ContentHash, bytes: Vec<u8>) -> Result<Module, SandboxError> {
+    /// With a disk cache, one process compiles a given module at a time
+    /// (the others wait for its artifact), and the artifact is mapped from
+    /// the cache.
+    fn compile(
+        &self,
+        name: &str,
+        hash: ContentHash,
+        bytes: Vec<u8>,
+    ) -> Result<(Module, Option<ArtifactPin>, ModuleOrigin), SandboxError> {
         let (done, result) = mpsc::channel();
-        let engine = self.core.engine.clone();
-        let engine_id = self.core.id.clone();
+        let core = self.core.clone();
         let cache = self.cache.clone();
         let module_name = name.to_owned();
+        let lock_wait = self.compile_timeout;
+        let observer = self.observer.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let size = bytes.len() as u64;
         let started = std::time::Instant::now();
         // A compile cannot be interrupted; past the timeout the worker is
         // left to finish and store its artifact, so a retry is a cache hit.
@@ -246,13 +271,20 @@ impl Loader {
             .name("mimobox-compile".into())
             .spawn(move || {
                 let compiled =
-                    compile_and_store(&engine, &engine_id, cache.as_ref(), &module_name, hash, &bytes);
+                    compile_and_store(&core, cache.as_ref(), &module_name, hash, &bytes, lock_wait, || {
+                        if let Some(observer) = &observer {
+                            observer(&CompileEvent::Started { module: module_name.clone(), bytes: size });
+                        }
+                    });
+                if let Some(observer) = &observer {
+                    observer(&CompileEvent::Finished);
+                }
                 let _ = done.send(compiled);
             })
             .map_err(|e| SandboxError::Internal(format!("cannot start a compile thread: {e}")))?;
         match result.recv_timeout(self.compile_timeout) {
             Ok(result) => {
-                tracing::debug!(module = name, elapsed = ?started.elapsed(), "compiled");
+                tracing::debug!(module = name, elapsed = ?started.elapsed(), "loaded after a cache miss");
                 result
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -264,7 +296,12 @@ impl Loader {
         }
     }
 
-    fn link(&self, name: &str, module: &Module) -> Result<LoadedModule, SandboxError> {
+    fn link(
+        &self,
+        name: &str,
+        module: &Module,
+        pin: Option<ArtifactPin>,
+    ) -> Result<LoadedModule, SandboxError> {
         let entry = entry_point(module)
             .ok_or_else(|| SandboxError::Link {
                 module: name.to_owned(),
@@ -275,7 +312,7 @@ impl Loader {
             .linker
             .instantiate_pre(module)
             .map_err(|e| SandboxError::Link { module: name.to_owned(), message: one_line(&e) })?;
-        Ok(LoadedModule { pre, entry })
+        Ok(LoadedModule { pre, entry, _pin: pin })
     }
 
     fn lock_modules(&self) -> std::sync::MutexGuard<'_, HashMap<ContentHash, Arc<LoadedModule>>> {
@@ -287,36 +324,81 @@ impl Loader {
     }
 }
 
-fn compile_and_store(
+/// Maps the cached artifact for `hash`, if there is a usable one; an
+/// unusable one is discarded.
+fn map_artifact(
     engine: &Engine,
-    engine_id: &EngineId,
+    id: &EngineId,
+    cache: &ModuleCache,
+    hash: &ContentHash,
+) -> Option<(Module, ArtifactPin)> {
+    let artifact = cache.artifact(id, hash)?;
+    // SAFETY: the artifact was written by this engine configuration (its
+    // directory is named by the engine id), through an exclusive temp file
+    // renamed into place, so it is never modified while mapped; the cache
+    // vetted that the file is a regular file owned by us in a directory
+    // only we can write, and pinned it against eviction. Truncated, garbage
+    // or incompatible files are rejected by Wasmtime's header and
+    // compatibility checks.
+    match unsafe { Module::deserialize_open_file(engine, artifact.file) } {
+        Ok(module) => Some((module, artifact.pin)),
+        Err(e) => {
+            tracing::warn!("discarding unusable cache entry {}: {}", artifact.path.display(), one_line(&e));
+            drop(artifact.pin);
+            cache.discard(id, hash);
+            None
+        }
+    }
+}
+
+/// Compiles `bytes` and stores the artifact, unless another process turns
+/// out to be compiling the same module: then its artifact is used.
+/// `started` is called when compilation itself begins.
+fn compile_and_store(
+    core: &EngineCore,
     cache: Option<&ModuleCache>,
     name: &str,
     hash: ContentHash,
     bytes: &[u8],
-) -> Result<Module, SandboxError> {
+    lock_wait: Duration,
+    started: impl FnOnce(),
+) -> Result<(Module, Option<ArtifactPin>, ModuleOrigin), SandboxError> {
     let invalid =
         |e: wasmtime::Error| SandboxError::InvalidModule { module: name.to_owned(), message: one_line(&e) };
     let Some(cache) = cache else {
-        return Module::new(engine, bytes).map_err(invalid);
+        started();
+        return Module::new(&core.engine, bytes).map(|m| (m, None, ModuleOrigin::Compiled)).map_err(invalid);
     };
-    let artifact = engine.precompile_module(bytes).map_err(invalid)?;
-    match cache.store(engine_id, &hash, &artifact) {
+    let _writer = match cache.lock(&core.id, &hash, lock_wait) {
+        LockOutcome::AcquiredAfterWait(lock) => {
+            // Another process held the key: it has probably stored the
+            // artifact by now.
+            if let Some((module, pin)) = map_artifact(&core.engine, &core.id, cache, &hash) {
+                cache.record_hit();
+                tracing::debug!(module = name, "used the artifact another process compiled");
+                return Ok((module, Some(pin), ModuleOrigin::DiskCache));
+            }
+            Some(lock)
+        }
+        LockOutcome::Acquired(lock) => Some(lock),
+        LockOutcome::Unavailable => None,
+    };
+    started();
+    let artifact = core.engine.precompile_module(bytes).map_err(invalid)?;
+    tracing::debug!(module = name, "compiled");
+    cache.record_miss();
+    match cache.store(&core.id, &hash, &artifact) {
         Ok(_) => {
-            if let Some(stored) = cache.artifact(engine_id, &hash) {
-                // SAFETY: as in `Loader::load_from_disk`: we just wrote this file
-                // through an exclusive temp file and a rename, in a vetted
-                // directory, and no one rewrites an artifact in place.
-                if let Ok(module) = unsafe { Module::deserialize_open_file(engine, stored.file) } {
-                    return Ok(module);
-                }
+            if let Some((module, pin)) = map_artifact(&core.engine, &core.id, cache, &hash) {
+                return Ok((module, Some(pin), ModuleOrigin::Compiled));
             }
         }
         Err(e) => tracing::warn!("cannot store compiled module in the cache: {e}"),
     }
     // SAFETY: `artifact` was produced by `precompile_module` on this very
     // engine a moment ago.
-    unsafe { Module::deserialize(engine, &artifact) }.map_err(invalid)
+    let module = unsafe { Module::deserialize(&core.engine, &artifact) }.map_err(invalid)?;
+    Ok((module, None, ModuleOrigin::Compiled))
 }
 
 fn open_error(path: &Path, error: std::io::Error) -> SandboxError {

@@ -12,10 +12,11 @@ use wasmtime::{Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
+use crate::cache::configured_cache;
 use crate::check::check_config;
 use crate::engine::{EngineCore, EngineSettings, deadline_ticks};
 use crate::limits::GuestLimiter;
-use crate::loader::{EntryPoint, LoadedModule, Loader, ModuleOrigin, one_line};
+use crate::loader::{CompileEvent, EntryPoint, LoadedModule, Loader, ModuleOrigin, one_line};
 use crate::output::CappedPipe;
 use crate::state::GuestState;
 
@@ -72,6 +73,12 @@ impl WasmSandbox {
     /// The disk cache in use, if the cache is enabled and trusted.
     pub fn cache(&self) -> Option<&ModuleCache> {
         self.inner.loader.cache()
+    }
+
+    /// Calls `observer` when a module that is in no cache starts and stops
+    /// compiling, so that a front end can show progress on long compiles.
+    pub fn on_compile(&self, observer: impl Fn(&CompileEvent) + Send + Sync + 'static) {
+        self.inner.loader.set_observer(Arc::new(observer));
     }
 
     /// Compiles (or finds in the cache) the module of `source` without
@@ -257,11 +264,7 @@ fn open_cache(config: &SandboxConfig) -> Option<ModuleCache> {
     if !config.cache.enabled {
         return None;
     }
-    let opened = match config.cache.dir.clone().or_else(mimobox_cache::default_dir) {
-        Some(dir) => ModuleCache::open(&dir),
-        None => Err(mimobox_cache::CacheError::NoDirectory),
-    };
-    match opened {
+    match configured_cache(&config.cache) {
         Ok(cache) => Some(cache),
         Err(e) => {
             if !WARNED.swap(true, Ordering::Relaxed) {
