@@ -15,7 +15,10 @@ fn artifacts(cache: &Path) -> Vec<PathBuf> {
     let modules = cache.join("v1").join("modules");
     for engine in fs::read_dir(&modules).into_iter().flatten() {
         for entry in fs::read_dir(engine.unwrap().path()).unwrap() {
-            found.push(entry.unwrap().path());
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "cwasm") {
+                found.push(path);
+            }
         }
     }
     found
