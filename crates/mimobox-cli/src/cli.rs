@@ -27,6 +27,51 @@ pub enum Command {
     /// Check or show a TOML profile.
     #[command(subcommand)]
     Profile(ProfileCommand),
+    /// Compile modules into the cache ahead of time, and report what was
+    /// done for each.
+    Compile(CompileArgs),
+    /// Inspect or empty the compiled-module cache.
+    Cache(CacheArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    #[command(flatten)]
+    pub limits: LimitFlags,
+    /// The modules (`.wasm` or `.wat`).
+    #[arg(required = true, value_name = "MODULE")]
+    pub modules: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// The cache directory (default: MIMOBOX_CACHE_DIR, else
+    /// $XDG_CACHE_HOME/mimobox, else ~/.cache/mimobox).
+    #[arg(long, value_name = "DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: CacheCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Print the cache directory.
+    Dir,
+    /// Print entries, total size, size limit, stale entries, hits and misses.
+    Stats {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every compiled module that no process is using.
+    Clear,
+    /// Evict stale, then least recently used, modules down to the limit.
+    Prune {
+        /// The size to prune to (default: the configured limit,
+        /// MIMOBOX_CACHE_MAX_SIZE, else 1GiB).
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -115,13 +115,22 @@ pub fn format_duration(duration: Duration) -> String {
     }
 }
 
-/// Wraps a byte count to display it as [`format_size`] does.
+/// Wraps a byte count to display it for people: exact when it is a whole
+/// number of a unit (`64MiB`), else to one decimal (`2.9 MiB`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DisplaySize(pub u64);
 
 impl fmt::Display for DisplaySize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&format_size(self.0))
+        let exact = format_size(self.0);
+        if !exact.ends_with("KiB") && exact.ends_with("iB") || self.0 < 1 << 10 {
+            return f.write_str(&exact);
+        }
+        let (unit, name) = [(1u64 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")]
+            .into_iter()
+            .find(|(unit, _)| self.0 >= *unit)
+            .unwrap_or((1, "B"));
+        write!(f, "{:.1} {name}", self.0 as f64 / unit as f64)
     }
 }
 
@@ -155,6 +164,14 @@ mod tests {
         assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
         assert!(parse_duration("5 fortnights").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn display_is_readable() {
+        assert_eq!(DisplaySize(64 << 20).to_string(), "64MiB");
+        assert_eq!(DisplaySize(3_112_424).to_string(), "3.0 MiB");
+        assert_eq!(DisplaySize(161).to_string(), "161B");
+        assert_eq!(DisplaySize(1536).to_string(), "1.5 KiB");
     }
 
     #[test]

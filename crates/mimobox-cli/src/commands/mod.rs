@@ -4,8 +4,11 @@ use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
 
+mod cache;
+mod compile;
 mod demo;
 mod profile;
+mod progress;
 mod run;
 
 /// Runs the parsed command line.
@@ -14,5 +17,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::execute(*args),
         Command::Demo(args) => demo::execute(args),
         Command::Profile(command) => profile::execute(command),
+        Command::Compile(args) => compile::execute(args),
+        Command::Cache(args) => cache::execute(args),
     }
 }

@@ -9,6 +9,7 @@ use mimobox_core::{ExecRequest, ModuleSource, Outcome, SandboxConfig, SandboxRes
 use mimobox_wasm::{WasmSandbox, check_config};
 
 use crate::cli::RunArgs;
+use crate::commands::progress;
 use crate::exit;
 use crate::flags::Resolved;
 
@@ -24,6 +25,9 @@ pub fn execute(args: RunArgs) -> Result<ExitCode> {
     };
     let stdin = read_stdin(args.stdin.as_ref())?;
     let sandbox = WasmSandbox::create(one_shot(resolved.config.clone())).map_err(|e| resolved.explain(e))?;
+    if !args.json && std::io::stderr().is_terminal() {
+        progress::attach(&sandbox);
+    }
 
     let mut request = ExecRequest { module, args: command.collect(), stdin, ..ExecRequest::default() };
     if !args.json {

@@ -1,0 +1,38 @@
+//! `mimobox compile`: warm the cache ahead of time.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Result;
+use mimobox_core::ModuleSource;
+use mimobox_core::units::DisplaySize;
+use mimobox_wasm::{ModuleOrigin, WasmSandbox, check_config};
+
+use crate::cli::CompileArgs;
+use crate::commands::progress;
+use crate::commands::run::one_shot;
+use crate::flags::Resolved;
+
+pub fn execute(args: CompileArgs) -> Result<ExitCode> {
+    let resolved = Resolved::new(&args.limits, check_config)?;
+    let sandbox = WasmSandbox::create(one_shot(resolved.config.clone())).map_err(|e| resolved.explain(e))?;
+    if sandbox.cache().is_none() {
+        anyhow::bail!("no usable module cache: compiling now would not help later runs");
+    }
+    if std::io::stderr().is_terminal() {
+        progress::attach(&sandbox);
+    }
+    for module in &args.modules {
+        let size = std::fs::metadata(module).map(|m| m.len()).unwrap_or(0);
+        let started = Instant::now();
+        let origin = sandbox.prepare(&ModuleSource::Path(module.clone())).map_err(|e| resolved.explain(e))?;
+        let what = match origin {
+            ModuleOrigin::Compiled => format!("compiled in {:.2}s", started.elapsed().as_secs_f64()),
+            ModuleOrigin::DiskCache => "already cached".to_owned(),
+            ModuleOrigin::Memory => "already loaded".to_owned(),
+        };
+        println!("{}: {what} ({})", module.display(), DisplaySize(size));
+    }
+    Ok(ExitCode::SUCCESS)
+}

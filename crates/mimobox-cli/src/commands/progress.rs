@@ -1,0 +1,57 @@
+//! A progress line for long compiles, on a terminal only.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mimobox_core::units::DisplaySize;
+use mimobox_wasm::{CompileEvent, WasmSandbox};
+
+/// Compiles shorter than this show nothing.
+const QUIET_FOR: Duration = Duration::from_millis(500);
+const REFRESH: Duration = Duration::from_millis(100);
+
+/// Shows "compiling NAME (SIZE)… 1.2s" on stderr while a compile that has
+/// run longer than half a second goes on, and erases it when it ends.
+/// Callers attach it only when stderr is a terminal.
+pub fn attach(sandbox: &WasmSandbox) {
+    let current: Mutex<Option<Arc<AtomicBool>>> = Mutex::new(None);
+    sandbox.on_compile(move |event| {
+        let mut current = current.lock().unwrap_or_else(|p| p.into_inner());
+        match event {
+            CompileEvent::Started { module, bytes } => {
+                let done = Arc::new(AtomicBool::new(false));
+                *current = Some(done.clone());
+                let (module, bytes) = (module.clone(), *bytes);
+                std::thread::spawn(move || show(&done, &module, bytes));
+            }
+            CompileEvent::Finished => {
+                if let Some(done) = current.take() {
+                    done.store(true, Ordering::SeqCst);
+                }
+            }
+            _ => {}
+        }
+    });
+}
+
+fn show(done: &AtomicBool, module: &str, bytes: u64) {
+    let started = Instant::now();
+    let mut shown = false;
+    while !done.load(Ordering::SeqCst) {
+        let elapsed = started.elapsed();
+        if elapsed >= QUIET_FOR {
+            let name =
+                std::path::Path::new(module).file_name().map_or(module.into(), |n| n.to_string_lossy());
+            eprint!("\rmimobox: compiling {name} ({})… {:.1}s", DisplaySize(bytes), elapsed.as_secs_f64());
+            let _ = std::io::stderr().flush();
+            shown = true;
+        }
+        std::thread::sleep(REFRESH);
+    }
+    if shown {
+        eprint!("\r\x1b[K");
+        let _ = std::io::stderr().flush();
+    }
+}
