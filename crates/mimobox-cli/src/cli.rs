@@ -29,7 +29,7 @@ pub enum Command {
     Profile(ProfileCommand),
     /// Compile modules into the cache ahead of time, and report what was
     /// done for each.
-    Compile(CompileArgs),
+    Compile(Box<CompileArgs>),
     /// Inspect or empty the compiled-module cache.
     Cache(CacheArgs),
 }

@@ -17,7 +17,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::execute(*args),
         Command::Demo(args) => demo::execute(args),
         Command::Profile(command) => profile::execute(command),
-        Command::Compile(args) => compile::execute(args),
+        Command::Compile(args) => compile::execute(*args),
         Command::Cache(args) => cache::execute(args),
     }
 }
