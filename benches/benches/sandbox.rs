@@ -95,6 +95,19 @@ fn throughput(c: &mut Criterion) {
                 })
             })
         });
+        // The machine's own scaling: the same spread of pure CPU work
+        // (about 10 µs per unit, no memory traffic, no system calls).
+        group.bench_function(BenchmarkId::new("cpu-only-256-units", format!("{threads}-threads")), |b| {
+            b.iter(|| {
+                spread(threads, &|| {
+                    let mut x = std::hint::black_box(1u64);
+                    for i in 0..20_000u64 {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
+                    }
+                    std::hint::black_box(x);
+                })
+            })
+        });
         group.bench_function(BenchmarkId::new("floor-256-runs", format!("{threads}-threads")), |b| {
             b.iter(|| {
                 spread(threads, &|| {

@@ -56,6 +56,9 @@ pub fn run(args: &[String]) -> Result<()> {
     let one = median("throughput/mimobox-256-runs/1-threads")?;
     let two = median("throughput/mimobox-256-runs/2-threads")?;
     table.row("throughput, 256 runs on 2 threads", two, Some(("1 thread", one)), "≥ 1.8× (ratio ≤ 0.56)");
+    let cpu_two = median("throughput/cpu-only-256-units/2-threads")?;
+    let cpu_one = median("throughput/cpu-only-256-units/1-threads")?;
+    table.row("machine: pure CPU work, 2 threads", cpu_two, Some(("1 thread", cpu_one)), "");
     let floor_two = median("throughput/floor-256-runs/2-threads")?;
     let floor_one = median("throughput/floor-256-runs/1-threads")?;
     table.row("throughput, Wasmtime floor, 2 threads", floor_two, Some(("1 thread", floor_one)), "");
