@@ -15,8 +15,9 @@ pub const TRAPPED: u8 = 134;
 /// The exit status that reports `outcome`.
 pub fn for_outcome(outcome: &Outcome) -> ExitCode {
     match outcome {
-        // The status a process can report is 8 bits wide, as a shell sees it.
-        Outcome::Exited { code } => ExitCode::from(*code as u8),
+        // Guests exit within [0, 126) (WASI's range, enforced by the
+        // sandbox), so a guest status never reads as one of ours.
+        Outcome::Exited { code } => ExitCode::from(u8::try_from(*code).unwrap_or(TRAPPED)),
         Outcome::TimedOut | Outcome::OutOfFuel => ExitCode::from(TIMED_OUT),
         _ => ExitCode::from(TRAPPED),
     }

@@ -213,7 +213,13 @@ async fn call_entry(store: &mut Store<GuestState>, module: &LoadedModule) -> was
         }
         EntryPoint::Main => {
             let main = instance.get_typed_func::<(), i32>(&mut *store, "main")?;
-            main.call_async(&mut *store, ()).await
+            let code = main.call_async(&mut *store, ()).await?;
+            // The same range `proc_exit` allows, so that a status never
+            // collides with the ones mimobox reports (124, 134) or wraps.
+            if !(0..126).contains(&code) {
+                wasmtime::bail!("`main` returned {code}, outside the exit statuses [0, 126)");
+            }
+            Ok(code)
         }
     }
 }

@@ -29,6 +29,16 @@ fn main_export_is_a_fallback_entry_point() {
 }
 
 #[test]
+fn main_status_outside_the_wasi_range_is_a_trap() {
+    let result = run_with("main_bad_status", &[], |_| {});
+    assert!(
+        matches!(&result.outcome, Outcome::Trap { message } if message.contains("256")),
+        "{:?}",
+        result.outcome
+    );
+}
+
+#[test]
 fn infinite_loop_times_out() {
     let result = run_with("loop", &[], |c| c.timeout = Duration::from_millis(500));
     assert_eq!(result.outcome, Outcome::TimedOut);
