@@ -35,4 +35,4 @@ pub use config::{
 pub use error::SandboxError;
 pub use outcome::{Outcome, SandboxResult};
 pub use profile::{Profile, ProfileError};
-pub use sandbox::{ExecRequest, ModuleSource, OutputSink, Sandbox};
+pub use sandbox::{ExecRequest, ModuleSource, OutputSink, Sandbox, Stdin};

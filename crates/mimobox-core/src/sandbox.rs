@@ -32,6 +32,34 @@ impl ModuleSource {
     }
 }
 
+/// Where the guest's stdin comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stdin {
+    /// These bytes, then end of input. The default is empty.
+    Bytes(Vec<u8>),
+    /// This process's own stdin, read as the guest asks for it. A guest
+    /// waiting on it is still stopped by the timeout.
+    Inherit,
+}
+
+impl Default for Stdin {
+    fn default() -> Self {
+        Stdin::Bytes(Vec::new())
+    }
+}
+
+impl From<Vec<u8>> for Stdin {
+    fn from(bytes: Vec<u8>) -> Self {
+        Stdin::Bytes(bytes)
+    }
+}
+
+impl From<&[u8]> for Stdin {
+    fn from(bytes: &[u8]) -> Self {
+        Stdin::Bytes(bytes.to_vec())
+    }
+}
+
 /// Receives guest output as it is written, before the run ends.
 ///
 /// Only output within the stream's cap is passed on: once a stream reaches
@@ -51,8 +79,8 @@ pub struct ExecRequest {
     pub args: Vec<String>,
     /// Variables added to the config's environment.
     pub env: Vec<(String, String)>,
-    /// Bytes the guest reads on stdin; empty by default.
-    pub stdin: Vec<u8>,
+    /// The guest's stdin; empty by default.
+    pub stdin: Stdin,
     /// Live receiver of stdout, if any.
     pub stdout_sink: Option<OutputSink>,
     /// Live receiver of stderr, if any.
@@ -65,7 +93,13 @@ impl std::fmt::Debug for ExecRequest {
             .field("module", &self.module)
             .field("args", &self.args)
             .field("env", &self.env)
-            .field("stdin_len", &self.stdin.len())
+            .field(
+                "stdin",
+                &match &self.stdin {
+                    Stdin::Bytes(bytes) => format!("{} bytes", bytes.len()),
+                    Stdin::Inherit => "inherited".to_owned(),
+                },
+            )
             .field("stdout_sink", &self.stdout_sink.is_some())
             .field("stderr_sink", &self.stderr_sink.is_some())
             .finish()

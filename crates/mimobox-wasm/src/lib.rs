@@ -20,7 +20,7 @@
 //! let sandbox = WasmSandbox::create(SandboxConfig::default())?;
 //! let result = sandbox.run(ExecRequest {
 //!     module: Some(ModuleSource::Path("cat.wasm".into())),
-//!     stdin: b"hi".to_vec(),
+//!     stdin: b"hi".to_vec().into(),
 //!     ..ExecRequest::default()
 //! })?;
 //! assert_eq!(result.stdout, b"hi");

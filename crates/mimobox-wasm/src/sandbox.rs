@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use mimobox_cache::ModuleCache;
 use mimobox_core::{
-    ExecRequest, ModuleSource, Mount, Outcome, Sandbox, SandboxConfig, SandboxError, SandboxResult,
+    ExecRequest, ModuleSource, Mount, Outcome, Sandbox, SandboxConfig, SandboxError, SandboxResult, Stdin,
 };
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
@@ -102,8 +102,13 @@ impl WasmSandbox {
         let stdout = CappedPipe::new(inner.config.max_stdout, request.stdout_sink);
         let stderr = CappedPipe::new(inner.config.max_stderr, request.stderr_sink);
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stdin(MemoryInputPipe::new(request.stdin))
-            .stdout(stdout.clone())
+        match request.stdin {
+            Stdin::Bytes(bytes) => wasi.stdin(MemoryInputPipe::new(bytes)),
+            // Read by a helper thread as the guest asks; the guest waits on
+            // it asynchronously, so the timeout still ends the wait.
+            Stdin::Inherit => wasi.stdin(std::io::stdin()),
+        };
+        wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)

@@ -1,11 +1,11 @@
 //! `mimobox run`: one module, one sandbox, one execution.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use mimobox_core::{ExecRequest, ModuleSource, Outcome, SandboxConfig, SandboxResult};
+use mimobox_core::{ExecRequest, ModuleSource, Outcome, SandboxConfig, SandboxResult, Stdin};
 use mimobox_wasm::{WasmSandbox, check_config};
 
 use crate::cli::RunArgs;
@@ -23,7 +23,7 @@ pub fn execute(args: RunArgs) -> Result<ExitCode> {
             None => bail!("no module given: name one, or use a profile with `module = \"...\"`"),
         },
     };
-    let stdin = read_stdin(args.stdin.as_ref())?;
+    let stdin = guest_stdin(args.stdin.as_ref())?;
     let sandbox = WasmSandbox::create(one_shot(resolved.config.clone())).map_err(|e| resolved.explain(e))?;
     if !args.json && std::io::stderr().is_terminal() {
         progress::attach(&sandbox);
@@ -52,18 +52,19 @@ pub fn one_shot(mut config: SandboxConfig) -> SandboxConfig {
 }
 
 /// The guest's stdin: the `--stdin` file, else ours when it is not a
-/// terminal, else nothing.
-fn read_stdin(file: Option<&PathBuf>) -> Result<Vec<u8>> {
+/// terminal (streamed as the guest reads it), else nothing.
+fn guest_stdin(file: Option<&PathBuf>) -> Result<Stdin> {
     if let Some(path) = file {
-        return std::fs::read(path).with_context(|| format!("--stdin {}", path.display()));
+        let metadata = std::fs::metadata(path).with_context(|| format!("--stdin {}", path.display()))?;
+        if !metadata.is_file() {
+            bail!("--stdin {}: not a regular file (pipe it into mimobox instead)", path.display());
+        }
+        return Ok(Stdin::Bytes(std::fs::read(path).with_context(|| format!("--stdin {}", path.display()))?));
     }
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        return Ok(Vec::new());
+    if std::io::stdin().is_terminal() {
+        return Ok(Stdin::default());
     }
-    let mut bytes = Vec::new();
-    stdin.lock().read_to_end(&mut bytes).context("reading stdin")?;
-    Ok(bytes)
+    Ok(Stdin::Inherit)
 }
 
 /// Prints the result (as JSON, or the output that was not already streamed

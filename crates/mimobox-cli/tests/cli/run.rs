@@ -69,6 +69,46 @@ fn stdin_is_passed_when_it_is_not_a_terminal() {
 }
 
 #[test]
+fn endless_stdin_is_streamed_not_slurped() {
+    let cli = Cli::new();
+    let mut child = cli
+        .command(&["run", "--timeout", "1s", "--max-output", "4KiB", &fixture("cat")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || while input.write_all(&[b'y'; 4096]).is_ok() {});
+    let started = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
+    assert_eq!(out.stdout.len(), 4096, "the guest ran and its output was capped");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn a_guest_waiting_on_silent_stdin_still_times_out() {
+    let cli = Cli::new();
+    let mut child =
+        cli.command(&["run", "--timeout", "1s", &fixture("cat")]).stdin(Stdio::piped()).spawn().unwrap();
+    let _held_open = child.stdin.take();
+    let started = std::time::Instant::now();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(124));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+#[test]
+fn stdin_file_must_be_a_regular_file() {
+    let cli = Cli::new();
+    let out = cli.run(&["run", "--stdin", "/dev/zero", &fixture("cat")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not a regular file"), "{}", stderr(&out));
+}
+
+#[test]
 fn read_only_and_read_write_mounts() {
     let cli = Cli::new();
     std::fs::create_dir(cli.path().join("ro")).unwrap();

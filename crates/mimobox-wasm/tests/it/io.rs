@@ -51,7 +51,7 @@ fn stdin_bytes_reach_the_guest_and_default_to_empty() {
     let sandbox = WasmSandbox::create(config_in(cache.path())).unwrap();
     let module = mimobox_fixtures::path("cat");
     let mut req = request(&module, &[]);
-    req.stdin = b"piped input\n".to_vec();
+    req.stdin = b"piped input\n".to_vec().into();
     assert_eq!(sandbox.run(req).unwrap().stdout, b"piped input\n");
     let empty = sandbox.run(request(&module, &[])).unwrap();
     assert_eq!((empty.outcome, empty.stdout), (Outcome::Exited { code: 0 }, vec![]));
