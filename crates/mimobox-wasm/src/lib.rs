@@ -33,6 +33,7 @@ mod engine;
 mod limits;
 mod loader;
 mod output;
+mod recent;
 mod sandbox;
 mod slots;
 mod state;

@@ -14,7 +14,14 @@ use mimobox_core::{ModuleSource, SandboxError};
 use wasmtime::{Engine, ExternType, InstancePre, Module, ValType};
 
 use crate::engine::EngineCore;
+use crate::recent::Recent;
 use crate::state::GuestState;
+
+/// Linked modules a sandbox keeps in memory; past this, the oldest is
+/// dropped (a later run maps it from the disk cache again).
+const MAX_MODULES_IN_MEMORY: usize = 64;
+/// Module paths whose fingerprints a sandbox remembers.
+const MAX_PATHS_REMEMBERED: usize = 4096;
 
 /// How long a module file must be unchanged before its fingerprint alone
 /// is trusted, in memory as on disk (see `Fingerprint::is_settled`).
@@ -75,8 +82,8 @@ pub(crate) struct Loader {
     cache: Option<ModuleCache>,
     max_module_size: u64,
     compile_timeout: Duration,
-    by_hash: Mutex<HashMap<ContentHash, Arc<LoadedModule>>>,
-    by_path: Mutex<HashMap<PathBuf, (Fingerprint, ContentHash)>>,
+    by_hash: Mutex<Recent<ContentHash, Arc<LoadedModule>>>,
+    by_path: Mutex<Recent<PathBuf, (Fingerprint, ContentHash)>>,
     by_bytes: Mutex<HashMap<usize, SharedBytes>>,
     observer: Mutex<Option<CompileObserver>>,
 }
@@ -93,8 +100,8 @@ impl Loader {
             cache,
             max_module_size,
             compile_timeout,
-            by_hash: Mutex::new(HashMap::new()),
-            by_path: Mutex::new(HashMap::new()),
+            by_hash: Mutex::new(Recent::new(MAX_MODULES_IN_MEMORY)),
+            by_path: Mutex::new(Recent::new(MAX_PATHS_REMEMBERED)),
             by_bytes: Mutex::new(HashMap::new()),
             observer: Mutex::new(None),
         }
@@ -315,11 +322,11 @@ impl Loader {
         Ok(LoadedModule { pre, entry, _pin: pin })
     }
 
-    fn lock_modules(&self) -> std::sync::MutexGuard<'_, HashMap<ContentHash, Arc<LoadedModule>>> {
+    fn lock_modules(&self) -> std::sync::MutexGuard<'_, Recent<ContentHash, Arc<LoadedModule>>> {
         self.by_hash.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock_paths(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, (Fingerprint, ContentHash)>> {
+    fn lock_paths(&self) -> std::sync::MutexGuard<'_, Recent<PathBuf, (Fingerprint, ContentHash)>> {
         self.by_path.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use mimobox_cache::ModuleCache;
 use mimobox_core::{
-    ExecRequest, ModuleSource, Mount, Outcome, Sandbox, SandboxConfig, SandboxError, SandboxResult, Stdin,
+    ConfigError, ExecRequest, ModuleSource, Mount, Outcome, Sandbox, SandboxConfig, SandboxError,
+    SandboxResult, Stdin,
 };
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
@@ -97,6 +98,11 @@ impl WasmSandbox {
             Some(source) => source,
             None => inner.config.module.clone().map(ModuleSource::Path).ok_or(SandboxError::NoModule)?,
         };
+        for (name, value) in &request.env {
+            if name.is_empty() || name.contains(['=', '\0']) || value.contains('\0') {
+                return Err(ConfigError::new("env", format!("`{name}` is not a valid variable")).into());
+            }
+        }
         let (module, _) = inner.loader.load(&source)?;
 
         let stdout = CappedPipe::new(inner.config.max_stdout, request.stdout_sink);

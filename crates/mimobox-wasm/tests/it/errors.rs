@@ -90,3 +90,13 @@ fn zero_timeout_is_a_config_error() {
     let err = WasmSandbox::create(config).err().expect("must be refused");
     assert_eq!(err.config_key(), Some("timeout_secs"));
 }
+
+#[test]
+fn malformed_request_env_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = WasmSandbox::create(config_in(dir.path())).unwrap();
+    let mut req = request(&mimobox_fixtures::path("hello"), &[]);
+    req.env = vec![("A=B".into(), "c".into())];
+    let err = sandbox.run(req).unwrap_err();
+    assert_eq!(err.config_key(), Some("env"));
+}
