@@ -32,20 +32,22 @@ fn cli() -> Cli {
 }
 
 impl Cli {
-    fn python(&self, extra: &[&str], code: &str) -> Output {
-        let profile = profile("python");
+    /// Runs `code` through the shipped profile `name`, whose interpreter
+    /// takes code after `code_flag`.
+    fn interpret(&self, name: &str, code_flag: &str, extra: &[&str], code: &str) -> Output {
+        let profile = profile(name);
         let mut args = vec!["run", "--profile", &profile];
         args.extend_from_slice(extra);
-        args.extend(["--", "-c", code]);
+        args.extend(["--", code_flag, code]);
         self.run(&args)
     }
 
+    fn python(&self, extra: &[&str], code: &str) -> Output {
+        self.interpret("python", "-c", extra, code)
+    }
+
     fn js(&self, extra: &[&str], code: &str) -> Output {
-        let profile = profile("quickjs");
-        let mut args = vec!["run", "--profile", &profile];
-        args.extend_from_slice(extra);
-        args.extend(["--", "-e", code]);
-        self.run(&args)
+        self.interpret("quickjs", "-e", extra, code)
     }
 }
 
