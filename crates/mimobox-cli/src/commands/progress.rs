@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mimobox_core::units::DisplaySize;
@@ -16,19 +17,23 @@ const REFRESH: Duration = Duration::from_millis(100);
 /// run longer than half a second goes on, and erases it when it ends.
 /// Callers attach it only when stderr is a terminal.
 pub fn attach(sandbox: &WasmSandbox) {
-    let current: Mutex<Option<Arc<AtomicBool>>> = Mutex::new(None);
+    let current: Mutex<Option<(Arc<AtomicBool>, JoinHandle<()>)>> = Mutex::new(None);
     sandbox.on_compile(move |event| {
         let mut current = current.lock().unwrap_or_else(|p| p.into_inner());
         match event {
             CompileEvent::Started { module, bytes } => {
                 let done = Arc::new(AtomicBool::new(false));
-                *current = Some(done.clone());
-                let (module, bytes) = (module.clone(), *bytes);
-                std::thread::spawn(move || show(&done, &module, bytes));
+                let (module, bytes, flag) = (module.clone(), *bytes, done.clone());
+                let display = std::thread::spawn(move || show(&flag, &module, bytes));
+                *current = Some((done, display));
             }
             CompileEvent::Finished => {
-                if let Some(done) = current.take() {
+                // Wait for the line to be erased, so that guest output never
+                // lands on the end of it.
+                if let Some((done, display)) = current.take() {
                     done.store(true, Ordering::SeqCst);
+                    display.thread().unpark();
+                    let _ = display.join();
                 }
             }
             _ => {}
@@ -48,7 +53,7 @@ fn show(done: &AtomicBool, module: &str, bytes: u64) {
             let _ = std::io::stderr().flush();
             shown = true;
         }
-        std::thread::sleep(REFRESH);
+        std::thread::park_timeout(REFRESH);
     }
     if shown {
         eprint!("\r\x1b[K");

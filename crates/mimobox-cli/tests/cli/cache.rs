@@ -203,3 +203,33 @@ fn untrusted_cache_is_an_error_for_cache_commands() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("not trusted"), "{}", stderr(&out));
 }
+
+#[test]
+fn long_compile_is_silent_when_stderr_is_not_a_terminal() {
+    let cli = Cli::new();
+    let out = cli.run(&["run", &quickjs(), "-e", "console.log(1)"]);
+    assert_eq!(stdout(&out), "1\n");
+    assert_eq!(stderr(&out), "", "no progress line into a pipe");
+}
+
+#[test]
+fn long_compile_shows_progress_on_a_terminal() {
+    // `script` (util-linux, essential on Debian) gives the command a
+    // pseudo-terminal.
+    let cli = Cli::new();
+    let command = format!(
+        "MIMOBOX_CACHE_DIR='{}' '{}' run '{}' -e 'console.log(1)'",
+        cli.cache().display(),
+        env!("CARGO_BIN_EXE_mimobox"),
+        quickjs()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script(1) runs");
+    let text = stdout(&out);
+    assert!(text.contains("compiling quickjs.wasm ("), "{text:?}");
+    assert!(text.contains("\u{1b}[K"), "the line is erased when the compile ends: {text:?}");
+    assert!(text.contains("1\r\n"), "{text:?}");
+}
