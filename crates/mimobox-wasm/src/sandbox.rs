@@ -156,11 +156,12 @@ impl WasmSandbox {
         if let Some(fuel) = inner.config.fuel {
             store.set_fuel(fuel).map_err(|e| SandboxError::Internal(one_line(&e)))?;
         }
-        store.set_epoch_deadline(deadline_ticks(inner.config.timeout));
-        store.epoch_deadline_trap();
-
+        // Wait for a slot before the deadline is set, so that time spent
+        // waiting never counts against the guest.
         let _slot = inner.core.slots.acquire();
         let _running = inner.core.running();
+        store.set_epoch_deadline(deadline_ticks(inner.config.timeout));
+        store.epoch_deadline_trap();
         let started = Instant::now();
         // The epoch deadline stops guest code; this timer also stops a guest
         // blocked in a host call (a sleep, a read), by dropping its future.
@@ -192,8 +193,28 @@ impl WasmSandbox {
 }
 
 /// Runs `future` to completion on this thread's runtime. Each thread has
-/// its own, so that concurrent executions each drive their own timers.
-fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, SandboxError> {
+/// its own, so that concurrent executions each drive their own timers. A
+/// caller that is itself inside a tokio runtime (which cannot block on
+/// another) gets the execution run on a helper thread instead.
+fn block_on<F>(future: F) -> Result<F::Output, SandboxError>
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("mimobox-run".into())
+                .spawn_scoped(scope, || block_on_this_thread(future))
+                .map_err(|e| SandboxError::Internal(format!("cannot start a run thread: {e}")))?
+                .join()
+                .map_err(|_| SandboxError::Internal("the run thread panicked".into()))?
+        });
+    }
+    block_on_this_thread(future)
+}
+
+fn block_on_this_thread<F: std::future::Future>(future: F) -> Result<F::Output, SandboxError> {
     thread_local! {
         static RUNTIME: std::cell::OnceCell<tokio::runtime::Runtime> = const { std::cell::OnceCell::new() };
     }

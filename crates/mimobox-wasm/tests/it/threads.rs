@@ -61,3 +61,18 @@ fn a_timeout_on_one_thread_does_not_wait_for_another() {
         }
     });
 }
+
+#[test]
+fn run_works_from_inside_an_async_runtime() {
+    let cache = tempfile::tempdir().unwrap();
+    let sandbox = WasmSandbox::create(config_in(cache.path())).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let result = runtime.block_on(async {
+        let request = ExecRequest {
+            module: Some(ModuleSource::Path(mimobox_fixtures::path("hello"))),
+            ..ExecRequest::default()
+        };
+        sandbox.run(request).unwrap()
+    });
+    assert_eq!(result.stdout, b"hello, world\n");
+}
