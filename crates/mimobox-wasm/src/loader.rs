@@ -150,23 +150,31 @@ impl Loader {
         // this sandbox's memory, then from the disk cache.
         let known = self.lock_paths().get(path).filter(|(fp, _)| *fp == fingerprint).map(|(_, hash)| *hash);
         let known = known.or_else(|| self.cache.as_ref().and_then(|cache| cache.hash_for(&fingerprint)));
+        let mut unexpected = None;
         if let Some(hash) = known {
             let result = self.load_hashed(&name, hash, || {
                 let bytes = read_bounded(&mut file, path, self.max_module_size)?;
-                // The fingerprint vouched for this hash; a mismatch means the
-                // record is wrong, and the bytes win.
-                if ContentHash::of(&bytes) != hash {
-                    return Err(SandboxError::Internal(format!("{name}: changed while it was being loaded")));
+                if ContentHash::of(&bytes) == hash {
+                    return Ok(bytes);
                 }
-                Ok(bytes)
+                // The record vouched for other content (the file changed as
+                // it was read): never store these bytes under that hash.
+                unexpected = Some(bytes);
+                Err(SandboxError::Internal(format!("{name}: changed while it was being loaded")))
             });
-            if result.is_ok() {
-                self.remember_path(path, fingerprint, hash);
+            if unexpected.is_none() {
+                if result.is_ok() {
+                    self.remember_path(path, fingerprint, hash);
+                }
+                return result;
             }
-            return result;
         }
 
-        let bytes = read_bounded(&mut file, path, self.max_module_size)?;
+        // Hash what was read (or read it now), and go by that.
+        let bytes = match unexpected {
+            Some(bytes) => bytes,
+            None => read_bounded(&mut file, path, self.max_module_size)?,
+        };
         let hash = ContentHash::of(&bytes);
         // Record the fingerprint only if the file did not change while it
         // was read.
@@ -237,10 +245,7 @@ impl Loader {
         }
         let (module, pin, source) = match self.load_from_disk(&hash) {
             Some((module, pin)) => (module, Some(pin), ModuleOrigin::DiskCache),
-            None => {
-                let (module, pin, origin) = self.compile(name, hash, read()?)?;
-                (module, pin, origin)
-            }
+            None => self.compile(name, hash, read()?)?,
         };
         let loaded = Arc::new(self.link(name, &module, pin)?);
         self.lock_modules().insert(hash, loaded.clone());

@@ -155,3 +155,20 @@ fn disabled_cache_writes_nothing() {
     assert_eq!(prepare(config, &mimobox_fixtures::path("hello")), ModuleOrigin::Compiled);
     assert_eq!(fs::read_dir(cache.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn a_wrong_fingerprint_record_is_caught_by_the_bytes() {
+    let cache_dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("m.wasm");
+    fs::copy(mimobox_fixtures::path("hello"), &module).unwrap();
+    let mut cache = mimobox_cache::ModuleCache::open(cache_dir.path()).unwrap();
+    cache.set_fingerprint_settle_time(std::time::Duration::ZERO);
+    let fingerprint = mimobox_cache::Fingerprint::of(&fs::metadata(&module).unwrap());
+    cache.remember(&fingerprint, &mimobox_cache::ContentHash::of(b"some other module"));
+    assert!(cache.hash_for(&fingerprint).is_some(), "the wrong record is planted");
+
+    let sandbox = WasmSandbox::create(config_in(cache_dir.path())).unwrap();
+    let result = sandbox.run(request(&module, &[])).unwrap();
+    assert_eq!(result.stdout, b"hello, world\n", "the bytes, not the record, decide what runs");
+}
