@@ -35,8 +35,3 @@ pub fn path(name: &str) -> PathBuf {
 pub fn wat_path(name: &str) -> PathBuf {
     wat_dir().join(format!("{name}.wat"))
 }
-
-/// The compiled bytes of fixture `name`.
-pub fn bytes(name: &str) -> Vec<u8> {
-    std::fs::read(path(name)).expect("fixture is readable")
-}

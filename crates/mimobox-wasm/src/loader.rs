@@ -2,7 +2,6 @@
 //! bound the file, recognise it by fingerprint, and take the compiled code
 //! from memory, from the disk cache, or from the compiler.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -22,6 +21,8 @@ use crate::state::GuestState;
 const MAX_MODULES_IN_MEMORY: usize = 64;
 /// Module paths whose fingerprints a sandbox remembers.
 const MAX_PATHS_REMEMBERED: usize = 4096;
+/// Shared module byte buffers whose hashes a sandbox remembers.
+const MAX_SHARED_BYTES_REMEMBERED: usize = 64;
 
 /// How long a module file must be unchanged before its fingerprint alone
 /// is trusted, in memory as on disk (see `Fingerprint::is_settled`).
@@ -84,7 +85,7 @@ pub(crate) struct Loader {
     compile_timeout: Duration,
     by_hash: Mutex<Recent<ContentHash, Arc<LoadedModule>>>,
     by_path: Mutex<Recent<PathBuf, (Fingerprint, ContentHash)>>,
-    by_bytes: Mutex<HashMap<usize, SharedBytes>>,
+    by_bytes: Mutex<Recent<usize, SharedBytes>>,
     observer: Mutex<Option<CompileObserver>>,
 }
 
@@ -102,7 +103,7 @@ impl Loader {
             compile_timeout,
             by_hash: Mutex::new(Recent::new(MAX_MODULES_IN_MEMORY)),
             by_path: Mutex::new(Recent::new(MAX_PATHS_REMEMBERED)),
-            by_bytes: Mutex::new(HashMap::new()),
+            by_bytes: Mutex::new(Recent::new(MAX_SHARED_BYTES_REMEMBERED)),
             observer: Mutex::new(None),
         }
     }
@@ -134,7 +135,8 @@ impl Loader {
         // already loaded is recognised by its fingerprint alone.
         let metadata = std::fs::metadata(path).map_err(|e| open_error(path, e))?;
         let fingerprint = self.check_file(path, &metadata)?;
-        let known = self.lock_paths().get(path).filter(|(fp, _)| *fp == fingerprint).map(|(_, hash)| *hash);
+        let remembered = self.lock_paths().get(path).copied();
+        let known = remembered.filter(|(fp, _)| *fp == fingerprint).map(|(_, hash)| hash);
         if let Some(loaded) = known.and_then(|hash| self.lock_modules().get(&hash).cloned()) {
             return Ok((loaded, ModuleOrigin::Memory));
         }
@@ -148,7 +150,7 @@ impl Loader {
 
         // The fingerprint names the content without reading it: first from
         // this sandbox's memory, then from the disk cache.
-        let known = self.lock_paths().get(path).filter(|(fp, _)| *fp == fingerprint).map(|(_, hash)| *hash);
+        let known = remembered.filter(|(fp, _)| *fp == fingerprint).map(|(_, hash)| hash);
         let known = known.or_else(|| self.cache.as_ref().and_then(|cache| cache.hash_for(&fingerprint)));
         let mut unexpected = None;
         if let Some(hash) = known {
@@ -191,7 +193,6 @@ impl Loader {
     /// the map keeps each `Arc` alive, so its address cannot be reused by
     /// other bytes while it is a key.
     fn hash_of_shared(&self, bytes: &Arc<[u8]>) -> ContentHash {
-        const MAX_REMEMBERED: usize = 64;
         let key = bytes.as_ptr() as usize;
         let mut shared = self.by_bytes.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((kept, hash)) = shared.get(&key)
@@ -200,9 +201,6 @@ impl Loader {
             return *hash;
         }
         let hash = ContentHash::of(bytes);
-        if shared.len() >= MAX_REMEMBERED {
-            shared.clear();
-        }
         shared.insert(key, (bytes.clone(), hash));
         hash
     }
