@@ -160,7 +160,7 @@ impl ModuleCache {
 
     /// Hits and misses recorded so far.
     pub(crate) fn events(&self) -> (u64, u64) {
-        let Ok(Some(file)) = open_vetted(&self.events_path()) else { return (0, 0) };
+        let Ok(Some(file)) = open_vetted(&self.events_path(), None) else { return (0, 0) };
         let mut bytes = Vec::new();
         if std::io::Read::read_to_end(&mut std::io::Read::take(file, 64 << 20), &mut bytes).is_err() {
             return (0, 0);
@@ -187,7 +187,7 @@ impl ModuleCache {
         if let Some(tag) = &self.engine_tag {
             let tag_path = dir.join(TAG_FILE);
             if std::fs::symlink_metadata(&tag_path).is_err() {
-                write_atomically(&tag_path, tag.as_bytes(), false)?;
+                write_atomically(&tag_path, tag.as_bytes(), false, 0o600)?;
             }
         }
         Ok(())
@@ -196,7 +196,7 @@ impl ModuleCache {
     /// The content hash recorded for a file with this fingerprint, if any.
     pub fn hash_for(&self, fingerprint: &Fingerprint) -> Option<ContentHash> {
         let path = self.fingerprint_path(fingerprint);
-        let file = open_vetted(&path).ok()??;
+        let file = open_vetted(&path, Some(SEALED_MODE)).ok()??;
         let mut text = String::new();
         std::io::Read::read_to_string(&mut std::io::Read::take(file, 128), &mut text).ok()?;
         ContentHash::from_hex(&text)
@@ -211,7 +211,7 @@ impl ModuleCache {
             return;
         }
         let path = self.fingerprint_path(fingerprint);
-        if let Err(e) = write_atomically(&path, hash.to_string().as_bytes(), false) {
+        if let Err(e) = write_atomically(&path, hash.to_string().as_bytes(), false, SEALED_MODE) {
             tracing::debug!("cannot record fingerprint: {e}");
         }
     }
@@ -221,7 +221,7 @@ impl ModuleCache {
     /// or permissions is removed and reported as absent.
     pub fn artifact(&self, engine: &EngineId, key: &ContentHash) -> Option<Artifact> {
         let path = self.artifact_path(engine, key);
-        let file = match open_vetted(&path) {
+        let file = match open_vetted(&path, Some(SEALED_MODE)) {
             Ok(Some(file)) => file,
             Ok(None) => return None,
             Err(reason) => {
@@ -259,7 +259,7 @@ impl ModuleCache {
         let dir = self.layout.join("modules").join(engine.dir_name());
         self.engine_dir(&dir)?;
         let path = self.artifact_path(engine, key);
-        write_atomically(&path, bytes, true)?;
+        write_atomically(&path, bytes, true, SEALED_MODE)?;
         self.prune_if_over(self.max_size);
         Ok(path)
     }
@@ -285,11 +285,17 @@ impl ModuleCache {
     }
 }
 
+/// The mode of artifacts and fingerprint records: read-only for the owner.
+/// A guest that can write into the cache directory through a mount (which
+/// sandboxes refuse) still cannot make a file with this mode, as WASI
+/// preview 1 has no `chmod`; a file with any other mode is not trusted.
+const SEALED_MODE: u32 = 0o400;
+
 /// Opens `path` read-only without following a symlink, and checks that it
-/// is a regular file that only the current user can write. `Ok(None)` when
-/// it does not exist; `Err` with the reason when it exists but is not to
-/// be trusted.
-fn open_vetted(path: &Path) -> Result<Option<File>, String> {
+/// is a regular file that only the current user can write, and, with
+/// `mode`, that it has exactly that mode. `Ok(None)` when it does not
+/// exist; `Err` with the reason when it exists but is not to be trusted.
+fn open_vetted(path: &Path, mode: Option<u32>) -> Result<Option<File>, String> {
     let file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path)
     {
         Ok(file) => file,
@@ -303,12 +309,17 @@ fn open_vetted(path: &Path) -> Result<Option<File>, String> {
         return Err("not a regular file".into());
     }
     check_owner_and_mode(&metadata)?;
+    if let Some(mode) = mode
+        && metadata.mode() & 0o7777 != mode
+    {
+        return Err(format!("mode {:o}, not the {mode:o} mimobox writes", metadata.mode() & 0o7777));
+    }
     Ok(Some(file))
 }
 
 /// Writes `bytes` to a fresh temp file beside `path`, created exclusively,
 /// then renames it into place. The temp file is removed on failure.
-fn write_atomically(path: &Path, bytes: &[u8], sync: bool) -> Result<(), CacheError> {
+fn write_atomically(path: &Path, bytes: &[u8], sync: bool, mode: u32) -> Result<(), CacheError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().expect("cache paths have a parent");
     let name = path.file_name().expect("cache paths have a file name").to_string_lossy();
@@ -322,7 +333,7 @@ fn write_atomically(path: &Path, bytes: &[u8], sync: bool) -> Result<(), CacheEr
         match OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(mode)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&temp)
         {

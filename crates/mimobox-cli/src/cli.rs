@@ -82,9 +82,11 @@ pub struct RunArgs {
     /// own stdin when that is not a terminal, and nothing otherwise.
     #[arg(long, value_name = "FILE")]
     pub stdin: Option<PathBuf>,
-    /// Print one JSON object with the outcome, exit code, output, truncation
-    /// flags, elapsed milliseconds and fuel consumed, instead of passing the
-    /// guest's output through.
+    /// Print one JSON object instead of passing the guest's output through:
+    /// outcome, exit_code, trap, stdout, stderr, stdout_truncated,
+    /// stderr_truncated, elapsed_ms, fuel_consumed, peak_memory_bytes,
+    /// memory_limit_hit, disk_written_bytes, disk_quota_hit. `outcome` is
+    /// the authoritative answer: a guest can exit with any status.
     #[arg(long)]
     pub json: bool,
     /// The module (`.wasm` or `.wat`), then its arguments. When the profile
@@ -145,6 +147,16 @@ pub struct LimitFlags {
     /// Cap on each of stdout and stderr: "1MiB". Output past it is dropped.
     #[arg(long, value_name = "SIZE")]
     pub max_output: Option<String>,
+    /// End the run at once, as over the memory limit (status 134), when the
+    /// limit denies a memory growth, instead of letting the growth fail.
+    #[arg(long)]
+    pub trap_on_memory_limit: bool,
+    /// Most files the guest may hold open at once (default 1024).
+    #[arg(long, value_name = "N")]
+    pub max_open_files: Option<u32>,
+    /// Most bytes the guest may write to read-write mounts (default 1GiB).
+    #[arg(long, value_name = "SIZE")]
+    pub max_disk_write: Option<String>,
     /// Bound on compiling a module that is not cached: "2m".
     #[arg(long, value_name = "DURATION")]
     pub compile_timeout: Option<String>,

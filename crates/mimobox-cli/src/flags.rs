@@ -81,6 +81,18 @@ fn apply(flags: &LimitFlags, config: &mut SandboxConfig) -> Result<Vec<(&'static
         config.max_stderr = cap;
         set.extend([("max_stdout", "--max-output"), ("max_stderr", "--max-output")]);
     }
+    if flags.trap_on_memory_limit {
+        config.trap_on_memory_limit = true;
+        set.push(("trap_on_memory_limit", "--trap-on-memory-limit"));
+    }
+    if let Some(files) = flags.max_open_files {
+        config.max_open_files = files;
+        set.push(("max_open_files", "--max-open-files"));
+    }
+    if let Some(text) = &flags.max_disk_write {
+        config.max_disk_write = parse_size(text).context("--max-disk-write")?;
+        set.push(("max_disk_write", "--max-disk-write"));
+    }
     for spec in &flags.ro_dirs {
         config.fs_readonly.push(Mount::parse(spec).map_err(|e| anyhow!("--ro-dir: {e}"))?);
         set.push(("fs_readonly", "--ro-dir"));

@@ -39,11 +39,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// Sends the libraries' warnings to stderr, one line each. `MIMOBOX_LOG`
-/// takes a tracing filter (`debug`, `mimobox_wasm=trace`, ...).
+/// Sends mimobox's own warnings to stderr, one line each. `MIMOBOX_LOG`
+/// takes a tracing filter (`debug`, `mimobox_wasm=trace`, ...). By default
+/// the runtime's own log lines stay off: a guest can trigger them at will,
+/// and must not be able to flood the host's stderr through them.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MIMOBOX_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MIMOBOX_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("off,mimobox_cli=warn,mimobox_wasm=warn,mimobox_cache=warn")
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

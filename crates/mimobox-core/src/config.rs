@@ -20,6 +20,10 @@ pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default largest module file accepted: 100 MiB. Larger files are refused
 /// before they are read.
 pub const DEFAULT_MAX_MODULE_SIZE: u64 = 100 << 20;
+/// Default most files a guest may hold open at once: 1024.
+pub const DEFAULT_MAX_OPEN_FILES: u32 = 1024;
+/// Default most bytes one execution may write to read-write mounts: 1 GiB.
+pub const DEFAULT_MAX_DISK_WRITE: u64 = 1 << 30;
 
 /// The complete description of what a sandbox may do.
 ///
@@ -43,12 +47,21 @@ pub struct SandboxConfig {
     /// The module to run when the command does not name one. Key `module`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub module: Option<PathBuf>,
+    /// The guest's `argv[0]`. Key `argv0`. When unset it is the module's
+    /// file name, never its host path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argv0: Option<String>,
     /// Arguments placed before the caller's own. Key `args`.
     pub args: Vec<String>,
     /// Linear-memory limit in bytes, for all memories of the guest together.
     /// Key `memory_limit_mb`: a number of MiB or a size such as `"64MiB"`.
     #[serde(rename = "memory_limit_mb", with = "serde_units::mebibytes")]
     pub memory_limit: u64,
+    /// Whether a denied memory growth ends the run at once, as a trap with
+    /// the outcome `MemoryLimit`, instead of failing the growth (which lets
+    /// a runtime raise its own out-of-memory error). Key
+    /// `trap_on_memory_limit`.
+    pub trap_on_memory_limit: bool,
     /// Wall-clock limit of one execution, compilation excluded. Key
     /// `timeout_secs`: a number of seconds or a duration such as `"1.5s"`.
     #[serde(rename = "timeout_secs", with = "serde_units::seconds")]
@@ -66,6 +79,15 @@ pub struct SandboxConfig {
     pub max_stderr: u64,
     /// Environment variables the guest sees. Key `env`, a table.
     pub env: BTreeMap<String, String>,
+    /// Most files and directories the guest may hold open at once, beyond
+    /// its stdio and mounts; past it, opening fails with `EMFILE`. Key
+    /// `max_open_files`.
+    pub max_open_files: u32,
+    /// Most bytes one execution may write to read-write mounts (created
+    /// directories, symlinks and files count a block each); past it, writes
+    /// fail with `ENOSPC` and the result records it. Key `max_disk_write`.
+    #[serde(with = "serde_units::bytes")]
+    pub max_disk_write: u64,
     /// Directories the guest may read. Key `fs_readonly`.
     pub fs_readonly: Vec<Mount>,
     /// Directories the guest may read and write. Key `fs_readwrite`.
@@ -80,6 +102,11 @@ pub struct SandboxConfig {
     /// Largest module file accepted, in bytes. Key `max_module_size`.
     #[serde(with = "serde_units::bytes")]
     pub max_module_size: u64,
+    /// Most host memory that compiling one module may take, as estimated
+    /// from its functions before compiling. Key `max_compile_memory`. When
+    /// unset, the budget is 64 MiB plus 32 times the module's size.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_units::optional_bytes")]
+    pub max_compile_memory: Option<u64>,
     /// The compiled-module cache. Table `[cache]`.
     pub cache: CacheConfig,
     /// Reuse of instance slots across executions. Table `[pool]`.
@@ -91,18 +118,23 @@ impl Default for SandboxConfig {
         SandboxConfig {
             backend: Backend::Wasm,
             module: None,
+            argv0: None,
             args: Vec::new(),
             memory_limit: DEFAULT_MEMORY_LIMIT,
+            trap_on_memory_limit: false,
             timeout: DEFAULT_TIMEOUT,
             fuel: None,
             max_stdout: DEFAULT_MAX_OUTPUT,
             max_stderr: DEFAULT_MAX_OUTPUT,
             env: BTreeMap::new(),
+            max_open_files: DEFAULT_MAX_OPEN_FILES,
+            max_disk_write: DEFAULT_MAX_DISK_WRITE,
             fs_readonly: Vec::new(),
             fs_readwrite: Vec::new(),
             deny_network: true,
             compile_timeout: DEFAULT_COMPILE_TIMEOUT,
             max_module_size: DEFAULT_MAX_MODULE_SIZE,
+            max_compile_memory: None,
             cache: CacheConfig::default(),
             pool: PoolConfig::default(),
         }
@@ -295,6 +327,14 @@ impl SandboxConfig {
         }
         if self.pool.size > 1024 {
             return Err(ConfigError::new("pool.size", "must be at most 1024"));
+        }
+        if self.max_compile_memory == Some(0) {
+            return Err(ConfigError::new("max_compile_memory", "must be greater than zero"));
+        }
+        if let Some(name) = &self.argv0
+            && name.contains('\0')
+        {
+            return Err(ConfigError::new("argv0", "contains a NUL byte"));
         }
         if self.max_module_size == 0 {
             return Err(ConfigError::new("max_module_size", "must be greater than zero"));

@@ -61,6 +61,22 @@ pub enum SandboxError {
         /// The configured bound.
         limit: Duration,
     },
+    /// Compiling the module would take more host memory than its budget.
+    #[error(
+        "module {module}: compiling it would take about {} of memory ({functions} functions), over its budget of {} (max_compile_memory)",
+        crate::units::format_size(*estimate),
+        crate::units::format_size(*budget)
+    )]
+    CompileMemory {
+        /// The module's name or path.
+        module: String,
+        /// The estimated memory, in bytes.
+        estimate: u64,
+        /// The budget, in bytes.
+        budget: u64,
+        /// How many functions the module has.
+        functions: u64,
+    },
     /// A config value that can never work.
     #[error("invalid config: {0}")]
     Config(#[from] ConfigError),

@@ -61,6 +61,13 @@ pub struct SandboxResult {
     pub fuel_consumed: Option<u64>,
     /// The largest linear memory the guest reached, in bytes.
     pub peak_memory: u64,
+    /// Whether the memory limit denied the guest memory at some point,
+    /// even if the guest carried on (a failed `memory.grow` returns -1).
+    pub memory_limit_hit: bool,
+    /// Bytes the guest wrote to read-write mounts.
+    pub disk_written: u64,
+    /// Whether the guest reached `max_disk_write` (its later writes failed).
+    pub disk_quota_hit: bool,
 }
 
 impl SandboxResult {

@@ -33,10 +33,13 @@ impl ModuleSource {
 }
 
 /// Where the guest's stdin comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Stdin {
     /// These bytes, then end of input. The default is empty.
     Bytes(Vec<u8>),
+    /// An open regular file, read as the guest asks for it (never loaded
+    /// whole into memory).
+    File(std::fs::File),
     /// This process's own stdin, read as the guest asks for it. A guest
     /// waiting on it is still stopped by the timeout.
     Inherit,
@@ -97,6 +100,7 @@ impl std::fmt::Debug for ExecRequest {
                 "stdin",
                 &match &self.stdin {
                     Stdin::Bytes(bytes) => format!("{} bytes", bytes.len()),
+                    Stdin::File(_) => "a file".to_owned(),
                     Stdin::Inherit => "inherited".to_owned(),
                 },
             )

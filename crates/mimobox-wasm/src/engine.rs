@@ -67,9 +67,11 @@ impl EngineSettings {
         if pooled {
             let slots = self.pool_size;
             let mut pool = PoolingAllocationConfig::new();
+            // Every slot can hold a module at the limits the limiter and the
+            // loader enforce, so the pool never refuses a module they accept.
             pool.total_core_instances(slots)
-                .total_memories(slots.saturating_mul(2))
-                .total_tables(slots.saturating_mul(4))
+                .total_memories(slots.saturating_mul(MAX_MEMORIES as u32))
+                .total_tables(slots.saturating_mul(MAX_TABLES as u32))
                 .total_stacks(slots)
                 .total_gc_heaps(0)
                 .max_memories_per_module(MAX_MEMORIES as u32)
@@ -144,6 +146,8 @@ impl EngineCore {
         let (engine, id) = settings.build()?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state: &mut GuestState| &mut state.wasi)
+            .map_err(|e| SandboxError::Internal(format!("cannot link WASI: {e}")))?;
+        crate::guard::add_to_linker(&mut linker)
             .map_err(|e| SandboxError::Internal(format!("cannot link WASI: {e}")))?;
         let clock = EpochClock::start(&engine)?;
         Ok(EngineCore { engine, id, linker, slots: Slots::new(settings.pool_size), clock })

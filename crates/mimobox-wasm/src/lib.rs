@@ -30,11 +30,14 @@
 mod cache;
 mod check;
 mod engine;
+mod guard;
 mod limits;
 mod loader;
+mod mounts;
 mod output;
 mod recent;
 mod sandbox;
+mod scan;
 mod slots;
 mod state;
 

@@ -14,6 +14,7 @@ use wasmtime::{Engine, ExternType, InstancePre, Module, ValType};
 
 use crate::engine::EngineCore;
 use crate::recent::Recent;
+use crate::scan::{ModuleShape, compile_budget};
 use crate::state::GuestState;
 
 /// Linked modules a sandbox keeps in memory; past this, the oldest is
@@ -37,12 +38,30 @@ pub(crate) enum EntryPoint {
     Main,
 }
 
-/// A compiled module, linked against WASI and ready to instantiate.
-pub(crate) struct LoadedModule {
-    pub(crate) pre: InstancePre<GuestState>,
-    pub(crate) entry: EntryPoint,
-    /// Keeps cache eviction away from the artifact this module maps.
-    _pin: Option<ArtifactPin>,
+/// A loaded module: compiled, linked against WASI and ready to
+/// instantiate, or known to need more than a sandbox allows.
+pub(crate) enum LoadedModule {
+    Ready {
+        pre: InstancePre<GuestState>,
+        entry: EntryPoint,
+        /// Keeps cache eviction away from the artifact this module maps.
+        _pin: Option<ArtifactPin>,
+    },
+    /// More memories, tables or table elements than any instance may have
+    /// (see `limits.rs`). It is not compiled; every run of it ends as over
+    /// the memory limit.
+    BeyondLimits { reason: String },
+}
+
+/// The loader's own bounds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LoadLimits {
+    /// Largest module file accepted.
+    pub(crate) max_module_size: u64,
+    /// Bound on one compile.
+    pub(crate) compile_timeout: Duration,
+    /// Compile memory budget; `None` scales it with the module.
+    pub(crate) max_compile_memory: Option<u64>,
 }
 
 /// What the loader reports about a compile, for progress displays.
@@ -81,8 +100,7 @@ type SharedBytes = (Arc<[u8]>, ContentHash);
 pub(crate) struct Loader {
     core: Arc<EngineCore>,
     cache: Option<ModuleCache>,
-    max_module_size: u64,
-    compile_timeout: Duration,
+    limits: LoadLimits,
     by_hash: Mutex<Recent<ContentHash, Arc<LoadedModule>>>,
     by_path: Mutex<Recent<PathBuf, (Fingerprint, ContentHash)>>,
     by_bytes: Mutex<Recent<usize, SharedBytes>>,
@@ -90,17 +108,11 @@ pub(crate) struct Loader {
 }
 
 impl Loader {
-    pub(crate) fn new(
-        core: Arc<EngineCore>,
-        cache: Option<ModuleCache>,
-        max_module_size: u64,
-        compile_timeout: Duration,
-    ) -> Loader {
+    pub(crate) fn new(core: Arc<EngineCore>, cache: Option<ModuleCache>, limits: LoadLimits) -> Loader {
         Loader {
             core,
             cache,
-            max_module_size,
-            compile_timeout,
+            limits,
             by_hash: Mutex::new(Recent::new(MAX_MODULES_IN_MEMORY)),
             by_path: Mutex::new(Recent::new(MAX_PATHS_REMEMBERED)),
             by_bytes: Mutex::new(Recent::new(MAX_SHARED_BYTES_REMEMBERED)),
@@ -155,7 +167,7 @@ impl Loader {
         let mut unexpected = None;
         if let Some(hash) = known {
             let result = self.load_hashed(&name, hash, || {
-                let bytes = read_bounded(&mut file, path, self.max_module_size)?;
+                let bytes = read_bounded(&mut file, path, self.limits.max_module_size)?;
                 if ContentHash::of(&bytes) == hash {
                     return Ok(bytes);
                 }
@@ -175,7 +187,7 @@ impl Loader {
         // Hash what was read (or read it now), and go by that.
         let bytes = match unexpected {
             Some(bytes) => bytes,
-            None => read_bounded(&mut file, path, self.max_module_size)?,
+            None => read_bounded(&mut file, path, self.limits.max_module_size)?,
         };
         let hash = ContentHash::of(&bytes);
         // Record the fingerprint only if the file did not change while it
@@ -214,11 +226,11 @@ impl Loader {
                 source: std::io::Error::other("not a regular file"),
             });
         }
-        if metadata.len() > self.max_module_size {
+        if metadata.len() > self.limits.max_module_size {
             return Err(SandboxError::ModuleTooLarge {
                 path: path.to_owned(),
                 size: metadata.len(),
-                limit: self.max_module_size,
+                limit: self.limits.max_module_size,
             });
         }
         Ok(Fingerprint::of(metadata))
@@ -243,7 +255,14 @@ impl Loader {
         }
         let (module, pin, source) = match self.load_from_disk(&hash) {
             Some((module, pin)) => (module, Some(pin), ModuleOrigin::DiskCache),
-            None => self.compile(name, hash, read()?)?,
+            None => match self.compile(name, hash, read()?)? {
+                Compiled::Module(module, pin, source) => (module, pin, source),
+                Compiled::BeyondLimits(reason) => {
+                    let loaded = Arc::new(LoadedModule::BeyondLimits { reason });
+                    self.lock_modules().insert(hash, loaded.clone());
+                    return Ok((loaded, ModuleOrigin::Compiled));
+                }
+            },
         };
         let loaded = Arc::new(self.link(name, &module, pin)?);
         self.lock_modules().insert(hash, loaded.clone());
@@ -261,17 +280,41 @@ impl Loader {
     /// With a disk cache, one process compiles a given module at a time
     /// (the others wait for its artifact), and the artifact is mapped from
     /// the cache.
-    fn compile(
-        &self,
-        name: &str,
-        hash: ContentHash,
-        bytes: Vec<u8>,
-    ) -> Result<(Module, Option<ArtifactPin>, ModuleOrigin), SandboxError> {
+    ///
+    /// Before that, the module's sections are read: a module beyond the
+    /// instance limits is not compiled at all, and one whose compile would
+    /// take more memory than the budget is refused.
+    fn compile(&self, name: &str, hash: ContentHash, bytes: Vec<u8>) -> Result<Compiled, SandboxError> {
+        let bytes = match wat::parse_bytes(&bytes) {
+            Ok(std::borrow::Cow::Owned(binary)) => binary,
+            Ok(std::borrow::Cow::Borrowed(_)) => bytes,
+            Err(e) => {
+                return Err(SandboxError::InvalidModule {
+                    module: name.to_owned(),
+                    message: one_line_text(&e),
+                });
+            }
+        };
+        if let Some(shape) = ModuleShape::of(&bytes) {
+            if let Some(reason) = shape.beyond_limits() {
+                return Ok(Compiled::BeyondLimits(reason));
+            }
+            let budget = compile_budget(self.limits.max_compile_memory, bytes.len() as u64);
+            let estimate = shape.compile_memory();
+            if estimate > budget {
+                return Err(SandboxError::CompileMemory {
+                    module: name.to_owned(),
+                    estimate,
+                    budget,
+                    functions: shape.functions,
+                });
+            }
+        }
         let (done, result) = mpsc::channel();
         let core = self.core.clone();
         let cache = self.cache.clone();
         let module_name = name.to_owned();
-        let lock_wait = self.compile_timeout;
+        let lock_wait = self.limits.compile_timeout;
         let observer = self.observer.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let size = bytes.len() as u64;
         let started = std::time::Instant::now();
@@ -292,14 +335,15 @@ impl Loader {
                 let _ = done.send(compiled);
             })
             .map_err(|e| SandboxError::Internal(format!("cannot start a compile thread: {e}")))?;
-        match result.recv_timeout(self.compile_timeout) {
+        match result.recv_timeout(self.limits.compile_timeout) {
             Ok(result) => {
                 tracing::debug!(module = name, elapsed = ?started.elapsed(), "loaded after a cache miss");
-                result
+                result.map(|(module, pin, origin)| Compiled::Module(module, pin, origin))
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                Err(SandboxError::CompileTimeout { module: name.to_owned(), limit: self.compile_timeout })
-            }
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(SandboxError::CompileTimeout {
+                module: name.to_owned(),
+                limit: self.limits.compile_timeout,
+            }),
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 Err(SandboxError::Internal(format!("{name}: the compile thread died")))
             }
@@ -322,7 +366,7 @@ impl Loader {
             .linker
             .instantiate_pre(module)
             .map_err(|e| SandboxError::Link { module: name.to_owned(), message: one_line(&e) })?;
-        Ok(LoadedModule { pre, entry, _pin: pin })
+        Ok(LoadedModule::Ready { pre, entry, _pin: pin })
     }
 
     fn lock_modules(&self) -> std::sync::MutexGuard<'_, Recent<ContentHash, Arc<LoadedModule>>> {
@@ -332,6 +376,12 @@ impl Loader {
     fn lock_paths(&self) -> std::sync::MutexGuard<'_, Recent<PathBuf, (Fingerprint, ContentHash)>> {
         self.by_path.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// What a compile produced.
+enum Compiled {
+    Module(Module, Option<ArtifactPin>, ModuleOrigin),
+    BeyondLimits(String),
 }
 
 /// Maps the cached artifact for `hash`, if there is a usable one; an
@@ -444,13 +494,18 @@ fn entry_point(module: &Module) -> Option<EntryPoint> {
 fn read_bounded(file: &mut File, path: &Path, limit: u64) -> Result<Vec<u8>, SandboxError> {
     let mut bytes = Vec::new();
     file.by_ref()
-        .take(limit + 1)
+        .take(limit.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(|e| SandboxError::ModuleUnreadable { path: path.to_owned(), source: e })?;
     if bytes.len() as u64 > limit {
         return Err(SandboxError::ModuleTooLarge { path: path.to_owned(), size: bytes.len() as u64, limit });
     }
     Ok(bytes)
+}
+
+/// Any error, on one line.
+fn one_line_text(error: &dyn std::fmt::Display) -> String {
+    error.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// A Wasmtime error with its causes, on one line.

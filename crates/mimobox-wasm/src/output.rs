@@ -1,6 +1,14 @@
-//! Capped capture of guest stdout and stderr.
+//! Capped capture of guest stdout and stderr, and their live delivery.
+//!
+//! Live output goes through a bounded queue to a thread of its own, which
+//! hands it to the caller's sink. The guest waits (asynchronously, so the
+//! timeout still ends the wait) only when the queue is full, so a sink that
+//! blocks forever, such as a pipe nobody reads, can slow a guest down but
+//! never stop the run from ending on time.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::time::Instant;
 
 use bytes::Bytes;
 use mimobox_core::OutputSink;
@@ -10,6 +18,9 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 /// How much a guest may hand over in one write. It only sizes the guest's
 /// chunks; the cap is enforced on every byte.
 const WRITE_BUDGET: usize = 64 << 10;
+/// Chunks of live output that may wait for the sink; with WASI's 4 KiB
+/// writes, about 1 MiB.
+const LIVE_QUEUE: usize = 256;
 
 /// One output stream of a guest: captured up to a cap, and optionally passed
 /// on live to a sink. Past the cap, output is dropped and the stream is
@@ -24,14 +35,26 @@ struct PipeState {
     captured: Vec<u8>,
     cap: usize,
     truncated: bool,
-    sink: Option<OutputSink>,
+    live: Option<Live>,
+}
+
+/// The writing end of a live sink's queue.
+struct Live {
+    queue: tokio::sync::mpsc::Sender<Vec<u8>>,
+    /// Room in the queue, reserved by `ready` for the next `write`.
+    permit: Option<tokio::sync::mpsc::OwnedPermit<Vec<u8>>>,
+    /// Set when the run is over: the drain thread drops what it still has.
+    abandoned: Arc<AtomicBool>,
+    /// Says when the drain thread has delivered everything.
+    drained: mpsc::Receiver<()>,
 }
 
 impl CappedPipe {
     pub(crate) fn new(cap: u64, sink: Option<OutputSink>) -> CappedPipe {
         let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+        let live = sink.and_then(Live::start);
         CappedPipe {
-            state: Arc::new(Mutex::new(PipeState { captured: Vec::new(), cap, truncated: false, sink })),
+            state: Arc::new(Mutex::new(PipeState { captured: Vec::new(), cap, truncated: false, live })),
         }
     }
 
@@ -51,8 +74,53 @@ impl CappedPipe {
             return;
         }
         state.captured.extend_from_slice(kept);
-        if let Some(sink) = state.sink.as_mut() {
-            sink(kept);
+        let kept = kept.to_vec();
+        if let Some(live) = state.live.as_mut() {
+            let sent = match live.permit.take() {
+                Some(permit) => {
+                    permit.send(kept);
+                    true
+                }
+                None => live.queue.try_send(kept).is_ok(),
+            };
+            if !sent {
+                state.truncated = true;
+            }
+        }
+    }
+
+    /// Whether a write may go ahead now; `false` means wait in `ready`.
+    fn has_room(&self) -> bool {
+        let state = self.lock();
+        match &state.live {
+            Some(live) => live.permit.is_some(),
+            None => true,
+        }
+    }
+
+    /// Waits for room in the live queue, without holding the lock.
+    async fn wait_for_room(&self) {
+        let queue = match &self.lock().live {
+            Some(live) if live.permit.is_none() => live.queue.clone(),
+            _ => return,
+        };
+        if let Ok(permit) = queue.reserve_owned().await
+            && let Some(live) = self.lock().live.as_mut()
+        {
+            live.permit = Some(permit);
+        }
+    }
+
+    /// Ends live delivery: waits until `deadline` for the sink to take what
+    /// is queued, and drops (and flags) whatever it has not taken by then.
+    pub(crate) fn finish(&self, deadline: Instant) {
+        let Some(live) = self.lock().live.take() else { return };
+        let Live { queue, permit, abandoned, drained } = live;
+        drop((queue, permit));
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if drained.recv_timeout(wait).is_err() {
+            abandoned.store(true, Ordering::SeqCst);
+            self.lock().truncated = true;
         }
     }
 
@@ -60,6 +128,32 @@ impl CappedPipe {
     pub(crate) fn take(&self) -> (Vec<u8>, bool) {
         let mut state = self.lock();
         (std::mem::take(&mut state.captured), state.truncated)
+    }
+}
+
+impl Live {
+    /// Starts the thread that feeds `sink`. Without a thread, output is
+    /// still captured, just not delivered live.
+    fn start(mut sink: OutputSink) -> Option<Live> {
+        let (queue, mut receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(LIVE_QUEUE);
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let (done, drained) = mpsc::channel();
+        let stop = abandoned.clone();
+        let spawned = std::thread::Builder::new().name("mimobox-output".into()).spawn(move || {
+            while let Some(chunk) = receiver.blocking_recv() {
+                if !stop.load(Ordering::SeqCst) {
+                    sink(&chunk);
+                }
+            }
+            let _ = done.send(());
+        });
+        match spawned {
+            Ok(_) => Some(Live { queue, permit: None, abandoned, drained }),
+            Err(e) => {
+                tracing::warn!("cannot start a live output thread: {e}");
+                None
+            }
+        }
     }
 }
 
@@ -91,13 +185,15 @@ impl OutputStream for CappedPipe {
     }
 
     fn check_write(&mut self) -> StreamResult<usize> {
-        Ok(WRITE_BUDGET)
+        Ok(if self.has_room() { WRITE_BUDGET } else { 0 })
     }
 }
 
 #[wasmtime_wasi::async_trait]
 impl Pollable for CappedPipe {
-    async fn ready(&mut self) {}
+    async fn ready(&mut self) {
+        self.wait_for_room().await;
+    }
 }
 
 impl tokio::io::AsyncWrite for CappedPipe {
@@ -146,7 +242,31 @@ mod tests {
             CappedPipe::new(4, Some(Box::new(move |b: &[u8]| seen2.lock().unwrap().extend_from_slice(b))));
         pipe.push(b"xy");
         pipe.push(b"zzzz");
+        pipe.finish(Instant::now() + std::time::Duration::from_secs(10));
         assert_eq!(&*seen.lock().unwrap(), b"xyzz");
         assert_eq!(pipe.take(), (b"xyzz".to_vec(), true));
+    }
+
+    #[test]
+    fn a_stuck_sink_cannot_hold_the_run() {
+        let (release, stuck) = mpsc::channel::<()>();
+        let stuck = Mutex::new(stuck);
+        let pipe = CappedPipe::new(
+            1 << 20,
+            Some(Box::new(move |_: &[u8]| {
+                let _ = stuck.lock().unwrap().recv();
+            })),
+        );
+        // Fill the queue past what the sink will ever take.
+        for _ in 0..LIVE_QUEUE + 8 {
+            pipe.push(b"x");
+        }
+        let started = Instant::now();
+        pipe.finish(Instant::now() + std::time::Duration::from_millis(50));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let (captured, truncated) = pipe.take();
+        assert_eq!(captured.len(), LIVE_QUEUE + 8, "capture is unaffected");
+        assert!(truncated, "undelivered output is flagged");
+        drop(release);
     }
 }

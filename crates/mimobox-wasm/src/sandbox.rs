@@ -6,18 +6,20 @@ use std::time::Instant;
 
 use mimobox_cache::ModuleCache;
 use mimobox_core::{
-    ConfigError, ExecRequest, ModuleSource, Mount, Outcome, Sandbox, SandboxConfig, SandboxError,
-    SandboxResult, Stdin,
+    ConfigError, ExecRequest, ModuleSource, Outcome, Sandbox, SandboxConfig, SandboxError, SandboxResult,
+    Stdin,
 };
-use wasmtime::{Store, Trap};
+use wasmtime::{InstancePre, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use crate::cache::configured_cache;
 use crate::check::check_config;
 use crate::engine::{EngineCore, EngineSettings, deadline_ticks};
-use crate::limits::GuestLimiter;
-use crate::loader::{CompileEvent, EntryPoint, LoadedModule, Loader, ModuleOrigin, one_line};
+use crate::guard::FileGuard;
+use crate::limits::{GuestLimiter, MemoryLimitTrap};
+use crate::loader::{CompileEvent, EntryPoint, LoadLimits, LoadedModule, Loader, ModuleOrigin, one_line};
+use crate::mounts::{OpenMount, open_mounts};
 use crate::output::CappedPipe;
 use crate::state::GuestState;
 
@@ -51,22 +53,36 @@ struct Inner {
     config: SandboxConfig,
     core: Arc<EngineCore>,
     loader: Loader,
+    mounts: Vec<OpenMount>,
 }
 
 impl WasmSandbox {
-    /// Creates a sandbox, checking that every setting can be honoured and
-    /// that every mount can be opened.
-    pub fn create(config: SandboxConfig) -> Result<WasmSandbox, SandboxError> {
+    /// Creates a sandbox, checking that every setting can be honoured, and
+    /// opening every mount once (see the crate's `mounts` rules: no mount
+    /// reached through a symlink inside another, none overlapping the
+    /// module cache).
+    pub fn create(mut config: SandboxConfig) -> Result<WasmSandbox, SandboxError> {
         check_config(&config)?;
-        let config = canonical_mounts(config)?;
+        let mounts = open_mounts(&config)?;
+        for (mount, opened) in
+            config.fs_readonly.iter_mut().chain(config.fs_readwrite.iter_mut()).zip(&mounts)
+        {
+            mount.host = opened.real.clone();
+        }
         let settings = EngineSettings { fuel: config.fuel.is_some(), pool_size: config.pool.size };
         let core = EngineCore::shared(settings)?;
         let cache = open_cache(&config);
-        let loader = Loader::new(core.clone(), cache, config.max_module_size, config.compile_timeout);
-        Ok(WasmSandbox { inner: Arc::new(Inner { config, core, loader }) })
+        let limits = LoadLimits {
+            max_module_size: config.max_module_size,
+            compile_timeout: config.compile_timeout,
+            max_compile_memory: config.max_compile_memory,
+        };
+        let loader = Loader::new(core.clone(), cache, limits);
+        Ok(WasmSandbox { inner: Arc::new(Inner { config, core, loader, mounts }) })
     }
 
-    /// The config this sandbox enforces (mount paths canonicalised).
+    /// The config this sandbox enforces (mount paths as the opened
+    /// directories are named on the host).
     pub fn config(&self) -> &SandboxConfig {
         &self.inner.config
     }
@@ -104,6 +120,25 @@ impl WasmSandbox {
             }
         }
         let (module, _) = inner.loader.load(&source)?;
+        let (pre, entry) = match &*module {
+            LoadedModule::Ready { pre, entry, .. } => (pre, *entry),
+            LoadedModule::BeyondLimits { reason } => {
+                tracing::debug!(module = %source.display_name(), "beyond the sandbox's limits: {reason}");
+                return Ok(SandboxResult {
+                    outcome: Outcome::MemoryLimit,
+                    stdout: Vec::new(),
+                    stderr: Vec::new(),
+                    stdout_truncated: false,
+                    stderr_truncated: false,
+                    elapsed: std::time::Duration::ZERO,
+                    fuel_consumed: inner.config.fuel.map(|_| 0),
+                    peak_memory: 0,
+                    memory_limit_hit: true,
+                    disk_written: 0,
+                    disk_quota_hit: false,
+                });
+            }
+        };
 
         let stdout = CappedPipe::new(inner.config.max_stdout, request.stdout_sink);
         let stderr = CappedPipe::new(inner.config.max_stderr, request.stderr_sink);
@@ -113,13 +148,15 @@ impl WasmSandbox {
             // Read by a helper thread as the guest asks; the guest waits on
             // it asynchronously, so the timeout still ends the wait.
             Stdin::Inherit => wasi.stdin(std::io::stdin()),
+            // Read as the guest asks; a regular file never blocks for long.
+            Stdin::File(file) => wasi.stdin(wasmtime_wasi::cli::InputFile::new(file)),
         };
         wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .arg(source.display_name());
+            .arg(argv0(inner.config.argv0.as_deref(), &source));
         for arg in inner.config.args.iter().chain(&request.args) {
             wasi.arg(arg);
         }
@@ -137,20 +174,21 @@ impl WasmSandbox {
         // with it on, a guest's single-timer `poll_oneoff` becomes an
         // uninterruptible thread sleep that no timeout could end.
         wasi.allow_blocking_current_thread(true);
-        for (mounts, perms) in
-            [(&inner.config.fs_readonly, FsPerms::ReadOnly), (&inner.config.fs_readwrite, FsPerms::ReadWrite)]
-        {
-            for mount in mounts {
-                wasi.preopened_dir(&mount.host, &mount.guest, perms).map_err(|e| SandboxError::Mount {
-                    host: mount.host.clone(),
-                    source: std::io::Error::other(one_line(&e)),
-                })?;
-            }
+        // Each mount is the directory the sandbox opened when it was
+        // created, reopened through its descriptor: no path is resolved.
+        for mount in &inner.mounts {
+            wasi.preopened_dir(mount.handle_path(), &mount.guest, mount.perms).map_err(|e| {
+                SandboxError::Mount { host: mount.real.clone(), source: std::io::Error::other(one_line(&e)) }
+            })?;
         }
 
         wasi.allow_blocking_current_thread(false);
-        let state =
-            GuestState { wasi: wasi.build_p1(), limiter: GuestLimiter::new(inner.config.memory_limit) };
+        let config = &inner.config;
+        let state = GuestState {
+            wasi: wasi.build_p1(),
+            limiter: GuestLimiter::new(config.memory_limit, config.trap_on_memory_limit),
+            files: FileGuard::new(config.max_open_files, config.max_disk_write),
+        };
         let mut store = Store::new(&inner.core.engine, state);
         store.limiter(|state| &mut state.limiter);
         if let Some(fuel) = inner.config.fuel {
@@ -166,7 +204,13 @@ impl WasmSandbox {
         // The epoch deadline stops guest code; this timer also stops a guest
         // blocked in a host call (a sleep, a read), by dropping its future.
         let timeout = inner.config.timeout;
-        let ran = block_on(async { tokio::time::timeout(timeout, call_entry(&mut store, &module)).await })?;
+        let ran =
+            block_on(async { tokio::time::timeout(timeout, call_entry(&mut store, pre, entry)).await })?;
+        // Live output gets until the deadline (and a moment to flush) to
+        // reach its sink; what it has not taken by then is dropped.
+        let flush_by = started + timeout + LIVE_FLUSH_GRACE;
+        stdout.finish(flush_by);
+        stderr.finish(flush_by);
         let elapsed = started.elapsed();
 
         let outcome = match ran {
@@ -176,6 +220,9 @@ impl WasmSandbox {
         let fuel_consumed =
             inner.config.fuel.map(|budget| budget.saturating_sub(store.get_fuel().unwrap_or(0)));
         let peak_memory = store.data().limiter.peak();
+        let memory_limit_hit = store.data().limiter.memory_denied();
+        let disk_written = store.data().files.disk_written();
+        let disk_quota_hit = store.data().files.quota_hit();
         drop(store);
         let (stdout, stdout_truncated) = stdout.take();
         let (stderr, stderr_truncated) = stderr.take();
@@ -188,7 +235,30 @@ impl WasmSandbox {
             elapsed,
             fuel_consumed,
             peak_memory,
+            memory_limit_hit,
+            disk_written,
+            disk_quota_hit,
         })
+    }
+}
+
+/// How long past the deadline live output may still take to reach its
+/// sink.
+const LIVE_FLUSH_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The guest's `argv[0]`: the configured name, else the module's file name.
+/// Never the module's host path, which would tell the guest about the
+/// host's layout and user names.
+fn argv0(configured: Option<&str>, source: &ModuleSource) -> String {
+    if let Some(name) = configured {
+        return name.to_owned();
+    }
+    match source {
+        ModuleSource::Path(path) => path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "module.wasm".to_owned()),
+        ModuleSource::Bytes { name, .. } => name.clone(),
     }
 }
 
@@ -235,9 +305,13 @@ fn block_on_this_thread<F: std::future::Future>(future: F) -> Result<F::Output, 
 
 /// Instantiates the module and calls its entry point; the `i32` is the exit
 /// status the guest returned.
-async fn call_entry(store: &mut Store<GuestState>, module: &LoadedModule) -> wasmtime::Result<i32> {
-    let instance = module.pre.instantiate_async(&mut *store).await?;
-    match module.entry {
+async fn call_entry(
+    store: &mut Store<GuestState>,
+    pre: &InstancePre<GuestState>,
+    entry: EntryPoint,
+) -> wasmtime::Result<i32> {
+    let instance = pre.instantiate_async(&mut *store).await?;
+    match entry {
         EntryPoint::Start => {
             let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
             start.call_async(&mut *store, ()).await?;
@@ -266,33 +340,15 @@ fn classify(result: wasmtime::Result<i32>, memory_denied: bool) -> Outcome {
     if let Some(exit) = error.downcast_ref::<I32Exit>() {
         return Outcome::Exited { code: exit.0 };
     }
+    if error.downcast_ref::<MemoryLimitTrap>().is_some() {
+        return Outcome::MemoryLimit;
+    }
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => Outcome::TimedOut,
         Some(Trap::OutOfFuel) => Outcome::OutOfFuel,
         _ if memory_denied => Outcome::MemoryLimit,
         _ => Outcome::Trap { message: one_line(&error) },
     }
-}
-
-/// Resolves every mount's host path once, so that the sandbox keeps
-/// granting the directory it was created with, and fails early on a mount
-/// that is missing or not a directory.
-fn canonical_mounts(mut config: SandboxConfig) -> Result<SandboxConfig, SandboxError> {
-    let canonical = |mount: &mut Mount| -> Result<(), SandboxError> {
-        let resolved = std::fs::canonicalize(&mount.host)
-            .map_err(|source| SandboxError::Mount { host: mount.host.clone(), source })?;
-        if !resolved.is_dir() {
-            return Err(SandboxError::Mount {
-                host: mount.host.clone(),
-                source: std::io::Error::other("not a directory"),
-            });
-        }
-        mount.host = resolved;
-        Ok(())
-    };
-    config.fs_readonly.iter_mut().try_for_each(canonical)?;
-    config.fs_readwrite.iter_mut().try_for_each(canonical)?;
-    Ok(config)
 }
 
 /// Opens the disk cache the config asks for. An unusable or untrusted

@@ -2,10 +2,13 @@
 
 use wasmtime_wasi::p1::WasiP1Ctx;
 
+use crate::guard::FileGuard;
 use crate::limits::GuestLimiter;
 
-/// What a store holds for one execution: its WASI context and its limiter.
+/// What a store holds for one execution: its WASI context, its limiter and
+/// the state of mimobox's own file rules.
 pub(crate) struct GuestState {
     pub(crate) wasi: WasiP1Ctx,
     pub(crate) limiter: GuestLimiter,
+    pub(crate) files: FileGuard,
 }

@@ -1,6 +1,7 @@
 //! `mimobox run`: one module, one sandbox, one execution.
 
 use std::io::{IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -55,11 +56,18 @@ pub fn one_shot(mut config: SandboxConfig) -> SandboxConfig {
 /// terminal (streamed as the guest reads it), else nothing.
 fn guest_stdin(file: Option<&PathBuf>) -> Result<Stdin> {
     if let Some(path) = file {
-        let metadata = std::fs::metadata(path).with_context(|| format!("--stdin {}", path.display()))?;
+        // Opened without blocking (a FIFO swapped in would otherwise hang
+        // the open) and checked through the handle, then streamed.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .with_context(|| format!("--stdin {}", path.display()))?;
+        let metadata = file.metadata().with_context(|| format!("--stdin {}", path.display()))?;
         if !metadata.is_file() {
             bail!("--stdin {}: not a regular file (pipe it into mimobox instead)", path.display());
         }
-        return Ok(Stdin::Bytes(std::fs::read(path).with_context(|| format!("--stdin {}", path.display()))?));
+        return Ok(Stdin::File(file));
     }
     if std::io::stdin().is_terminal() {
         return Ok(Stdin::default());
@@ -82,30 +90,54 @@ pub fn report(result: &SandboxResult, json: bool, streamed: bool) -> Result<Exit
             "elapsed_ms": result.elapsed.as_secs_f64() * 1000.0,
             "fuel_consumed": result.fuel_consumed,
             "peak_memory_bytes": result.peak_memory,
+            "memory_limit_hit": result.memory_limit_hit,
+            "disk_written_bytes": result.disk_written,
+            "disk_quota_hit": result.disk_quota_hit,
         });
         ignore_broken_pipe(writeln!(std::io::stdout().lock(), "{value}"))?;
     } else {
         if !streamed {
             ignore_broken_pipe(std::io::stdout().lock().write_all(&result.stdout))?;
+            ignore_broken_pipe(std::io::stdout().flush())?;
             ignore_broken_pipe(std::io::stderr().lock().write_all(&result.stderr))?;
         }
-        ignore_broken_pipe(std::io::stdout().flush())?;
+        let mut notes = String::new();
         for (truncated, stream) in [(result.stdout_truncated, "stdout"), (result.stderr_truncated, "stderr")]
         {
             if truncated {
-                eprintln!("mimobox: guest {stream} was truncated at the output cap");
+                notes.push_str(&format!("mimobox: guest {stream} was truncated at the output cap\n"));
             }
+        }
+        if result.disk_quota_hit {
+            notes.push_str("mimobox: guest reached the disk write quota (max_disk_write)\n");
         }
         match &result.outcome {
             Outcome::Exited { .. } => {}
-            Outcome::TimedOut => eprintln!("mimobox: guest timed out"),
-            Outcome::OutOfFuel => eprintln!("mimobox: guest ran out of fuel"),
-            Outcome::MemoryLimit => eprintln!("mimobox: guest hit the memory limit"),
-            Outcome::Trap { message } => eprintln!("mimobox: guest trapped: {message}"),
-            other => eprintln!("mimobox: guest ended: {}", other.name()),
+            Outcome::TimedOut => notes.push_str("mimobox: guest timed out\n"),
+            Outcome::OutOfFuel => notes.push_str("mimobox: guest ran out of fuel\n"),
+            Outcome::MemoryLimit => notes.push_str("mimobox: guest hit the memory limit\n"),
+            Outcome::Trap { message } => notes.push_str(&format!("mimobox: guest trapped: {message}\n")),
+            other => notes.push_str(&format!("mimobox: guest ended: {}\n", other.name())),
+        }
+        if !notes.is_empty() {
+            say_bounded(notes);
         }
     }
     Ok(exit::for_outcome(&result.outcome))
+}
+
+/// Writes mimobox's closing notes to stderr, giving up after a moment: a
+/// stderr that nobody reads (the guest may have filled it) must not keep
+/// mimobox from exiting.
+fn say_bounded(notes: String) {
+    let (done, written) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new().name("mimobox-notes".into()).spawn(move || {
+        let _ = std::io::stderr().lock().write_all(notes.as_bytes());
+        let _ = done.send(());
+    });
+    if spawned.is_ok() {
+        let _ = written.recv_timeout(std::time::Duration::from_secs(1));
+    }
 }
 
 /// A reader that closed our stdout early (`| head`) is not an error of the

@@ -27,7 +27,8 @@ fn args_and_env_reach_the_guest() {
     assert_eq!(
         lines(&result.stdout),
         [
-            module.display().to_string(),
+            // argv[0] is the file name, never the host path.
+            module.file_name().unwrap().to_string_lossy().into_owned(),
             "--from-config".into(),
             "one".into(),
             "two words".into(),
