@@ -2,7 +2,7 @@
 //! entries and fingerprints.
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use mimobox_core::{ModuleSource, Outcome, SandboxConfig};
@@ -22,6 +22,13 @@ fn artifacts(cache: &Path) -> Vec<PathBuf> {
         }
     }
     found
+}
+
+/// Puts `bytes` at `path` with `mode`, as a process of the same user could.
+fn plant(path: &Path, bytes: &[u8], mode: u32) {
+    let _ = fs::remove_file(path);
+    fs::write(path, bytes).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
 fn prepare(config: SandboxConfig, module: &Path) -> ModuleOrigin {
@@ -74,7 +81,7 @@ fn corrupt_entries_are_removed_and_rebuilt() {
         prepare(config_in(cache.path()), &module);
         let artifact = artifacts(cache.path()).remove(0);
         let good = fs::read(&artifact).unwrap();
-        fs::write(&artifact, corrupt(&good)).unwrap();
+        plant(&artifact, &corrupt(&good), 0o400);
 
         let sandbox = WasmSandbox::create(config_in(cache.path())).unwrap();
         let result = sandbox.run(request(&module, &[])).unwrap();
@@ -93,7 +100,7 @@ fn artifact_of_another_engine_is_rejected() {
     found.sort_by_key(|p| fs::metadata(p).unwrap().mtime_nsec());
     // Plant the fuel engine's artifact where the plain engine looks.
     let (plain, fueled) = (&found[0], &found[1]);
-    fs::copy(fueled, plain).unwrap();
+    plant(plain, &fs::read(fueled).unwrap(), 0o400);
     let result = WasmSandbox::create(config_in(cache.path())).unwrap().run(request(&module, &[])).unwrap();
     assert_eq!(result.outcome, Outcome::Exited { code: 0 });
     assert_eq!(result.stdout, b"hello, world\n");
@@ -171,4 +178,24 @@ fn a_wrong_fingerprint_record_is_caught_by_the_bytes() {
     let sandbox = WasmSandbox::create(config_in(cache_dir.path())).unwrap();
     let result = sandbox.run(request(&module, &[])).unwrap();
     assert_eq!(result.stdout, b"hello, world\n", "the bytes, not the record, decide what runs");
+}
+
+#[test]
+fn artifacts_are_sealed_and_any_other_mode_is_not_mapped() {
+    let cache = tempfile::tempdir().unwrap();
+    let module = mimobox_fixtures::path("hello");
+    prepare(config_in(cache.path()), &module);
+    let artifact = artifacts(cache.path()).remove(0);
+    assert_eq!(fs::metadata(&artifact).unwrap().mode() & 0o7777, 0o400, "written read-only");
+
+    // A file a guest could make through WASI (which has no chmod) has the
+    // process's default mode. Even with the right bytes, it is not mapped:
+    // it is replaced.
+    let good = fs::read(&artifact).unwrap();
+    for mode in [0o644, 0o600, 0o444] {
+        plant(&artifact, &good, mode);
+        assert_eq!(prepare(config_in(cache.path()), &module), ModuleOrigin::Compiled, "mode {mode:o}");
+        assert_eq!(fs::metadata(&artifact).unwrap().mode() & 0o7777, 0o400, "replaced, sealed");
+    }
+    assert_eq!(prepare(config_in(cache.path()), &module), ModuleOrigin::DiskCache);
 }
