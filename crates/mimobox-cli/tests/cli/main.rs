@@ -1,6 +1,7 @@
 //! The `mimobox` binary as a real process, in a fresh temp directory, with
 //! a private cache. One test binary; modules by topic.
 
+mod attacks;
 mod cache;
 mod errors;
 mod limits;

@@ -164,3 +164,108 @@ except OSError:
     assert!(!cli.path().join("ro/new.txt").exists());
     assert_eq!(std::fs::read_to_string(cli.path().join("rw/out.txt")).unwrap(), "from python");
 }
+
+#[test]
+fn python_cannot_plant_a_symlink_that_a_later_mount_follows() {
+    let cli = cli();
+    std::fs::create_dir_all(cli.path().join("ws/out")).unwrap();
+    let code = r#"
+import os
+os.rename('/ws/out', '/ws/out_old')
+for target in ['../../../../..', '/']:
+    try:
+        os.symlink(target, '/ws/out')
+        print('created', target)
+    except PermissionError:
+        print('refused', target)
+os.symlink('out_old/x', '/ws/inside')
+print('inside ok')
+"#;
+    let out = cli.python(&["--dir", "ws::/ws"], code);
+    assert_eq!(stdout(&out), "refused ../../../../..\nrefused /\ninside ok\n", "{}", stderr(&out));
+    assert!(std::fs::symlink_metadata(cli.path().join("ws/out")).is_err(), "no symlink left behind");
+
+    // Had one been planted, the next run's inner mount would not follow it.
+    std::os::unix::fs::symlink("../../../../../../../..", cli.path().join("ws/out")).unwrap();
+    let out =
+        cli.python(&["--dir", "ws::/ws", "--dir", "ws/out::/out"], "print(open('/out/etc/hostname').read())");
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(stderr(&out).contains("symlink"), "{}", stderr(&out));
+}
+
+#[test]
+fn python_opening_a_fifo_or_a_device_fails_instead_of_hanging() {
+    let cli = cli();
+    std::fs::create_dir(cli.path().join("d")).unwrap();
+    let fifo = cli.path().join("d/p");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let code = r#"
+import os
+for path in ['/d/p', '/dev/zero', '/dev/tty', '/dev/null']:
+    try:
+        os.open(path, os.O_RDONLY)
+        print('opened', path)
+    except PermissionError:
+        print('refused', path)
+    except OSError as e:
+        print('error', path, e.errno)
+"#;
+    let started = Instant::now();
+    let out = cli.python(&["--timeout", "5s", "--dir", "d::/d", "--ro-dir", "/dev::/dev"], code);
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines = stdout(&out);
+    for path in ["/d/p", "/dev/zero", "/dev/null"] {
+        assert!(lines.contains(&format!("refused {path}\n")), "{lines}");
+    }
+    assert!(!lines.contains("opened"), "{lines}");
+}
+
+#[test]
+fn python_cannot_hold_more_files_open_than_max_open_files() {
+    let cli = cli();
+    std::fs::create_dir(cli.path().join("d")).unwrap();
+    cli.write("d/f", "x");
+    let code = r#"
+import errno
+held = []
+try:
+    for _ in range(20000):
+        held.append(open('/d/f'))
+except OSError as e:
+    print(len(held), e.errno == errno.EMFILE)
+"#;
+    let out = cli.python(&["--ro-dir", "d::/d", "--max-open-files", "100"], code);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let line = stdout(&out);
+    let (count, emfile) = line.trim().split_once(' ').unwrap();
+    let count: usize = count.parse().unwrap();
+    assert!((90..=100).contains(&count), "{line}");
+    assert_eq!(emfile, "True");
+}
+
+#[test]
+fn python_disk_writes_stop_at_the_quota_without_killing_the_guest() {
+    let cli = cli();
+    std::fs::create_dir(cli.path().join("out")).unwrap();
+    let code = r#"
+import errno
+written = 0
+try:
+    with open('/out/big', 'wb') as f:
+        while written < 64 * 1024 * 1024:
+            written += f.write(b'x' * 65536)
+            f.flush()
+except OSError as e:
+    print('stopped', e.errno == errno.ENOSPC)
+print('still running')
+"#;
+    let out = cli.python(&["--json", "--dir", "out::/out", "--max-disk-write", "1MiB"], code);
+    let value = json(&out);
+    assert_eq!(value["outcome"], "exited", "{value}");
+    assert_eq!(value["stdout"], "stopped True\nstill running\n", "{value}");
+    assert_eq!(value["disk_quota_hit"], true);
+    let size = std::fs::metadata(cli.path().join("out/big")).unwrap().len();
+    assert!(size <= 1 << 20, "{size} bytes on disk");
+}
