@@ -269,3 +269,41 @@ print('still running')
     let size = std::fs::metadata(cli.path().join("out/big")).unwrap().len();
     assert!(size <= 1 << 20, "{size} bytes on disk");
 }
+
+/// Wasmtime's 2026 WASI file-system advisories, carried out against this
+/// build: truncating a read-only file (GHSA-2r75-cxrj-cmph), reaching one
+/// through a hard link or rename into a writable mount
+/// (GHSA-4ch3-9j33-3pmj), and trailing-slash paths through a symlink that
+/// points out of the mount (RUSTSEC-2026-0269).
+#[test]
+fn python_cannot_write_a_read_only_file_by_any_route() {
+    let cli = cli();
+    std::fs::create_dir_all(cli.path().join("ro")).unwrap();
+    std::fs::create_dir_all(cli.path().join("rw")).unwrap();
+    cli.write("ro/keep.txt", "original\n");
+    cli.write("outside.txt", "host secret\n");
+    std::os::unix::fs::symlink("../outside.txt", cli.path().join("rw/out")).unwrap();
+    let code = r#"
+import os
+def attempt(name, action):
+    try:
+        action()
+        print(name, 'succeeded')
+    except OSError:
+        print(name, 'refused')
+attempt('truncate', lambda: os.open('/ro/keep.txt', os.O_WRONLY | os.O_TRUNC))
+attempt('append', lambda: open('/ro/keep.txt', 'a').write('x'))
+attempt('link', lambda: os.link('/ro/keep.txt', '/rw/linked'))
+attempt('rename', lambda: os.rename('/ro/keep.txt', '/rw/moved'))
+attempt('slash', lambda: open('/rw/out/', 'r').read())
+attempt('follow', lambda: open('/rw/out', 'r').read())
+"#;
+    let out = cli.python(&["--ro-dir", "ro::/ro", "--dir", "rw::/rw"], code);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for line in stdout(&out).lines() {
+        assert!(line.ends_with("refused"), "{}", stdout(&out));
+    }
+    assert_eq!(stdout(&out).lines().count(), 6, "{}", stdout(&out));
+    assert_eq!(std::fs::read_to_string(cli.path().join("ro/keep.txt")).unwrap(), "original\n");
+    assert!(!cli.path().join("rw/linked").exists() && !cli.path().join("rw/moved").exists());
+}
