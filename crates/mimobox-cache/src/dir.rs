@@ -4,6 +4,9 @@ use std::fs::{DirBuilder, Metadata};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use std::os::fd::{AsFd, BorrowedFd};
+
+use crate::beneath;
 use crate::error::CacheError;
 
 /// The cache directory to use when the config names none:
@@ -50,24 +53,29 @@ pub(crate) fn check_owner_and_mode(metadata: &Metadata) -> Result<(), String> {
     Ok(())
 }
 
-/// Opens (creating if needed) a subdirectory of the cache, refusing a
-/// symlink or a directory that fails [`check_private_dir`].
-pub(crate) fn private_subdir(path: &Path) -> Result<(), CacheError> {
-    match std::fs::symlink_metadata(path) {
-        Ok(metadata) => {
-            if metadata.file_type().is_symlink() {
-                return Err(CacheError::Insecure { path: path.to_owned(), reason: "is a symlink".into() });
-            }
-            check_private_dir(path, &metadata)
+/// Creates (if needed) the subdirectory `rel` of the cache directory open
+/// at `root`, and vets it: it must be reached without any symlink, and pass
+/// [`check_private_dir`]. `path` names it, for messages.
+pub(crate) fn private_subdir(root: BorrowedFd<'_>, path: &Path, rel: &str) -> Result<(), CacheError> {
+    let (parent, name) = match rel.rsplit_once('/') {
+        Some((parent, name)) => (Some(parent), name),
+        None => (None, rel),
+    };
+    let parent_fd = match parent {
+        Some(parent) => Some(beneath::open_dir(root, parent).map_err(|e| CacheError::io(path, e))?),
+        None => None,
+    };
+    let parent_fd = parent_fd.as_ref().map_or(root, |fd| fd.as_fd());
+    beneath::make_dir(parent_fd, name).map_err(|e| CacheError::io(path, e))?;
+    let dir = beneath::open_dir(parent_fd, name).map_err(|e| {
+        let insecure = |reason: &str| CacheError::Insecure { path: path.to_owned(), reason: reason.into() };
+        match beneath::stat(parent_fd, name).map(|stat| rustix::fs::FileType::from_raw_mode(stat.st_mode)) {
+            Ok(rustix::fs::FileType::Symlink) => insecure("is a symlink"),
+            Ok(rustix::fs::FileType::Directory) => CacheError::io(path, e),
+            Ok(_) => insecure("not a directory"),
+            Err(_) => CacheError::io(path, e),
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            match DirBuilder::new().mode(0o700).create(path) {
-                Ok(()) => Ok(()),
-                // Another process created it first; vet what is there.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => private_subdir(path),
-                Err(e) => Err(CacheError::io(path, e)),
-            }
-        }
-        Err(e) => Err(CacheError::io(path, e)),
-    }
+    })?;
+    let metadata = beneath::metadata(&dir).map_err(|e| CacheError::io(path, e))?;
+    check_private_dir(path, &metadata)
 }

@@ -16,8 +16,10 @@
 //! - **Writes.** Each writer creates its own temp file exclusively and renames
 //!   it into place; readers see either no artifact or a whole one.
 //! - **Trust.** The directory must belong to the current user and be closed
-//!   to group and others, and nothing inside it that is a symlink is
-//!   followed. Otherwise [`ModuleCache::open`] refuses it.
+//!   to group and others. Inside it, nothing is reached through a symlink,
+//!   no file is opened in a way that can block (a FIFO), every read is
+//!   bounded, and nothing outside it is ever removed. Artifacts and
+//!   fingerprint records must have mode 0400.
 //!
 //! ```no_run
 //! use mimobox_cache::{ContentHash, EngineId, ModuleCache};
@@ -30,6 +32,7 @@
 //! }
 //! ```
 
+mod beneath;
 mod dir;
 mod error;
 mod fingerprint;

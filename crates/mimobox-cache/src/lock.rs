@@ -1,10 +1,12 @@
 //! Advisory `flock` locks: one writer per key, and pins on artifacts in use.
 
-use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::fs::File;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
+
+use rustix::fs::OFlags;
+
+use crate::beneath;
 
 /// An exclusive lock on one cache key, held while its artifact is being
 /// compiled and stored; released on drop, and by the kernel if the process
@@ -32,7 +34,7 @@ pub enum LockOutcome {
     Unavailable,
 }
 
-fn flock(file: &File, operation: libc::c_int) -> std::io::Result<()> {
+pub(crate) fn flock(file: &File, operation: libc::c_int) -> std::io::Result<()> {
     // SAFETY: `file` owns a valid descriptor for the duration of the call.
     if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
         Ok(())
@@ -45,24 +47,20 @@ fn would_block(error: &std::io::Error) -> bool {
     error.raw_os_error() == Some(libc::EWOULDBLOCK)
 }
 
-/// Takes the exclusive lock at `path` (creating the lock file), waiting at
-/// most `wait` for another holder to let go.
-pub(crate) fn lock_exclusive(path: &Path, wait: Duration) -> LockOutcome {
-    let file = match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-    {
+/// Takes the exclusive lock `name` in `dir` (creating the lock file),
+/// waiting at most `wait` for another holder to let go.
+pub(crate) fn lock_exclusive(dir: BorrowedFd<'_>, name: &str, wait: Duration) -> LockOutcome {
+    let opened = beneath::open_file(dir, name, OFlags::RDWR | OFlags::CREATE, 0o600).and_then(|file| {
+        if file.metadata()?.is_file() { Ok(file) } else { Err(std::io::Error::other("not a regular file")) }
+    });
+    let file = match opened {
         Ok(file) => file,
         Err(e) => {
-            tracing::debug!("cannot open lock {}: {e}", path.display());
+            tracing::debug!("cannot open lock {name}: {e}");
             return LockOutcome::Unavailable;
         }
     };
+    let path = name;
     let started = Instant::now();
     let mut waited = false;
     loop {
@@ -74,7 +72,7 @@ pub(crate) fn lock_exclusive(path: &Path, wait: Duration) -> LockOutcome {
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(e) => {
-                tracing::debug!("lock {} not taken: {e}", path.display());
+                tracing::debug!("lock {path} not taken: {e}");
                 return LockOutcome::Unavailable;
             }
         }
@@ -101,7 +99,7 @@ pub(crate) fn is_locked(file: &File) -> bool {
     }
 }
 
-/// Opens `path` for a lock probe without following symlinks.
-pub(crate) fn open_for_probe(path: &Path) -> Option<File> {
-    OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path).ok()
+/// Opens the regular file `name` of `dir` for a lock probe.
+pub(crate) fn open_for_probe(dir: BorrowedFd<'_>, name: &str) -> Option<File> {
+    beneath::open_regular(dir, name).ok()
 }

@@ -1,13 +1,17 @@
 //! Looking at the cache and keeping it bounded: [`CacheStats`], pruning
 //! and clearing.
 
-use std::fs::{self, Metadata};
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use rustix::fs::FileType;
+
+use crate::beneath;
 use crate::error::CacheError;
-use crate::lock::{is_locked, open_for_probe};
-use crate::store::{ARTIFACT_EXT, ModuleCache, TAG_FILE};
+use crate::lock::{flock, is_locked, open_for_probe};
+use crate::store::{ARTIFACT_EXT, MAX_TAG_LEN, ModuleCache, TAG_FILE};
 
 /// Temp files and lock files older than this belong to writers that died.
 const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
@@ -48,6 +52,9 @@ pub struct PruneReport {
 }
 
 struct Entry {
+    /// The engine directory that holds it, open.
+    dir: Arc<OwnedFd>,
+    name: String,
     path: PathBuf,
     size: u64,
     used: SystemTime,
@@ -84,7 +91,7 @@ impl ModuleCache {
         let mut report = PruneReport::default();
         for entry in entries {
             if total > max_size || entry.stale {
-                match remove_unless_in_use(&entry.path) {
+                match remove_unless_in_use(entry.dir.as_fd(), &entry.name) {
                     Ok(true) => {
                         report.removed += 1;
                         report.freed += entry.size;
@@ -108,7 +115,7 @@ impl ModuleCache {
     pub fn clear(&self) -> Result<PruneReport, CacheError> {
         let mut report = PruneReport::default();
         for entry in self.entries()? {
-            match remove_unless_in_use(&entry.path) {
+            match remove_unless_in_use(entry.dir.as_fd(), &entry.name) {
                 Ok(true) => {
                     report.removed += 1;
                     report.freed += entry.size;
@@ -122,7 +129,7 @@ impl ModuleCache {
         }
         self.remove_abandoned();
         self.expire_fingerprints(Duration::ZERO);
-        let _ = fs::remove_file(self.events_path());
+        self.remove_events();
         Ok(report)
     }
 
@@ -142,84 +149,118 @@ impl ModuleCache {
     }
 
     fn entries(&self) -> Result<Vec<Entry>, CacheError> {
-        let modules = self.modules_dir();
         let mut entries = Vec::new();
-        for engine in read_dir(&modules)? {
-            let Ok(meta) = fs::symlink_metadata(&engine) else { continue };
-            if !meta.is_dir() {
-                continue;
-            }
-            let tag = fs::read_to_string(engine.join(TAG_FILE)).ok();
-            let stale = self.engine_tag().is_some_and(|current| tag.as_deref() != Some(current));
-            for path in read_dir(&engine)? {
-                if path.extension().is_none_or(|ext| ext != ARTIFACT_EXT) {
+        for (engine, engine_path) in self.engine_dirs()? {
+            let tag = beneath::open_regular(engine.as_fd(), TAG_FILE)
+                .and_then(|file| beneath::read_bounded(file, MAX_TAG_LEN))
+                .ok();
+            let stale = self.engine_tag().is_some_and(|current| tag.as_deref() != Some(current.as_bytes()));
+            let engine = Arc::new(engine);
+            for name in files(engine.as_fd()) {
+                if name.rsplit_once('.').is_none_or(|(_, ext)| ext != ARTIFACT_EXT) {
                     continue;
                 }
-                let Ok(meta) = fs::symlink_metadata(&path) else { continue };
-                if meta.is_file() {
-                    entries.push(Entry { path, size: meta.len(), used: modified(&meta), stale });
+                let Ok(stat) = beneath::stat(engine.as_fd(), &name) else { continue };
+                if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+                    continue;
                 }
+                entries.push(Entry {
+                    dir: engine.clone(),
+                    path: engine_path.join(&name),
+                    name,
+                    size: stat.st_size as u64,
+                    used: mtime(&stat),
+                    stale,
+                });
             }
         }
         Ok(entries)
     }
 
+    /// The engine directories, opened without following symlinks: an
+    /// entry of `v1/modules` that is a symlink or anything but a directory
+    /// is passed over.
+    fn engine_dirs(&self) -> Result<Vec<(OwnedFd, PathBuf)>, CacheError> {
+        let (modules, modules_path) = self.modules_dir();
+        let modules = match modules {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(CacheError::io(&modules_path, e)),
+        };
+        let listed = beneath::list(modules.as_fd()).map_err(|e| CacheError::io(&modules_path, e))?;
+        Ok(listed
+            .into_iter()
+            .filter(|(_, kind)| *kind == FileType::Directory || *kind == FileType::Unknown)
+            .filter_map(|(name, _)| {
+                let name = name.to_str()?.to_owned();
+                let dir = beneath::open_dir(modules.as_fd(), &name).ok()?;
+                Some((dir, modules_path.join(name)))
+            })
+            .collect())
+    }
+
     /// Temp files and unlocked lock files that writers left behind.
     fn remove_abandoned(&self) {
-        let Ok(engines) = read_dir(&self.modules_dir()) else { return };
-        for engine in engines {
-            let Ok(files) = read_dir(&engine) else { continue };
-            for path in files {
-                let name = path.file_name().unwrap_or_default().to_string_lossy();
-                let abandoned = fs::symlink_metadata(&path).is_ok_and(|m| {
-                    m.is_file() && modified(&m).elapsed().unwrap_or_default() > ABANDONED_AFTER
+        let Ok(engines) = self.engine_dirs() else { return };
+        for (engine, _) in engines {
+            for name in files(engine.as_fd()) {
+                let abandoned = beneath::stat(engine.as_fd(), &name).is_ok_and(|stat| {
+                    FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile
+                        && mtime(&stat).elapsed().unwrap_or_default() > ABANDONED_AFTER
                 });
                 if !abandoned {
                     continue;
                 }
                 if name.ends_with(".tmp")
-                    || (name.ends_with(".lock") && !open_for_probe(&path).is_some_and(|f| is_locked(&f)))
+                    || (name.ends_with(".lock")
+                        && !open_for_probe(engine.as_fd(), &name).is_some_and(|f| is_locked(&f)))
                 {
-                    let _ = fs::remove_file(&path);
+                    let _ = beneath::unlink(engine.as_fd(), &name);
                 }
             }
         }
     }
 
     fn expire_fingerprints(&self, ttl: Duration) {
-        let Ok(records) = read_dir(&self.fingerprints_dir()) else { return };
-        for path in records {
-            if fs::symlink_metadata(&path).is_ok_and(|m| modified(&m).elapsed().unwrap_or_default() >= ttl) {
-                let _ = fs::remove_file(path);
+        let Ok(records) = self.fingerprints_dir() else { return };
+        for name in files(records.as_fd()) {
+            if beneath::stat(records.as_fd(), &name)
+                .is_ok_and(|stat| mtime(&stat).elapsed().unwrap_or_default() >= ttl)
+            {
+                let _ = beneath::unlink(records.as_fd(), &name);
             }
         }
     }
 }
 
-/// Removes `path` unless a process holds a lock on it (a pin of a mapped
-/// artifact). Holds the exclusive lock while unlinking, so a reader that
-/// opens it meanwhile sees it was evicted and treats it as a miss.
-fn remove_unless_in_use(path: &Path) -> std::io::Result<bool> {
-    let Some(file) = open_for_probe(path) else { return Ok(true) };
-    // SAFETY: `file` owns a valid descriptor for the duration of the call.
-    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+/// Removes the entry `name` of `dir` unless a process holds a lock on it (a
+/// pin of a mapped artifact). Holds the exclusive lock while unlinking, so
+/// a reader that opens it meanwhile sees it was evicted and treats it as a
+/// miss.
+fn remove_unless_in_use(dir: BorrowedFd<'_>, name: &str) -> std::io::Result<bool> {
+    let Some(file) = open_for_probe(dir, name) else { return Ok(true) };
+    if flock(&file, libc::LOCK_EX | libc::LOCK_NB).is_err() {
         return Ok(false);
     }
-    match fs::remove_file(path) {
+    match beneath::unlink(dir, name) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
         Err(e) => Err(e),
     }
 }
 
-fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, CacheError> {
-    match fs::read_dir(dir) {
-        Ok(entries) => Ok(entries.filter_map(|e| e.ok().map(|e| e.path())).collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(CacheError::io(dir, e)),
-    }
+/// The names of the entries of `dir` that are not directories (files,
+/// symlinks and the like; callers check what they need).
+fn files(dir: BorrowedFd<'_>) -> Vec<String> {
+    beneath::list(dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, kind)| *kind != FileType::Directory)
+        .filter_map(|(name, _)| name.into_string().ok())
+        .collect()
 }
 
-fn modified(meta: &Metadata) -> SystemTime {
-    meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)
+fn mtime(stat: &rustix::fs::Stat) -> SystemTime {
+    let secs = u64::try_from(stat.st_mtime).unwrap_or(0);
+    SystemTime::UNIX_EPOCH + Duration::new(secs, stat.st_mtime_nsec as u32)
 }

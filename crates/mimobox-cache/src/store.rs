@@ -1,12 +1,17 @@
 //! [`ModuleCache`]: the directory of compiled artifacts and fingerprints.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use rustix::fs::OFlags;
+
+use crate::beneath;
 use crate::dir::{check_owner_and_mode, check_private_dir, create_private_dir, private_subdir};
 use crate::error::CacheError;
 use crate::fingerprint::Fingerprint;
@@ -20,6 +25,12 @@ pub(crate) const ARTIFACT_EXT: &str = "cwasm";
 /// In each engine directory: the tag of the engine that wrote it.
 pub(crate) const TAG_FILE: &str = "ENGINE";
 const EVENTS_FILE: &str = "events";
+/// Longest engine tag read back; real tags are a few dozen bytes.
+pub(crate) const MAX_TAG_LEN: u64 = 256;
+/// Longest fingerprint record read back (a hex SHA-256).
+const MAX_RECORD_LEN: u64 = 128;
+/// Most of the event log read back for `stats`.
+const MAX_EVENTS_LEN: u64 = 64 << 20;
 /// Default size bound of the cache: 1 GiB.
 pub const DEFAULT_MAX_SIZE: u64 = 1 << 30;
 /// Artifacts used within this long are not touched again on a hit, which
@@ -40,6 +51,9 @@ const DEFAULT_SETTLE: Duration = Duration::from_secs(2);
 pub struct ModuleCache {
     root: PathBuf,
     layout: PathBuf,
+    /// The cache directory, opened once; everything inside is reached
+    /// through it (see `beneath.rs`).
+    root_fd: Arc<OwnedFd>,
     settle: Duration,
     engine_tag: Option<String>,
     max_size: u64,
@@ -66,15 +80,16 @@ impl ModuleCache {
     /// subdirectory of it that is a symlink.
     pub fn open(dir: &Path) -> Result<ModuleCache, CacheError> {
         create_private_dir(dir)?;
-        let metadata = std::fs::metadata(dir).map_err(|e| CacheError::io(dir, e))?;
+        let root_fd = beneath::open_root(dir).map_err(|e| CacheError::io(dir, e))?;
+        let metadata = beneath::metadata(&root_fd).map_err(|e| CacheError::io(dir, e))?;
         check_private_dir(dir, &metadata)?;
-        let layout = dir.join(LAYOUT);
-        private_subdir(&layout)?;
-        private_subdir(&layout.join("modules"))?;
-        private_subdir(&layout.join("fingerprints"))?;
+        for sub in [LAYOUT.to_owned(), format!("{LAYOUT}/modules"), format!("{LAYOUT}/fingerprints")] {
+            private_subdir(root_fd.as_fd(), &dir.join(&sub), &sub)?;
+        }
         Ok(ModuleCache {
             root: dir.to_owned(),
-            layout,
+            layout: dir.join(LAYOUT),
+            root_fd: Arc::new(root_fd),
             settle: DEFAULT_SETTLE,
             engine_tag: None,
             max_size: DEFAULT_MAX_SIZE,
@@ -125,12 +140,14 @@ impl ModuleCache {
     /// processes starting on the same uncached module compile it once.
     /// After a wait, look for the artifact again before compiling.
     pub fn lock(&self, engine: &EngineId, key: &ContentHash, wait: Duration) -> LockOutcome {
-        let dir = self.layout.join("modules").join(engine.dir_name());
-        if let Err(e) = self.engine_dir(&dir) {
-            tracing::debug!("no lock: {e}");
-            return LockOutcome::Unavailable;
-        }
-        lock_exclusive(&dir.join(format!("{key}.lock")), wait)
+        let dir = match self.engine_dir(engine) {
+            Ok(dir) => dir,
+            Err(e) => {
+                tracing::debug!("no lock: {e}");
+                return LockOutcome::Unavailable;
+            }
+        };
+        lock_exclusive(dir.as_fd(), &format!("{key}.lock"), wait)
     }
 
     /// Counts a hit (an artifact loaded) for `stats`.
@@ -146,13 +163,18 @@ impl ModuleCache {
     fn record(&self, event: &[u8]) {
         // One byte appended per event: appends this small are atomic, so
         // processes never need to coordinate.
-        let appended = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(self.events_path())
-            .and_then(|mut f| f.write_all(event));
+        let appended = self.open_subdir(LAYOUT).and_then(|dir| {
+            let mut file = beneath::open_file(
+                dir.as_fd(),
+                EVENTS_FILE,
+                OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE,
+                0o600,
+            )?;
+            if !file.metadata()?.is_file() {
+                return Err(std::io::Error::other("not a regular file"));
+            }
+            file.write_all(event)
+        });
         if let Err(e) = appended {
             tracing::debug!("cannot record a cache event: {e}");
         }
@@ -160,46 +182,71 @@ impl ModuleCache {
 
     /// Hits and misses recorded so far.
     pub(crate) fn events(&self) -> (u64, u64) {
-        let Ok(Some(file)) = open_vetted(&self.events_path(), None) else { return (0, 0) };
-        let mut bytes = Vec::new();
-        if std::io::Read::read_to_end(&mut std::io::Read::take(file, 64 << 20), &mut bytes).is_err() {
-            return (0, 0);
-        }
+        let read = self.open_subdir(LAYOUT).and_then(|dir| {
+            let file = beneath::open_regular(dir.as_fd(), EVENTS_FILE)?;
+            check_owner_and_mode(&file.metadata()?).map_err(std::io::Error::other)?;
+            beneath::read_bounded(file, MAX_EVENTS_LEN)
+        });
+        let Ok(bytes) = read else { return (0, 0) };
         let hits = bytes.iter().filter(|&&b| b == b'h').count() as u64;
         (hits, bytes.iter().filter(|&&b| b == b'm').count() as u64)
     }
 
-    pub(crate) fn modules_dir(&self) -> PathBuf {
-        self.layout.join("modules")
+    /// Opens the directory `rel` of the cache (`v1/modules`, ...) without
+    /// following a symlink.
+    pub(crate) fn open_subdir(&self, rel: &str) -> std::io::Result<OwnedFd> {
+        beneath::open_dir(self.root_fd.as_fd(), rel)
     }
 
-    pub(crate) fn fingerprints_dir(&self) -> PathBuf {
-        self.layout.join("fingerprints")
+    /// The directory of artifacts, and where it is, for messages.
+    pub(crate) fn modules_dir(&self) -> (std::io::Result<OwnedFd>, PathBuf) {
+        (self.open_subdir(&format!("{LAYOUT}/modules")), self.layout.join("modules"))
     }
 
-    pub(crate) fn events_path(&self) -> PathBuf {
-        self.layout.join(EVENTS_FILE)
+    /// The directory of fingerprint records.
+    pub(crate) fn fingerprints_dir(&self) -> std::io::Result<OwnedFd> {
+        self.open_subdir(&format!("{LAYOUT}/fingerprints"))
+    }
+
+    /// Removes the event log.
+    pub(crate) fn remove_events(&self) {
+        if let Ok(dir) = self.open_subdir(LAYOUT) {
+            let _ = beneath::unlink(dir.as_fd(), EVENTS_FILE);
+        }
+    }
+
+    /// Opens an engine's directory, if it exists and is safe to use.
+    fn existing_engine_dir(&self, engine: &EngineId) -> std::io::Result<OwnedFd> {
+        let rel = format!("{LAYOUT}/modules/{}", engine.dir_name());
+        let dir = self.open_subdir(&rel)?;
+        check_private_dir(&self.root.join(&rel), &beneath::metadata(&dir)?).map_err(std::io::Error::other)?;
+        Ok(dir)
     }
 
     /// Creates (or vets) an engine directory and records its tag.
-    fn engine_dir(&self, dir: &Path) -> Result<(), CacheError> {
-        private_subdir(dir)?;
-        if let Some(tag) = &self.engine_tag {
-            let tag_path = dir.join(TAG_FILE);
-            if std::fs::symlink_metadata(&tag_path).is_err() {
-                write_atomically(&tag_path, tag.as_bytes(), false, 0o600)?;
-            }
+    fn engine_dir(&self, engine: &EngineId) -> Result<OwnedFd, CacheError> {
+        let (modules, modules_path) = self.modules_dir();
+        let modules = modules.map_err(|e| CacheError::io(&modules_path, e))?;
+        let name = engine.dir_name();
+        let path = modules_path.join(&name);
+        beneath::make_dir(modules.as_fd(), &name).map_err(|e| CacheError::io(&path, e))?;
+        let dir = self
+            .existing_engine_dir(engine)
+            .map_err(|e| CacheError::Insecure { path: path.clone(), reason: e.to_string() })?;
+        if let Some(tag) = &self.engine_tag
+            && beneath::stat(dir.as_fd(), TAG_FILE).is_err()
+        {
+            write_atomically(dir.as_fd(), &path, TAG_FILE, tag.as_bytes(), false, 0o600)?;
         }
-        Ok(())
+        Ok(dir)
     }
 
     /// The content hash recorded for a file with this fingerprint, if any.
     pub fn hash_for(&self, fingerprint: &Fingerprint) -> Option<ContentHash> {
-        let path = self.fingerprint_path(fingerprint);
-        let file = open_vetted(&path, Some(SEALED_MODE)).ok()??;
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::Read::take(file, 128), &mut text).ok()?;
-        ContentHash::from_hex(&text)
+        let dir = self.fingerprints_dir().ok()?;
+        let file = open_vetted(dir.as_fd(), &fingerprint.file_name(), Some(SEALED_MODE)).ok()??;
+        let bytes = beneath::read_bounded(file, MAX_RECORD_LEN).ok()?;
+        ContentHash::from_hex(std::str::from_utf8(&bytes).ok()?)
     }
 
     /// Records that a file with `fingerprint` has content `hash`, once the
@@ -211,7 +258,17 @@ impl ModuleCache {
             return;
         }
         let path = self.fingerprint_path(fingerprint);
-        if let Err(e) = write_atomically(&path, hash.to_string().as_bytes(), false, SEALED_MODE) {
+        let written = self.fingerprints_dir().map_err(|e| CacheError::io(&path, e)).and_then(|dir| {
+            write_atomically(
+                dir.as_fd(),
+                &path,
+                &fingerprint.file_name(),
+                hash.to_string().as_bytes(),
+                false,
+                SEALED_MODE,
+            )
+        });
+        if let Err(e) = written {
             tracing::debug!("cannot record fingerprint: {e}");
         }
     }
@@ -221,20 +278,32 @@ impl ModuleCache {
     /// or permissions is removed and reported as absent.
     pub fn artifact(&self, engine: &EngineId, key: &ContentHash) -> Option<Artifact> {
         let path = self.artifact_path(engine, key);
-        let file = match open_vetted(&path, Some(SEALED_MODE)) {
+        let dir = match self.existing_engine_dir(engine) {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(
+                    "not reading cache directory {}: {e}",
+                    path.parent().unwrap_or(&path).display()
+                );
+                return None;
+            }
+        };
+        let name = artifact_name(key);
+        let file = match open_vetted(dir.as_fd(), &name, Some(SEALED_MODE)) {
             Ok(Some(file)) => file,
             Ok(None) => return None,
             Err(reason) => {
                 tracing::warn!("removing untrusted cache entry {}: {reason}", path.display());
-                let _ = std::fs::remove_file(&path);
+                let _ = beneath::unlink(dir.as_fd(), &name);
                 return None;
             }
         };
         // Pin it, then make sure an eviction did not unlink it between the
         // open and the pin: if so, it is a miss.
         let pin = pin(&file)?;
-        let still_there = match (std::fs::symlink_metadata(&path), file.metadata()) {
-            (Ok(at_path), Ok(opened)) => at_path.ino() == opened.ino() && at_path.dev() == opened.dev(),
+        let still_there = match (beneath::stat(dir.as_fd(), &name), file.metadata()) {
+            (Ok(at_path), Ok(opened)) => at_path.st_ino == opened.ino() && at_path.st_dev == opened.dev(),
             _ => false,
         };
         if !still_there {
@@ -256,10 +325,9 @@ impl ModuleCache {
     /// Concurrent writers of the same key each succeed; one whole artifact
     /// remains.
     pub fn store(&self, engine: &EngineId, key: &ContentHash, bytes: &[u8]) -> Result<PathBuf, CacheError> {
-        let dir = self.layout.join("modules").join(engine.dir_name());
-        self.engine_dir(&dir)?;
+        let dir = self.engine_dir(engine)?;
         let path = self.artifact_path(engine, key);
-        write_atomically(&path, bytes, true, SEALED_MODE)?;
+        write_atomically(dir.as_fd(), &path, &artifact_name(key), bytes, true, SEALED_MODE)?;
         self.prune_if_over(self.max_size);
         Ok(path)
     }
@@ -268,7 +336,10 @@ impl ModuleCache {
     /// load). Readers that already mapped it keep their mapping.
     pub fn discard(&self, engine: &EngineId, key: &ContentHash) {
         let path = self.artifact_path(engine, key);
-        match std::fs::remove_file(&path) {
+        let removed = self
+            .existing_engine_dir(engine)
+            .and_then(|dir| beneath::unlink(dir.as_fd(), &artifact_name(key)));
+        match removed {
             Ok(()) => tracing::debug!("discarded cache entry {}", path.display()),
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => tracing::warn!("cannot remove cache entry {}: {e}", path.display()),
@@ -277,7 +348,7 @@ impl ModuleCache {
 
     /// The path of the artifact for `key` compiled by `engine`.
     pub fn artifact_path(&self, engine: &EngineId, key: &ContentHash) -> PathBuf {
-        self.layout.join("modules").join(engine.dir_name()).join(format!("{key}.{ARTIFACT_EXT}"))
+        self.layout.join("modules").join(engine.dir_name()).join(artifact_name(key))
     }
 
     fn fingerprint_path(&self, fingerprint: &Fingerprint) -> PathBuf {
@@ -291,13 +362,18 @@ impl ModuleCache {
 /// preview 1 has no `chmod`; a file with any other mode is not trusted.
 const SEALED_MODE: u32 = 0o400;
 
-/// Opens `path` read-only without following a symlink, and checks that it
-/// is a regular file that only the current user can write, and, with
-/// `mode`, that it has exactly that mode. `Ok(None)` when it does not
-/// exist; `Err` with the reason when it exists but is not to be trusted.
-fn open_vetted(path: &Path, mode: Option<u32>) -> Result<Option<File>, String> {
-    let file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path)
-    {
+/// The file name of the artifact for `key`.
+fn artifact_name(key: &ContentHash) -> String {
+    format!("{key}.{ARTIFACT_EXT}")
+}
+
+/// Opens the entry `name` of `dir` read-only (never following a symlink,
+/// never blocking), and checks through the handle that it is a regular
+/// file that only the current user can write, and, with `mode`, that it has
+/// exactly that mode. `Ok(None)` when it does not exist; `Err` with the
+/// reason when it exists but is not to be trusted.
+fn open_vetted(dir: BorrowedFd<'_>, name: &str, mode: Option<u32>) -> Result<Option<File>, String> {
+    let file = match beneath::open_file(dir, name, OFlags::RDONLY, 0) {
         Ok(file) => file,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         // O_NOFOLLOW on a symlink fails with ELOOP.
@@ -317,37 +393,34 @@ fn open_vetted(path: &Path, mode: Option<u32>) -> Result<Option<File>, String> {
     Ok(Some(file))
 }
 
-/// Writes `bytes` to a fresh temp file beside `path`, created exclusively,
-/// then renames it into place. The temp file is removed on failure.
-fn write_atomically(path: &Path, bytes: &[u8], sync: bool, mode: u32) -> Result<(), CacheError> {
+/// Writes `bytes` to a fresh temp file in `dir`, created exclusively, then
+/// renames it to `name`. The temp file is removed on failure. `path` names
+/// the final file, for messages.
+fn write_atomically(
+    dir: BorrowedFd<'_>,
+    path: &Path,
+    name: &str,
+    bytes: &[u8],
+    sync: bool,
+    mode: u32,
+) -> Result<(), CacheError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = path.parent().expect("cache paths have a parent");
-    let name = path.file_name().expect("cache paths have a file name").to_string_lossy();
     let (temp, mut file) = loop {
         let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        let temp = dir.join(format!(
-            ".{name}.{}.{nanos}.{}.tmp",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&temp)
-        {
+        let temp =
+            format!(".{name}.{}.{nanos}.{}.tmp", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        match beneath::open_file(dir, &temp, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL, mode) {
             Ok(file) => break (temp, file),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(CacheError::io(&temp, e)),
+            Err(e) => return Err(CacheError::io(path, e)),
         }
     };
     let result = file
         .write_all(bytes)
         .and_then(|()| if sync { file.sync_data() } else { Ok(()) })
-        .and_then(|()| std::fs::rename(&temp, path));
+        .and_then(|()| beneath::rename(dir, &temp, name));
     if let Err(e) = result {
-        let _ = std::fs::remove_file(&temp);
+        let _ = beneath::unlink(dir, &temp);
         return Err(CacheError::io(path, e));
     }
     Ok(())

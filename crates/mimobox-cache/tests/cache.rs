@@ -210,7 +210,8 @@ fn symlinks_inside_the_cache_are_not_followed() {
     let fingerprints = dir.join("v1").join("fingerprints");
     fs::remove_dir_all(&fingerprints).unwrap();
     std::os::unix::fs::symlink(tmp.path(), &fingerprints).unwrap();
-    assert!(matches!(ModuleCache::open(&dir), Err(CacheError::Insecure { .. })));
+    let opened = ModuleCache::open(&dir);
+    assert!(matches!(opened, Err(CacheError::Insecure { .. })), "{opened:?}");
 }
 
 #[test]
@@ -221,4 +222,110 @@ fn artifact_writable_by_others_is_not_trusted() {
     let path = cache.store(&engine(), &key, b"artifact").unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
     assert!(cache.artifact(&engine(), &key).is_none());
+}
+
+/// Runs `f` on a thread and fails the test if it has not returned within
+/// `limit`: what a planted file must never do is hang the cache.
+fn within<T: Send + 'static>(limit: std::time::Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(f());
+    });
+    result.recv_timeout(limit).expect("the cache hung on a planted file")
+}
+
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success());
+}
+
+const SOON: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[test]
+fn an_engine_directory_replaced_by_a_symlink_is_not_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = open(&tmp.path().join("cache"));
+    let key = ContentHash::of(b"m");
+    cache.store(&engine(), &key, b"artifact").unwrap();
+    let engine_dir = cache.artifact_path(&engine(), &key).parent().unwrap().to_owned();
+    let moved = tmp.path().join("moved");
+    fs::rename(&engine_dir, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, &engine_dir).unwrap();
+    assert!(cache.artifact(&engine(), &key).is_none(), "nothing is read through the symlink");
+    assert!(moved.join(format!("{key}.cwasm")).exists(), "and nothing behind it is touched");
+}
+
+#[test]
+fn prune_never_deletes_outside_the_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = open(&tmp.path().join("cache"));
+    cache.store(&engine(), &ContentHash::of(b"m"), b"artifact").unwrap();
+    // A directory outside the cache, with the kind of files prune removes,
+    // old enough to count as abandoned.
+    let outside = tmp.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let long_ago = SystemTime::now() - std::time::Duration::from_secs(7200);
+    for name in ["x.tmp", "y.lock", "z.cwasm"] {
+        fs::write(outside.join(name), b"keep me").unwrap();
+        set_mtime(&outside.join(name), long_ago);
+    }
+    let modules = tmp.path().join("cache").join("v1").join("modules");
+    std::os::unix::fs::symlink(&outside, modules.join("planted")).unwrap();
+    cache.prune(0).unwrap();
+    cache.clear().unwrap();
+    for name in ["x.tmp", "y.lock", "z.cwasm"] {
+        assert!(outside.join(name).exists(), "{name} outside the cache was deleted");
+    }
+}
+
+#[test]
+fn a_planted_engine_tag_cannot_hang_or_flood_the_cache() {
+    for plant in ["fifo", "zero"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut cache = open(&tmp.path().join("cache"));
+        cache.set_engine_tag("mimobox-test");
+        let key = ContentHash::of(b"m");
+        cache.store(&engine(), &key, b"artifact").unwrap();
+        let tag = cache.artifact_path(&engine(), &key).parent().unwrap().join("ENGINE");
+        fs::remove_file(&tag).unwrap();
+        match plant {
+            "fifo" => mkfifo(&tag),
+            _ => std::os::unix::fs::symlink("/dev/zero", &tag).unwrap(),
+        }
+        let stats = within(SOON, move || {
+            let stats = cache.stats().unwrap();
+            cache.prune(u64::MAX).unwrap();
+            stats
+        });
+        assert_eq!(stats.entries, 1, "{plant}");
+        assert_eq!(stats.stale_entries, 1, "{plant}: an unreadable tag is another engine's");
+    }
+}
+
+#[test]
+fn a_planted_fifo_is_a_miss_not_a_hang() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = open(&tmp.path().join("cache"));
+    let key = ContentHash::of(b"m");
+    cache.store(&engine(), &key, b"artifact").unwrap();
+    let artifact = cache.artifact_path(&engine(), &key);
+    fs::remove_file(&artifact).unwrap();
+    mkfifo(&artifact);
+    let probe = cache.clone();
+    assert!(within(SOON, move || probe.artifact(&engine(), &key).is_none()));
+
+    let module = tmp.path().join("m.wasm");
+    fs::write(&module, b"module").unwrap();
+    set_mtime(&module, SystemTime::now() - std::time::Duration::from_secs(60));
+    let fingerprint = Fingerprint::of(&fs::metadata(&module).unwrap());
+    cache.remember(&fingerprint, &key);
+    let record = fs::read_dir(tmp.path().join("cache").join("v1").join("fingerprints"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    fs::remove_file(&record).unwrap();
+    mkfifo(&record);
+    assert!(within(SOON, move || cache.hash_for(&fingerprint).is_none()));
 }

@@ -98,13 +98,13 @@ pub(crate) fn open_mounts(config: &SandboxConfig) -> Result<Vec<OpenMount>, Sand
         };
         let real = std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd()))
             .map_err(|e| SandboxError::Mount { host: mount.host.clone(), source: e })?;
-        if let Some(cache) = &cache {
-            if cache.starts_with(&real) || real.starts_with(cache) {
-                return Err(fail(format!(
-                    "overlaps the compiled-module cache {}; a guest could plant code there",
-                    cache.display()
-                )));
-            }
+        if let Some(cache) = &cache
+            && (cache.starts_with(&real) || real.starts_with(cache))
+        {
+            return Err(fail(format!(
+                "overlaps the compiled-module cache {}; a guest could plant code there",
+                cache.display()
+            )));
         }
         opened[i] = Some((dir, real));
     }
