@@ -23,8 +23,9 @@ pub fn for_outcome(outcome: &Outcome) -> ExitCode {
     }
 }
 
-/// An error and its causes on one line.
+/// An error and its causes on one line, escaped and bounded: paths and
+/// names in it may come from a profile or a module.
 pub fn one_line(error: &anyhow::Error) -> String {
     let text = error.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ");
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    mimobox_core::text::one_line_bounded(&text)
 }

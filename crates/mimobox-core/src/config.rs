@@ -386,9 +386,24 @@ impl SandboxConfig {
     }
 
     /// Renders the config as a TOML profile that loads back to the same
-    /// value, with sizes and durations in readable units.
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("a SandboxConfig always serializes to TOML")
+    /// value, with sizes and durations in readable units. A path that is not
+    /// UTF-8 (a profile in such a directory, say) cannot be written as TOML;
+    /// that is an error naming the key.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        let paths = [("module", self.module.as_deref()), ("cache.dir", self.cache.dir.as_deref())];
+        let mounts = self.fs_readonly.iter().map(|m| ("fs_readonly", Some(m.host.as_path())));
+        let mounts = mounts.chain(self.fs_readwrite.iter().map(|m| ("fs_readwrite", Some(m.host.as_path()))));
+        for (key, path) in paths.into_iter().chain(mounts) {
+            if let Some(path) = path
+                && path.to_str().is_none()
+            {
+                return Err(ConfigError::new(
+                    key,
+                    format!("path `{}` is not UTF-8 and cannot be written as TOML", path.display()),
+                ));
+            }
+        }
+        toml::to_string(self).map_err(|e| ConfigError::new("profile", e))
     }
 }
 
@@ -444,7 +459,7 @@ mod tests {
             ..Default::default()
         };
         config.env.insert("LANG".into(), "C".into());
-        let text = config.to_toml();
+        let text = config.to_toml().unwrap();
         let back: SandboxConfig = toml::from_str(&text).unwrap();
         assert_eq!(back, config, "{text}");
     }

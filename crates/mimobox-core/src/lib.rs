@@ -26,6 +26,7 @@ mod outcome;
 mod profile;
 mod sandbox;
 mod serde_units;
+pub mod text;
 pub mod units;
 
 pub use config::{

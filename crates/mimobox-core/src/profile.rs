@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::ops::Range;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use toml::de::{DeTable, DeValue};
@@ -57,14 +58,25 @@ impl Profile {
     pub fn load(path: &Path) -> Result<Profile, ProfileError> {
         let fail =
             |message: String| ProfileError { path: path.to_owned(), position: None, key: None, message };
-        let metadata = std::fs::metadata(path).map_err(|e| fail(format!("cannot read profile: {e}")))?;
+        // Opened once, without blocking (a FIFO opens at once instead of
+        // waiting for a writer), checked through the handle, read with a
+        // bound: the path cannot be swapped between the check and the read.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| fail(format!("cannot read profile: {e}")))?;
+        let metadata = file.metadata().map_err(|e| fail(format!("cannot read profile: {e}")))?;
         if !metadata.is_file() {
             return Err(fail("not a regular file".into()));
         }
-        if metadata.len() > MAX_PROFILE_SIZE {
-            return Err(fail(format!("profile is larger than {} bytes", MAX_PROFILE_SIZE)));
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_PROFILE_SIZE + 1), &mut bytes)
+            .map_err(|e| fail(format!("cannot read profile: {e}")))?;
+        if bytes.len() as u64 > MAX_PROFILE_SIZE {
+            return Err(fail(format!("profile is larger than {MAX_PROFILE_SIZE} bytes")));
         }
-        let source = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read profile: {e}")))?;
+        let source = String::from_utf8(bytes).map_err(|e| fail(format!("not UTF-8 text: {e}")))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Profile::parse(path, source, &base)
     }
@@ -268,5 +280,97 @@ mod tests {
         let err = parse("timeout_secs = = 5\n").unwrap_err();
         assert_eq!(err.position.map(|p| p.0), Some(1));
         assert!(!err.to_string().contains('\n'), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Keys a profile may have, and some it may not.
+    const KEYS: &[&str] = &[
+        "backend",
+        "module",
+        "argv0",
+        "args",
+        "memory_limit_mb",
+        "trap_on_memory_limit",
+        "timeout_secs",
+        "fuel",
+        "max_stdout",
+        "max_stderr",
+        "max_open_files",
+        "max_disk_write",
+        "fs_readonly",
+        "fs_readwrite",
+        "deny_network",
+        "compile_timeout_secs",
+        "max_module_size",
+        "max_compile_memory",
+        "env",
+        "cache",
+        "pool",
+        "cache.dir",
+        "cache.max_size",
+        "pool.size",
+        "nonsense",
+        "\"quoted key\"",
+    ];
+
+    fn value() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|f| format!("{f:?}")),
+            any::<bool>().prop_map(|b| b.to_string()),
+            ".{0,24}".prop_map(|s| format!("{s:?}")),
+            "[0-9]{1,25}(\\.[0-9]+)?(B|KiB|MiB|GiB|TiB|ms|s|m|h|ns|xx)?".prop_map(|s| format!("\"{s}\"")),
+            Just("\"a::b\"".to_owned()),
+            Just("\"::\"".to_owned()),
+            Just("{ host = \"h\" }".to_owned()),
+        ];
+        leaf.prop_recursive(2, 8, 4, |inner| {
+            prop::collection::vec(inner, 0..4).prop_map(|items| format!("[{}]", items.join(", ")))
+        })
+    }
+
+    fn profile_text() -> impl Strategy<Value = String> {
+        prop::collection::vec((prop::sample::select(KEYS), value(), any::<bool>()), 0..10).prop_map(|lines| {
+            lines
+                .into_iter()
+                .map(
+                    |(key, value, table)| {
+                        if table { format!("[{key}]\n") } else { format!("{key} = {value}\n") }
+                    },
+                )
+                .collect()
+        })
+    }
+
+    fn exercise(text: String) {
+        let path = Path::new("fuzz.toml");
+        if let Ok(profile) = Profile::parse(path, text, Path::new("/base")) {
+            let config = profile.config();
+            let _ = config.validate();
+            if let Ok(rendered) = config.to_toml() {
+                // What is rendered must load back.
+                Profile::parse(path, rendered, Path::new("/")).expect("a rendered profile loads");
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn random_profiles_never_panic(text in profile_text()) {
+            exercise(text);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            exercise(String::from_utf8_lossy(&bytes).into_owned());
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, SystemTime};
@@ -136,7 +137,7 @@ impl Loader {
         match source {
             ModuleSource::Bytes { name, bytes } => {
                 let hash = self.hash_of_shared(bytes);
-                self.load_hashed(name, hash, || Ok(bytes.to_vec()))
+                self.load_hashed(name, hash, Syntax::BinaryOrText, || Ok(bytes.to_vec()))
             }
             ModuleSource::Path(path) => self.load_path(path),
         }
@@ -156,7 +157,14 @@ impl Loader {
         // Otherwise open it, and work from what the open file says (it may
         // have been replaced since the stat).
         let name = path.display().to_string();
-        let mut file = File::open(path).map_err(|e| open_error(path, e))?;
+        let syntax = Syntax::of_path(path);
+        // Opened without blocking, so that a FIFO swapped in since the stat
+        // cannot hang the open; what the handle is gets checked next.
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc_nonblock())
+            .open(path)
+            .map_err(|e| open_error(path, e))?;
         let metadata = file.metadata().map_err(|e| open_error(path, e))?;
         let fingerprint = self.check_file(path, &metadata)?;
 
@@ -166,7 +174,7 @@ impl Loader {
         let known = known.or_else(|| self.cache.as_ref().and_then(|cache| cache.hash_for(&fingerprint)));
         let mut unexpected = None;
         if let Some(hash) = known {
-            let result = self.load_hashed(&name, hash, || {
+            let result = self.load_hashed(&name, hash, syntax, || {
                 let bytes = read_bounded(&mut file, path, self.limits.max_module_size)?;
                 if ContentHash::of(&bytes) == hash {
                     return Ok(bytes);
@@ -198,7 +206,7 @@ impl Loader {
             }
             self.remember_path(path, fingerprint, hash);
         }
-        self.load_hashed(&name, hash, || Ok(bytes))
+        self.load_hashed(&name, hash, syntax, || Ok(bytes))
     }
 
     /// The content hash of shared module bytes, hashed once per allocation:
@@ -248,6 +256,7 @@ impl Loader {
         &self,
         name: &str,
         hash: ContentHash,
+        syntax: Syntax,
         read: impl FnOnce() -> Result<Vec<u8>, SandboxError>,
     ) -> Result<(Arc<LoadedModule>, ModuleOrigin), SandboxError> {
         if let Some(loaded) = self.lock_modules().get(&hash) {
@@ -255,7 +264,7 @@ impl Loader {
         }
         let (module, pin, source) = match self.load_from_disk(&hash) {
             Some((module, pin)) => (module, Some(pin), ModuleOrigin::DiskCache),
-            None => match self.compile(name, hash, read()?)? {
+            None => match self.compile(name, hash, syntax, read()?)? {
                 Compiled::Module(module, pin, source) => (module, pin, source),
                 Compiled::BeyondLimits(reason) => {
                     let loaded = Arc::new(LoadedModule::BeyondLimits { reason });
@@ -284,16 +293,25 @@ impl Loader {
     /// Before that, the module's sections are read: a module beyond the
     /// instance limits is not compiled at all, and one whose compile would
     /// take more memory than the budget is refused.
-    fn compile(&self, name: &str, hash: ContentHash, bytes: Vec<u8>) -> Result<Compiled, SandboxError> {
-        let bytes = match wat::parse_bytes(&bytes) {
-            Ok(std::borrow::Cow::Owned(binary)) => binary,
-            Ok(std::borrow::Cow::Borrowed(_)) => bytes,
-            Err(e) => {
-                return Err(SandboxError::InvalidModule {
-                    module: name.to_owned(),
-                    message: one_line_text(&e),
-                });
-            }
+    fn compile(
+        &self,
+        name: &str,
+        hash: ContentHash,
+        syntax: Syntax,
+        bytes: Vec<u8>,
+    ) -> Result<Compiled, SandboxError> {
+        let invalid = |message: String| SandboxError::InvalidModule { module: name.to_owned(), message };
+        let bytes = if bytes.starts_with(WASM_MAGIC) {
+            bytes
+        } else if syntax == Syntax::BinaryOrText {
+            wat::parse_bytes(&bytes).map_err(|e| invalid(one_line_text(&e)))?.into_owned()
+        } else {
+            // Never parse (and so never quote) a file that was not meant as
+            // a module: a profile's `module` may name any file.
+            return Err(invalid(
+                "not a WebAssembly module (binary modules start with `\\0asm`; text modules must be named `*.wat`)"
+                    .into(),
+            ));
         };
         if let Some(shape) = ModuleShape::of(&bytes) {
             if let Some(reason) = shape.beyond_limits() {
@@ -376,6 +394,29 @@ impl Loader {
     fn lock_paths(&self) -> std::sync::MutexGuard<'_, Recent<PathBuf, (Fingerprint, ContentHash)>> {
         self.by_path.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The first bytes of a binary module.
+const WASM_MAGIC: &[u8] = b"\0asm";
+
+/// Which forms of a module a source may be in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Syntax {
+    /// Only the binary format (a file not named `*.wat`).
+    Binary,
+    /// The binary or the text format (a `*.wat` file, or bytes the caller
+    /// handed over).
+    BinaryOrText,
+}
+
+impl Syntax {
+    fn of_path(path: &Path) -> Syntax {
+        if path.extension().is_some_and(|ext| ext == "wat") { Syntax::BinaryOrText } else { Syntax::Binary }
+    }
+}
+
+fn libc_nonblock() -> i32 {
+    rustix::fs::OFlags::NONBLOCK.bits() as i32 | rustix::fs::OFlags::CLOEXEC.bits() as i32
 }
 
 /// What a compile produced.
@@ -503,12 +544,13 @@ fn read_bounded(file: &mut File, path: &Path, limit: u64) -> Result<Vec<u8>, San
     Ok(bytes)
 }
 
-/// Any error, on one line.
+/// Any error, on one line, escaped and bounded (it may quote the module).
 fn one_line_text(error: &dyn std::fmt::Display) -> String {
-    error.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+    mimobox_core::text::one_line_bounded(&error.to_string())
 }
 
-/// A Wasmtime error with its causes, on one line.
+/// A Wasmtime error with its causes, on one line, escaped and bounded: it
+/// may carry names the module chose (functions in a backtrace, imports).
 pub(crate) fn one_line(error: &wasmtime::Error) -> String {
-    format!("{error:#}").split_whitespace().collect::<Vec<_>>().join(" ")
+    mimobox_core::text::one_line_bounded(&format!("{error:#}"))
 }

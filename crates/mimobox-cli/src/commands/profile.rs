@@ -19,7 +19,7 @@ pub fn execute(command: ProfileCommand) -> Result<ExitCode> {
             limits.profile = Some(file);
             let limits = *limits;
             let resolved = Resolved::new(&limits, check_config)?;
-            print!("{}", resolved.config.to_toml());
+            print!("{}", resolved.config.to_toml()?);
         }
     }
     Ok(ExitCode::SUCCESS)

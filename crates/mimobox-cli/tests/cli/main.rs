@@ -4,6 +4,7 @@
 mod attacks;
 mod cache;
 mod errors;
+mod files;
 mod limits;
 mod run;
 mod runtimes;

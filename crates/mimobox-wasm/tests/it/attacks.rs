@@ -176,3 +176,42 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+#[test]
+fn a_fifo_swapped_in_for_the_module_never_hangs_the_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("m.wasm");
+    let (real, fifo) = (dir.path().join("real.wasm"), dir.path().join("fifo"));
+    fs::copy(mimobox_fixtures::path("hello"), &real).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    fs::copy(&real, &module).unwrap();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let (stop, module, fifo) = (stop.clone(), module.clone(), fifo.clone());
+        std::thread::spawn(move || {
+            // Swap the FIFO in and out under the loader's feet.
+            let aside = module.with_extension("aside");
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = fs::rename(&module, &aside);
+                let _ = fs::rename(&fifo, &module);
+                let _ = fs::rename(&module, &fifo);
+                let _ = fs::rename(&aside, &module);
+            }
+        })
+    };
+    let (done, finished) = std::sync::mpsc::channel();
+    let cache = tempfile::tempdir().unwrap();
+    let config = config_in(cache.path());
+    std::thread::spawn(move || {
+        for _ in 0..300 {
+            let sandbox = WasmSandbox::create(config.clone()).unwrap();
+            let _ = sandbox.prepare(&mimobox_core::ModuleSource::Path(module.clone()));
+        }
+        let _ = done.send(());
+    });
+    let result = finished.recv_timeout(Duration::from_secs(60));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    swapper.join().unwrap();
+    assert!(result.is_ok(), "a load hung on a FIFO");
+}
