@@ -20,8 +20,7 @@ pub fn one_line_bounded(text: &str) -> String {
         if !out.is_empty() {
             out.push(' ');
         }
-        let mut kept = 0;
-        for c in word.chars() {
+        for (kept, c) in word.chars().enumerate() {
             if kept == MAX_WORD {
                 out.push('…');
                 break;
@@ -31,7 +30,6 @@ pub fn one_line_bounded(text: &str) -> String {
             } else {
                 out.push(c);
             }
-            kept += 1;
         }
         if out.len() > MAX_MESSAGE {
             let mut end = MAX_MESSAGE;
