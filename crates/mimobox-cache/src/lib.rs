@@ -39,6 +39,7 @@ mod fingerprint;
 mod hash;
 mod lock;
 mod maintenance;
+mod protocol;
 mod store;
 
 pub use dir::default_dir;
@@ -47,4 +48,5 @@ pub use fingerprint::Fingerprint;
 pub use hash::{ContentHash, EngineId};
 pub use lock::{ArtifactPin, KeyLock, LockOutcome};
 pub use maintenance::{CacheStats, PruneReport};
+pub use protocol::Fetched;
 pub use store::{Artifact, DEFAULT_MAX_SIZE, ModuleCache};

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, SystemTime};
 
-use mimobox_cache::{ArtifactPin, ContentHash, EngineId, Fingerprint, LockOutcome, ModuleCache};
+use mimobox_cache::{ArtifactPin, ContentHash, Fetched, Fingerprint, ModuleCache};
 use mimobox_core::{ModuleSource, SandboxError};
 use wasmtime::{Engine, ExternType, InstancePre, Module, ValType};
 
@@ -137,7 +137,10 @@ impl Loader {
         match source {
             ModuleSource::Bytes { name, bytes } => {
                 let hash = self.hash_of_shared(bytes);
-                self.load_hashed(name, hash, Syntax::BinaryOrText, || Ok(bytes.to_vec()))
+                if let Some(found) = self.load_compiled(name, hash)? {
+                    return Ok(found);
+                }
+                self.load_bytes(name, hash, Syntax::BinaryOrText, bytes.to_vec())
             }
             ModuleSource::Path(path) => self.load_path(path),
         }
@@ -172,31 +175,17 @@ impl Loader {
         // this sandbox's memory, then from the disk cache.
         let known = remembered.filter(|(fp, _)| *fp == fingerprint).map(|(_, hash)| hash);
         let known = known.or_else(|| self.cache.as_ref().and_then(|cache| cache.hash_for(&fingerprint)));
-        let mut unexpected = None;
-        if let Some(hash) = known {
-            let result = self.load_hashed(&name, hash, syntax, || {
-                let bytes = read_bounded(&mut file, path, self.limits.max_module_size)?;
-                if ContentHash::of(&bytes) == hash {
-                    return Ok(bytes);
-                }
-                // The record vouched for other content (the file changed as
-                // it was read): never store these bytes under that hash.
-                unexpected = Some(bytes);
-                Err(SandboxError::Internal(format!("{name}: changed while it was being loaded")))
-            });
-            if unexpected.is_none() {
-                if result.is_ok() {
-                    self.remember_path(path, fingerprint, hash);
-                }
-                return result;
-            }
+        if let Some(hash) = known
+            && let Some(found) = self.load_compiled(&name, hash)?
+        {
+            self.remember_path(path, fingerprint, hash);
+            return Ok(found);
         }
 
-        // Hash what was read (or read it now), and go by that.
-        let bytes = match unexpected {
-            Some(bytes) => bytes,
-            None => read_bounded(&mut file, path, self.limits.max_module_size)?,
-        };
+        // Compiling needs the bytes, and the bytes decide their own hash: a
+        // record that disagrees with them (the file changed as it was read)
+        // is never trusted for them.
+        let bytes = read_bounded(&mut file, path, self.limits.max_module_size)?;
         let hash = ContentHash::of(&bytes);
         // Record the fingerprint only if the file did not change while it
         // was read.
@@ -206,7 +195,12 @@ impl Loader {
             }
             self.remember_path(path, fingerprint, hash);
         }
-        self.load_hashed(&name, hash, syntax, || Ok(bytes))
+        if known != Some(hash)
+            && let Some(found) = self.load_compiled(&name, hash)?
+        {
+            return Ok(found);
+        }
+        self.load_bytes(&name, hash, syntax, bytes)
     }
 
     /// The content hash of shared module bytes, hashed once per allocation:
@@ -250,39 +244,44 @@ impl Loader {
         }
     }
 
-    /// Loads the module with content `hash`; `read` supplies its bytes if
-    /// they are needed.
-    fn load_hashed(
+    /// The module with content `hash` if it is compiled already: in this
+    /// sandbox's memory, or in the disk cache. `None` means it must be
+    /// compiled.
+    fn load_compiled(
+        &self,
+        name: &str,
+        hash: ContentHash,
+    ) -> Result<Option<(Arc<LoadedModule>, ModuleOrigin)>, SandboxError> {
+        if let Some(loaded) = self.lock_modules().get(&hash) {
+            return Ok(Some((loaded.clone(), ModuleOrigin::Memory)));
+        }
+        let Some(cache) = &self.cache else { return Ok(None) };
+        let Some((module, pin)) =
+            cache.get(&self.core.id, &hash, |file| map_artifact(&self.core.engine, file))
+        else {
+            return Ok(None);
+        };
+        let loaded = Arc::new(self.link(name, &module, Some(pin))?);
+        self.lock_modules().insert(hash, loaded.clone());
+        Ok(Some((loaded, ModuleOrigin::DiskCache)))
+    }
+
+    /// Compiles `bytes`, whose content hash is `hash`, and links the module.
+    fn load_bytes(
         &self,
         name: &str,
         hash: ContentHash,
         syntax: Syntax,
-        read: impl FnOnce() -> Result<Vec<u8>, SandboxError>,
+        bytes: Vec<u8>,
     ) -> Result<(Arc<LoadedModule>, ModuleOrigin), SandboxError> {
-        if let Some(loaded) = self.lock_modules().get(&hash) {
-            return Ok((loaded.clone(), ModuleOrigin::Memory));
-        }
-        let (module, pin, source) = match self.load_from_disk(&hash) {
-            Some((module, pin)) => (module, Some(pin), ModuleOrigin::DiskCache),
-            None => match self.compile(name, hash, syntax, read()?)? {
-                Compiled::Module(module, pin, source) => (module, pin, source),
-                Compiled::BeyondLimits(reason) => {
-                    let loaded = Arc::new(LoadedModule::BeyondLimits { reason });
-                    self.lock_modules().insert(hash, loaded.clone());
-                    return Ok((loaded, ModuleOrigin::Compiled));
-                }
-            },
+        let loaded = match self.compile(name, hash, syntax, bytes)? {
+            Compiled::Module(module, pin, origin) => (Arc::new(self.link(name, &module, pin)?), origin),
+            Compiled::BeyondLimits(reason) => {
+                (Arc::new(LoadedModule::BeyondLimits { reason }), ModuleOrigin::Compiled)
+            }
         };
-        let loaded = Arc::new(self.link(name, &module, pin)?);
-        self.lock_modules().insert(hash, loaded.clone());
-        Ok((loaded, source))
-    }
-
-    fn load_from_disk(&self, hash: &ContentHash) -> Option<(Module, ArtifactPin)> {
-        let cache = self.cache.as_ref()?;
-        let loaded = map_artifact(&self.core.engine, &self.core.id, cache, hash)?;
-        cache.record_hit();
-        Some(loaded)
+        self.lock_modules().insert(hash, loaded.0.clone());
+        Ok(loaded)
     }
 
     /// Compiles `bytes` on a worker thread, bounded by the compile timeout.
@@ -425,36 +424,20 @@ enum Compiled {
     BeyondLimits(String),
 }
 
-/// Maps the cached artifact for `hash`, if there is a usable one; an
-/// unusable one is discarded.
-fn map_artifact(
-    engine: &Engine,
-    id: &EngineId,
-    cache: &ModuleCache,
-    hash: &ContentHash,
-) -> Option<(Module, ArtifactPin)> {
-    let artifact = cache.artifact(id, hash)?;
+/// Maps an artifact from the disk cache.
+fn map_artifact(engine: &Engine, file: File) -> Result<Module, String> {
     // SAFETY: the artifact was written by this engine configuration (its
     // directory is named by the engine id), through an exclusive temp file
     // renamed into place, so it is never modified while mapped; the cache
-    // vetted that the file is a regular file owned by us in a directory
-    // only we can write, and pinned it against eviction. Truncated, garbage
-    // or incompatible files are rejected by Wasmtime's header and
-    // compatibility checks.
-    match unsafe { Module::deserialize_open_file(engine, artifact.file) } {
-        Ok(module) => Some((module, artifact.pin)),
-        Err(e) => {
-            tracing::warn!("discarding unusable cache entry {}: {}", artifact.path.display(), one_line(&e));
-            drop(artifact.pin);
-            cache.discard(id, hash);
-            None
-        }
-    }
+    // vetted that the file is a regular, sealed (mode 0400) file owned by
+    // us, reached without symlinks in a directory only we can write, and
+    // pinned it against eviction. Truncated, garbage or incompatible files
+    // are rejected by Wasmtime's header and compatibility checks.
+    unsafe { Module::deserialize_open_file(engine, file) }.map_err(|e| one_line(&e))
 }
 
-/// Compiles `bytes` and stores the artifact, unless another process turns
-/// out to be compiling the same module: then its artifact is used.
-/// `started` is called when compilation itself begins.
+/// Compiles `bytes`, through the disk cache's get-or-compile protocol when
+/// there is a cache. `started` is called when compilation itself begins.
 fn compile_and_store(
     core: &EngineCore,
     cache: Option<&ModuleCache>,
@@ -470,36 +453,25 @@ fn compile_and_store(
         started();
         return Module::new(&core.engine, bytes).map(|m| (m, None, ModuleOrigin::Compiled)).map_err(invalid);
     };
-    let _writer = match cache.lock(&core.id, &hash, lock_wait) {
-        LockOutcome::AcquiredAfterWait(lock) => {
-            // Another process held the key: it has probably stored the
-            // artifact by now.
-            if let Some((module, pin)) = map_artifact(&core.engine, &core.id, cache, &hash) {
-                cache.record_hit();
-                tracing::debug!(module = name, "used the artifact another process compiled");
-                return Ok((module, Some(pin), ModuleOrigin::DiskCache));
-            }
-            Some(lock)
-        }
-        LockOutcome::Acquired(lock) => Some(lock),
-        LockOutcome::Unavailable => None,
-    };
-    started();
-    let artifact = core.engine.precompile_module(bytes).map_err(invalid)?;
-    tracing::debug!(module = name, "compiled");
-    cache.record_miss();
-    match cache.store(&core.id, &hash, &artifact) {
-        Ok(_) => {
-            if let Some((module, pin)) = map_artifact(&core.engine, &core.id, cache, &hash) {
-                return Ok((module, Some(pin), ModuleOrigin::Compiled));
-            }
-        }
-        Err(e) => tracing::warn!("cannot store compiled module in the cache: {e}"),
-    }
-    // SAFETY: `artifact` was produced by `precompile_module` on this very
-    // engine a moment ago.
-    let module = unsafe { Module::deserialize(&core.engine, &artifact) }.map_err(invalid)?;
-    Ok((module, None, ModuleOrigin::Compiled))
+    let fetched = cache.get_or_compile(
+        &core.id,
+        &hash,
+        lock_wait,
+        |file| map_artifact(&core.engine, file),
+        || {
+            started();
+            let artifact = core.engine.precompile_module(bytes).map_err(invalid)?;
+            tracing::debug!(module = name, "compiled");
+            Ok(artifact)
+        },
+        // SAFETY: these bytes came from `precompile_module` on this very
+        // engine a moment ago.
+        |artifact| unsafe { Module::deserialize(&core.engine, artifact) }.map_err(invalid),
+    )?;
+    Ok(match fetched {
+        Fetched::Cached(module, pin) => (module, Some(pin), ModuleOrigin::DiskCache),
+        Fetched::Compiled(module, pin) => (module, pin, ModuleOrigin::Compiled),
+    })
 }
 
 fn open_error(path: &Path, error: std::io::Error) -> SandboxError {
