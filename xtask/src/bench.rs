@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-pub fn run(args: &[String]) -> Result<()> {
-    let quick = args.iter().any(|a| a == "--quick");
+pub fn run(quick: bool) -> Result<()> {
     let root = super::root();
     mimobox_fixtures::runtimes::ensure().context("fetching runtimes")?;
     super::fixtures::run()?;

@@ -7,24 +7,42 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
+use clap::{Parser, Subcommand};
 
 mod bench;
 mod fixtures;
 mod runtimes;
 
+/// The project's chores.
+#[derive(Debug, Parser)]
+#[command(name = "xtask", bin_name = "cargo xtask")]
+struct Xtask {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Compile the WAT fixtures to `target/fixtures`.
+    Fixtures,
+    /// Fetch the pinned WASI runtimes (CPython, QuickJS) into
+    /// `target/runtimes`, checked against their SHA-256.
+    Runtimes,
+    /// Run the benchmarks and the process-level comparisons, and print one
+    /// table.
+    Bench {
+        /// Shorter measurements, for a quick look (less precise).
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (task, rest) = args.split_first().map(|(t, r)| (t.as_str(), r)).unwrap_or(("help", &[]));
-    match task {
-        "fixtures" => fixtures::run(),
-        "runtimes" => runtimes::run(),
-        "bench" => bench::run(rest),
-        "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <fixtures | runtimes | bench [--quick]>");
-            Ok(())
-        }
-        other => bail!("unknown task `{other}`; try `cargo xtask help`"),
+    match Xtask::parse().task {
+        Task::Fixtures => fixtures::run(),
+        Task::Runtimes => runtimes::run(),
+        Task::Bench { quick } => bench::run(quick),
     }
 }
 

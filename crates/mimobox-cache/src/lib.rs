@@ -49,4 +49,4 @@ pub use hash::{ContentHash, EngineId};
 pub use lock::{ArtifactPin, KeyLock, LockOutcome};
 pub use maintenance::{CacheStats, PruneReport};
 pub use protocol::Fetched;
-pub use store::{Artifact, DEFAULT_MAX_SIZE, ModuleCache};
+pub use store::{Artifact, DEFAULT_MAX_SIZE, FINGERPRINT_SETTLE, ModuleCache};

@@ -36,9 +36,10 @@ pub const DEFAULT_MAX_SIZE: u64 = 1 << 30;
 /// Artifacts used within this long are not touched again on a hit, which
 /// keeps hits free of writes.
 const TOUCH_AFTER: Duration = Duration::from_secs(60);
-/// How long a file must have been unchanged before its fingerprint is
-/// recorded (see [`Fingerprint::is_settled`]).
-const DEFAULT_SETTLE: Duration = Duration::from_secs(2);
+/// How long a file must have been unchanged before its fingerprint alone is
+/// trusted to name its content (see [`Fingerprint::is_settled`]), on disk
+/// and by callers that remember fingerprints in memory.
+pub const FINGERPRINT_SETTLE: Duration = Duration::from_secs(2);
 
 /// A compiled-module cache in one directory.
 ///
@@ -90,7 +91,7 @@ impl ModuleCache {
             root: dir.to_owned(),
             layout: dir.join(LAYOUT),
             root_fd: Arc::new(root_fd),
-            settle: DEFAULT_SETTLE,
+            settle: FINGERPRINT_SETTLE,
             engine_tag: None,
             max_size: DEFAULT_MAX_SIZE,
         })

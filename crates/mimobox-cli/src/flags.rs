@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use mimobox_core::units::{parse_duration, parse_size};
-use mimobox_core::{Mount, Profile, SandboxConfig, SandboxError};
+use mimobox_core::{Mount, Profile, SandboxConfig, SandboxError, keys};
 
 use crate::cli::LimitFlags;
 
@@ -61,60 +61,60 @@ fn apply(flags: &LimitFlags, config: &mut SandboxConfig) -> Result<Vec<(&'static
     let mut set = Vec::new();
     if let Some(text) = &flags.timeout {
         config.timeout = parse_duration(text).context("--timeout")?;
-        set.push(("timeout_secs", "--timeout"));
+        set.push((keys::TIMEOUT, "--timeout"));
     }
     if let Some(text) = &flags.compile_timeout {
         config.compile_timeout = parse_duration(text).context("--compile-timeout")?;
-        set.push(("compile_timeout_secs", "--compile-timeout"));
+        set.push((keys::COMPILE_TIMEOUT, "--compile-timeout"));
     }
     if let Some(text) = &flags.memory {
         config.memory_limit = parse_size(text).context("--memory")?;
-        set.push(("memory_limit_mb", "--memory"));
+        set.push((keys::MEMORY_LIMIT, "--memory"));
     }
     if let Some(fuel) = flags.fuel {
         config.fuel = Some(fuel);
-        set.push(("fuel", "--fuel"));
+        set.push((keys::FUEL, "--fuel"));
     }
     if let Some(text) = &flags.max_output {
         let cap = parse_size(text).context("--max-output")?;
         config.max_stdout = cap;
         config.max_stderr = cap;
-        set.extend([("max_stdout", "--max-output"), ("max_stderr", "--max-output")]);
+        set.extend([(keys::MAX_STDOUT, "--max-output"), (keys::MAX_STDERR, "--max-output")]);
     }
     if flags.trap_on_memory_limit {
         config.trap_on_memory_limit = true;
-        set.push(("trap_on_memory_limit", "--trap-on-memory-limit"));
+        set.push((keys::TRAP_ON_MEMORY_LIMIT, "--trap-on-memory-limit"));
     }
     if let Some(files) = flags.max_open_files {
         config.max_open_files = files;
-        set.push(("max_open_files", "--max-open-files"));
+        set.push((keys::MAX_OPEN_FILES, "--max-open-files"));
     }
     if let Some(text) = &flags.max_disk_write {
         config.max_disk_write = parse_size(text).context("--max-disk-write")?;
-        set.push(("max_disk_write", "--max-disk-write"));
+        set.push((keys::MAX_DISK_WRITE, "--max-disk-write"));
     }
     for spec in &flags.ro_dirs {
         config.fs_readonly.push(Mount::parse(spec).map_err(|e| anyhow!("--ro-dir: {e}"))?);
-        set.push(("fs_readonly", "--ro-dir"));
+        set.push((keys::FS_READONLY, "--ro-dir"));
     }
     for spec in &flags.dirs {
         config.fs_readwrite.push(Mount::parse(spec).map_err(|e| anyhow!("--dir: {e}"))?);
-        set.push(("fs_readwrite", "--dir"));
+        set.push((keys::FS_READWRITE, "--dir"));
     }
     for pair in &flags.envs {
         let Some((name, value)) = pair.split_once('=') else {
             bail!("--env: `{pair}` is not KEY=VALUE");
         };
         config.env.insert(name.to_owned(), value.to_owned());
-        set.push(("env", "--env"));
+        set.push((keys::ENV, "--env"));
     }
     if let Some(dir) = &flags.cache_dir {
         config.cache.dir = Some(dir.clone());
-        set.push(("cache.dir", "--cache-dir"));
+        set.push((keys::CACHE_DIR, "--cache-dir"));
     }
     if flags.no_cache {
         config.cache.enabled = false;
-        set.push(("cache.enabled", "--no-cache"));
+        set.push((keys::CACHE_ENABLED, "--no-cache"));
     }
     Ok(set)
 }

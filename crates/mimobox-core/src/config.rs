@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::keys;
 use crate::serde_units;
 
 /// Default linear-memory limit: 64 MiB.
@@ -314,41 +315,49 @@ impl SandboxConfig {
     /// for example, refuses memory beyond 4 GiB and `deny_network = false`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.timeout.is_zero() {
-            return Err(ConfigError::new("timeout_secs", "must be greater than zero"));
+            return Err(ConfigError::new(keys::TIMEOUT, "must be greater than zero"));
         }
         if self.compile_timeout.is_zero() {
-            return Err(ConfigError::new("compile_timeout_secs", "must be greater than zero"));
+            return Err(ConfigError::new(keys::COMPILE_TIMEOUT, "must be greater than zero"));
         }
         if self.memory_limit == 0 {
-            return Err(ConfigError::new("memory_limit_mb", "must be greater than zero"));
+            return Err(ConfigError::new(keys::MEMORY_LIMIT, "must be greater than zero"));
         }
         if self.fuel == Some(0) {
-            return Err(ConfigError::new("fuel", "must be greater than zero (leave it out to disable fuel)"));
+            return Err(ConfigError::new(
+                keys::FUEL,
+                "must be greater than zero (leave it out to disable fuel)",
+            ));
         }
         if self.pool.size > 1024 {
-            return Err(ConfigError::new("pool.size", "must be at most 1024"));
+            return Err(ConfigError::new(keys::POOL_SIZE, "must be at most 1024"));
         }
         if self.max_compile_memory == Some(0) {
-            return Err(ConfigError::new("max_compile_memory", "must be greater than zero"));
+            return Err(ConfigError::new(keys::MAX_COMPILE_MEMORY, "must be greater than zero"));
         }
         if let Some(name) = &self.argv0
             && name.contains('\0')
         {
-            return Err(ConfigError::new("argv0", "contains a NUL byte"));
+            return Err(ConfigError::new(keys::ARGV0, "contains a NUL byte"));
         }
         if self.max_module_size == 0 {
-            return Err(ConfigError::new("max_module_size", "must be greater than zero"));
+            return Err(ConfigError::new(keys::MAX_MODULE_SIZE, "must be greater than zero"));
         }
         for (name, value) in &self.env {
             if name.is_empty() || name.contains('=') || name.contains('\0') {
-                return Err(ConfigError::new("env", format!("`{name}` is not a valid variable name")));
+                return Err(ConfigError::new(keys::ENV, format!("`{name}` is not a valid variable name")));
             }
             if value.contains('\0') {
-                return Err(ConfigError::new("env", format!("the value of `{name}` contains a NUL byte")));
+                return Err(ConfigError::new(
+                    keys::ENV,
+                    format!("the value of `{name}` contains a NUL byte"),
+                ));
             }
         }
         let mut guests = std::collections::HashSet::new();
-        for (key, mounts) in [("fs_readonly", &self.fs_readonly), ("fs_readwrite", &self.fs_readwrite)] {
+        for (key, mounts) in
+            [(keys::FS_READONLY, &self.fs_readonly), (keys::FS_READWRITE, &self.fs_readwrite)]
+        {
             for mount in mounts {
                 if mount.guest.contains('\0') {
                     return Err(ConfigError::new(
@@ -390,9 +399,10 @@ impl SandboxConfig {
     /// UTF-8 (a profile in such a directory, say) cannot be written as TOML;
     /// that is an error naming the key.
     pub fn to_toml(&self) -> Result<String, ConfigError> {
-        let paths = [("module", self.module.as_deref()), ("cache.dir", self.cache.dir.as_deref())];
-        let mounts = self.fs_readonly.iter().map(|m| ("fs_readonly", Some(m.host.as_path())));
-        let mounts = mounts.chain(self.fs_readwrite.iter().map(|m| ("fs_readwrite", Some(m.host.as_path()))));
+        let paths = [(keys::MODULE, self.module.as_deref()), (keys::CACHE_DIR, self.cache.dir.as_deref())];
+        let mounts = self.fs_readonly.iter().map(|m| (keys::FS_READONLY, Some(m.host.as_path())));
+        let mounts =
+            mounts.chain(self.fs_readwrite.iter().map(|m| (keys::FS_READWRITE, Some(m.host.as_path()))));
         for (key, path) in paths.into_iter().chain(mounts) {
             if let Some(path) = path
                 && path.to_str().is_none()
@@ -448,6 +458,34 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(config.validate().unwrap_err().key, "fs_readwrite");
+    }
+
+    #[test]
+    fn serde_writes_exactly_the_named_keys() {
+        let mut config = SandboxConfig {
+            module: Some("m.wasm".into()),
+            argv0: Some("m".into()),
+            fuel: Some(1),
+            max_compile_memory: Some(1 << 30),
+            ..Default::default()
+        };
+        config.cache.dir = Some("/c".into());
+        config.cache.max_size = Some(1 << 30);
+        let table: toml::Table = toml::from_str(&config.to_toml().unwrap()).unwrap();
+        let mut written = Vec::new();
+        for (key, value) in &table {
+            match value.as_table() {
+                Some(inner) if key != keys::ENV => {
+                    written.push(key.clone());
+                    written.extend(inner.keys().map(|k| format!("{key}.{k}")));
+                }
+                _ => written.push(key.clone()),
+            }
+        }
+        written.sort();
+        let mut named: Vec<String> = keys::ALL.iter().map(|k| k.to_string()).collect();
+        named.sort();
+        assert_eq!(written, named);
     }
 
     #[test]

@@ -22,6 +22,7 @@
 
 mod config;
 mod error;
+pub mod keys;
 mod outcome;
 mod profile;
 mod sandbox;

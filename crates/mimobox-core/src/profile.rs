@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use toml::de::{DeTable, DeValue};
 
 use crate::config::{ConfigError, SandboxConfig};
+use crate::keys;
 
 /// Profiles larger than this are refused unread; no real profile comes close.
 const MAX_PROFILE_SIZE: u64 = 1 << 20;
@@ -84,6 +85,19 @@ impl Profile {
     /// Parses profile text as if it were read from `path`, resolving relative
     /// paths against `base`.
     pub fn parse(path: &Path, source: String, base: &Path) -> Result<Profile, ProfileError> {
+        // Unknown keys are found by walking the document against the named
+        // keys, before serde sees it: a typo in a security setting is an
+        // error that names it and its line.
+        if let Ok(table) = DeTable::parse(&source)
+            && let Some((key, span)) = unknown_key(table.get_ref())
+        {
+            return Err(ProfileError {
+                path: path.to_owned(),
+                position: Some(line_column(&source, span.start)),
+                message: format!("unknown key `{key}`"),
+                key: Some(key),
+            });
+        }
         let parsed: Result<SandboxConfig, toml::de::Error> = toml::from_str(&source);
         let mut profile = Profile { path: path.to_owned(), source, config: SandboxConfig::default() };
         match parsed {
@@ -130,19 +144,12 @@ impl Profile {
 
     fn toml_error(&self, error: &toml::de::Error) -> ProfileError {
         let span = error.span();
-        let message = error.message().trim().to_owned();
-        // serde names an unknown key in its message but puts no key on a
-        // wrong value; find the key that owns the span in that case.
-        let key = if message.starts_with("unknown field") {
-            None
-        } else {
-            span.as_ref().and_then(|span| key_at(&self.source, span.start))
-        };
+        // serde puts no key on a wrong value; find the key that owns the span.
         ProfileError {
             path: self.path.clone(),
-            position: span.map(|span| line_column(&self.source, span.start)),
-            key,
-            message: message.replace("unknown field", "unknown key").replace('\n', " "),
+            position: span.as_ref().map(|span| line_column(&self.source, span.start)),
+            key: span.as_ref().and_then(|span| key_at(&self.source, span.start)),
+            message: error.message().split_whitespace().collect::<Vec<_>>().join(" "),
         }
     }
 
@@ -163,6 +170,42 @@ impl Profile {
         }
         None
     }
+}
+
+/// The first key of a profile document that no profile has, dotted, with
+/// its span.
+fn unknown_key(table: &DeTable<'_>) -> Option<(String, Range<usize>)> {
+    for (key, value) in table {
+        let name = key.get_ref().as_ref();
+        if !keys::ALL.contains(&name) {
+            return Some((name.to_owned(), key.span()));
+        }
+        let nested: Vec<(&str, &DeTable<'_>)> = match value.get_ref() {
+            DeValue::Table(inner) if name == keys::CACHE || name == keys::POOL => vec![(name, inner)],
+            DeValue::Array(items) if name == keys::FS_READONLY || name == keys::FS_READWRITE => items
+                .iter()
+                .filter_map(|item| match item.get_ref() {
+                    DeValue::Table(inner) => Some((name, inner)),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (outer, inner) in nested {
+            for (inner_key, _) in inner {
+                let dotted = format!("{outer}.{}", inner_key.get_ref());
+                let known = if outer == keys::CACHE || outer == keys::POOL {
+                    keys::ALL.contains(&dotted.as_str())
+                } else {
+                    keys::MOUNT_TABLE.contains(&inner_key.get_ref().as_ref())
+                };
+                if !known {
+                    return Some((dotted, inner_key.span()));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// The dotted key whose entry contains byte `offset` of `source`.
@@ -248,6 +291,15 @@ mod tests {
         assert_eq!(err.position, Some((2, 1)));
         assert!(err.message.contains("unknown key `memory_limit`"), "{err}");
         assert!(err.to_string().starts_with("p.toml:2:1: "), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_in_tables_and_mounts_are_named() {
+        let err = parse("[cache]\nenabled = true\ndirectory = \"x\"\n").unwrap_err();
+        assert_eq!((err.key.as_deref(), err.position), (Some("cache.directory"), Some((3, 1))), "{err}");
+        let err = parse("fs_readonly = [{ host = \"a\", gust = \"/a\" }]\n").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("fs_readonly.gust"), "{err}");
+        parse("[env]\nANY_NAME = \"ok\"\n").unwrap();
     }
 
     #[test]

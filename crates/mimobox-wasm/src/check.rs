@@ -1,6 +1,6 @@
 //! The Wasm backend's own checks of a [`SandboxConfig`].
 
-use mimobox_core::{Backend, SandboxConfig, SandboxError};
+use mimobox_core::{Backend, SandboxConfig, SandboxError, keys};
 
 /// The most linear memory a wasm32 guest can address: 4 GiB.
 pub const MAX_MEMORY_LIMIT: u64 = 4 << 30;
@@ -12,19 +12,19 @@ pub fn check_config(config: &SandboxConfig) -> Result<(), SandboxError> {
     config.validate()?;
     if config.backend != Backend::Wasm {
         return Err(SandboxError::Unsupported {
-            key: "backend".into(),
+            key: keys::BACKEND.into(),
             reason: format!("this is the wasm backend, not `{}`", config.backend.name()),
         });
     }
     if !config.deny_network {
         return Err(SandboxError::Unsupported {
-            key: "deny_network".into(),
+            key: keys::DENY_NETWORK.into(),
             reason: "the wasm backend has no network to grant; set `deny_network = true`".into(),
         });
     }
     if config.memory_limit > MAX_MEMORY_LIMIT {
         return Err(SandboxError::Unsupported {
-            key: "memory_limit_mb".into(),
+            key: keys::MEMORY_LIMIT.into(),
             reason: format!(
                 "{} is beyond what a wasm32 guest can address (at most 4GiB)",
                 mimobox_core::units::format_size(config.memory_limit)

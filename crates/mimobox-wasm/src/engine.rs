@@ -112,7 +112,7 @@ fn engine_id(engine: &Engine, fuel: bool) -> EngineId {
     let mut hasher = ShaHasher(Sha256::new());
     engine.precompile_compatibility_hash().hash(&mut hasher);
     fuel.hash(&mut hasher);
-    hasher.write(concat!("mimobox-wasm ", env!("CARGO_PKG_VERSION")).as_bytes());
+    hasher.write(crate::cache::ENGINE_TAG.as_bytes());
     EngineId::from_digest(hasher.0.finalize().into())
 }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, SystemTime};
 
-use mimobox_cache::{ArtifactPin, ContentHash, Fetched, Fingerprint, ModuleCache};
+use mimobox_cache::{ArtifactPin, ContentHash, FINGERPRINT_SETTLE, Fetched, Fingerprint, ModuleCache};
 use mimobox_core::{ModuleSource, SandboxError};
 use wasmtime::{Engine, ExternType, InstancePre, Module, ValType};
 
@@ -25,10 +25,6 @@ const MAX_MODULES_IN_MEMORY: usize = 64;
 const MAX_PATHS_REMEMBERED: usize = 4096;
 /// Shared module byte buffers whose hashes a sandbox remembers.
 const MAX_SHARED_BYTES_REMEMBERED: usize = 64;
-
-/// How long a module file must be unchanged before its fingerprint alone
-/// is trusted, in memory as on disk (see `Fingerprint::is_settled`).
-const FINGERPRINT_SETTLE: Duration = Duration::from_secs(2);
 
 /// The exported function a module is started through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

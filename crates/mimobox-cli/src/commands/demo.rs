@@ -11,7 +11,7 @@ use crate::cli::DemoArgs;
 use crate::commands::run::{one_shot, report};
 
 /// The hello fixture, as WAT text; the sandbox compiles text as well.
-const HELLO: &str = include_str!("../../../mimobox-fixtures/wat/hello.wat");
+const HELLO: &str = include_str!("demo.wat");
 
 pub fn execute(args: DemoArgs) -> Result<ExitCode> {
     let sandbox = WasmSandbox::create(one_shot(SandboxConfig::default()))?;

@@ -5,6 +5,7 @@ mod attacks;
 mod cache;
 mod errors;
 mod files;
+mod help;
 mod limits;
 mod run;
 mod runtimes;

@@ -1,0 +1,87 @@
+//! The profile keys, named once. serde's renames in `config.rs` must use
+//! the same strings (attributes cannot name a constant); a test renders a
+//! config with every key set and checks that it writes exactly these.
+
+/// `backend`
+pub const BACKEND: &str = "backend";
+/// `module`
+pub const MODULE: &str = "module";
+/// `argv0`
+pub const ARGV0: &str = "argv0";
+/// `args`
+pub const ARGS: &str = "args";
+/// `memory_limit_mb`
+pub const MEMORY_LIMIT: &str = "memory_limit_mb";
+/// `trap_on_memory_limit`
+pub const TRAP_ON_MEMORY_LIMIT: &str = "trap_on_memory_limit";
+/// `timeout_secs`
+pub const TIMEOUT: &str = "timeout_secs";
+/// `fuel`
+pub const FUEL: &str = "fuel";
+/// `max_stdout`
+pub const MAX_STDOUT: &str = "max_stdout";
+/// `max_stderr`
+pub const MAX_STDERR: &str = "max_stderr";
+/// `env`
+pub const ENV: &str = "env";
+/// `max_open_files`
+pub const MAX_OPEN_FILES: &str = "max_open_files";
+/// `max_disk_write`
+pub const MAX_DISK_WRITE: &str = "max_disk_write";
+/// `fs_readonly`
+pub const FS_READONLY: &str = "fs_readonly";
+/// `fs_readwrite`
+pub const FS_READWRITE: &str = "fs_readwrite";
+/// `deny_network`
+pub const DENY_NETWORK: &str = "deny_network";
+/// `compile_timeout_secs`
+pub const COMPILE_TIMEOUT: &str = "compile_timeout_secs";
+/// `max_module_size`
+pub const MAX_MODULE_SIZE: &str = "max_module_size";
+/// `max_compile_memory`
+pub const MAX_COMPILE_MEMORY: &str = "max_compile_memory";
+/// `cache`, a table
+pub const CACHE: &str = "cache";
+/// `cache.enabled`
+pub const CACHE_ENABLED: &str = "cache.enabled";
+/// `cache.dir`
+pub const CACHE_DIR: &str = "cache.dir";
+/// `cache.max_size`
+pub const CACHE_MAX_SIZE: &str = "cache.max_size";
+/// `pool`, a table
+pub const POOL: &str = "pool";
+/// `pool.size`
+pub const POOL_SIZE: &str = "pool.size";
+
+/// Every key of a profile, dotted for the keys of its tables. `env` takes
+/// any variable names; a mount table takes `host` and `guest`.
+pub const ALL: &[&str] = &[
+    BACKEND,
+    MODULE,
+    ARGV0,
+    ARGS,
+    MEMORY_LIMIT,
+    TRAP_ON_MEMORY_LIMIT,
+    TIMEOUT,
+    FUEL,
+    MAX_STDOUT,
+    MAX_STDERR,
+    ENV,
+    MAX_OPEN_FILES,
+    MAX_DISK_WRITE,
+    FS_READONLY,
+    FS_READWRITE,
+    DENY_NETWORK,
+    COMPILE_TIMEOUT,
+    MAX_MODULE_SIZE,
+    MAX_COMPILE_MEMORY,
+    CACHE,
+    CACHE_ENABLED,
+    CACHE_DIR,
+    CACHE_MAX_SIZE,
+    POOL,
+    POOL_SIZE,
+];
+
+/// The keys of a mount written as a table.
+pub const MOUNT_TABLE: &[&str] = &["host", "guest"];
