@@ -35,3 +35,17 @@ pub fn path(name: &str) -> PathBuf {
 pub fn wat_path(name: &str) -> PathBuf {
     wat_dir().join(format!("{name}.wat"))
 }
+
+/// Every file below `dir`, recursively (symlinks are listed, not followed).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}

@@ -24,7 +24,7 @@ fn readme_lists_exactly_the_flags_of_run() {
     let table = readme.split("Options of `run`").nth(1).expect("README has the run options table");
     let rows = table.lines().skip_while(|l| !l.starts_with('|')).take_while(|l| l.starts_with('|'));
     let documented: BTreeSet<String> =
-        rows.filter_map(|row| row.split('|').nth(1)).flat_map(|cell| flags_in(cell)).collect();
+        rows.filter_map(|row| row.split('|').nth(1)).flat_map(flags_in).collect();
     assert_eq!(documented, real, "README table vs `mimobox run --help`");
 }
 

@@ -172,23 +172,12 @@ fn profile_show_prints_the_merged_config() {
 fn second_run_uses_the_disk_cache() {
     let cli = Cli::new();
     assert_eq!(cli.run(&["run", &fixture("hello")]).status.code(), Some(0));
-    let artifacts: Vec<_> =
-        walk(&cli.cache()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "cwasm")).collect();
+    let artifacts: Vec<_> = mimobox_fixtures::files_under(&cli.cache())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
     assert_eq!(artifacts.len(), 1, "{artifacts:?}");
     let before = std::fs::metadata(&artifacts[0]).unwrap().modified().unwrap();
     assert_eq!(stdout(&cli.run(&["run", &fixture("hello")])), "hello, world\n");
     assert_eq!(std::fs::metadata(&artifacts[0]).unwrap().modified().unwrap(), before, "not rewritten");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(walk(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
 }

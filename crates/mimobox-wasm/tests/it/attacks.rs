@@ -136,8 +136,10 @@ fn a_module_beyond_the_instance_limits_is_over_the_memory_limit_and_never_compil
         assert_eq!(result.outcome, Outcome::MemoryLimit);
         assert!(result.memory_limit_hit);
     }
-    let stored: Vec<_> =
-        walk(cache.path()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "cwasm")).collect();
+    let stored: Vec<_> = mimobox_fixtures::files_under(cache.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
     assert!(stored.is_empty(), "nothing compiled or stored: {stored:?}");
 }
 
@@ -162,19 +164,6 @@ fn memory_growth_still_fails_softly_by_default() {
     let result = run_with("membomb", &[], |_| {});
     assert_eq!(result.outcome, Outcome::MemoryLimit);
     assert!(result.memory_limit_hit);
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(walk(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
 }
 
 #[test]
