@@ -57,12 +57,15 @@ impl EngineSettings {
             .consume_fuel(self.fuel)
             // A sandbox runs core modules under WASI preview 1. Proposals that
             // bring memory the limiter does not see (shared memories, GC
-            // heaps) or other execution models stay off.
+            // types) or other execution models stay off. Exceptions stay on
+            // (Wasmtime's default): language runtimes compiled with them
+            // need them.
             .wasm_threads(false)
             .wasm_gc(false)
             .wasm_stack_switching(false)
             .wasm_component_model(false)
             .wasm_memory64(false)
+            .wasm_exceptions(true)
             .parallel_compilation(true);
         if pooled {
             let slots = self.pool_size;
@@ -73,7 +76,9 @@ impl EngineSettings {
                 .total_memories(slots.saturating_mul(MAX_MEMORIES as u32))
                 .total_tables(slots.saturating_mul(MAX_TABLES as u32))
                 .total_stacks(slots)
-                .total_gc_heaps(0)
+                // Exception objects (CPython builds use exceptions) live in
+                // a GC heap: one per slot.
+                .total_gc_heaps(slots)
                 .max_memories_per_module(MAX_MEMORIES as u32)
                 .max_tables_per_module(MAX_TABLES as u32)
                 .table_elements(MAX_TABLE_ELEMENTS)
@@ -149,6 +154,8 @@ impl EngineCore {
             .map_err(|e| SandboxError::Internal(format!("cannot link WASI: {e}")))?;
         crate::guard::add_to_linker(&mut linker)
             .map_err(|e| SandboxError::Internal(format!("cannot link WASI: {e}")))?;
+        crate::door::add_to_linker(&mut linker)
+            .map_err(|e| SandboxError::Internal(format!("cannot link the host door: {e}")))?;
         let clock = EpochClock::start(&engine)?;
         Ok(EngineCore { engine, id, linker, slots: Slots::new(settings.pool_size), clock })
     }

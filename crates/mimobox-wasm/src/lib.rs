@@ -29,6 +29,7 @@
 
 mod cache;
 mod check;
+mod door;
 mod engine;
 mod guard;
 mod limits;

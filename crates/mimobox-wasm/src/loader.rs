@@ -33,6 +33,12 @@ pub(crate) enum EntryPoint {
     Start,
     /// `main: [] -> [i32]`, whose result is the exit status.
     Main,
+    /// A WASI reactor: `_initialize: [] -> []` when exported, then
+    /// `run: [] -> [i32]`, whose result is the exit status.
+    Reactor {
+        /// Whether `_initialize` is exported (and so called first).
+        initialize: bool,
+    },
 }
 
 /// A loaded module: compiled, linked against WASI and ready to
@@ -372,7 +378,7 @@ impl Loader {
         let entry = entry_point(module)
             .ok_or_else(|| SandboxError::Link {
                 module: name.to_owned(),
-                message: "no entry point: export `_start` (no parameters or results) or `main` (no parameters, i32 result)".into(),
+                message: "no entry point: export `_start` (no parameters or results), or `run` or `main` (no parameters, i32 result)".into(),
             })?;
         let pre = self
             .core
@@ -477,22 +483,24 @@ fn open_error(path: &Path, error: std::io::Error) -> SandboxError {
     }
 }
 
-/// Finds `_start: [] -> []`, else `main: [] -> [i32]`.
+/// Finds the entry point: `_start: [] -> []` (a command), else
+/// `run: [] -> [i32]` (a reactor, initialised through `_initialize` when it
+/// exports one), else `main: [] -> [i32]`.
 fn entry_point(module: &Module) -> Option<EntryPoint> {
     let func = |name: &str| match module.get_export(name) {
         Some(ExternType::Func(ty)) => Some(ty),
         _ => None,
     };
-    if let Some(ty) = func("_start")
-        && ty.params().len() == 0
-        && ty.results().len() == 0
-    {
+    let returns_status =
+        |ty: &wasmtime::FuncType| ty.params().len() == 0 && ty.results().map(|r| matches!(r, ValType::I32)).eq([true]);
+    let no_results = |ty: &wasmtime::FuncType| ty.params().len() == 0 && ty.results().len() == 0;
+    if func("_start").is_some_and(|ty| no_results(&ty)) {
         return Some(EntryPoint::Start);
     }
-    if let Some(ty) = func("main")
-        && ty.params().len() == 0
-        && ty.results().map(|r| matches!(r, ValType::I32)).eq([true])
-    {
+    if func("run").is_some_and(|ty| returns_status(&ty)) {
+        return Some(EntryPoint::Reactor { initialize: func("_initialize").is_some_and(|ty| no_results(&ty)) });
+    }
+    if func("main").is_some_and(|ty| returns_status(&ty)) {
         return Some(EntryPoint::Main);
     }
     None

@@ -317,13 +317,18 @@ async fn call_entry(
             start.call_async(&mut *store, ()).await?;
             Ok(0)
         }
-        EntryPoint::Main => {
-            let main = instance.get_typed_func::<(), i32>(&mut *store, "main")?;
+        EntryPoint::Main | EntryPoint::Reactor { .. } => {
+            if let EntryPoint::Reactor { initialize: true } = entry {
+                let initialize = instance.get_typed_func::<(), ()>(&mut *store, "_initialize")?;
+                initialize.call_async(&mut *store, ()).await?;
+            }
+            let name = if entry == EntryPoint::Main { "main" } else { "run" };
+            let main = instance.get_typed_func::<(), i32>(&mut *store, name)?;
             let code = main.call_async(&mut *store, ()).await?;
             // The same range `proc_exit` allows, so that a status never
             // collides with the ones mimobox reports (124, 134) or wraps.
             if !(0..126).contains(&code) {
-                wasmtime::bail!("`main` returned {code}, outside the exit statuses [0, 126)");
+                wasmtime::bail!("`{name}` returned {code}, outside the exit statuses [0, 126)");
             }
             Ok(code)
         }
