@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::keys;
 use crate::serde_units;
+use crate::session::SessionConfig;
 
 /// Default linear-memory limit: 64 MiB.
 pub const DEFAULT_MEMORY_LIMIT: u64 = 64 << 20;
@@ -112,6 +113,9 @@ pub struct SandboxConfig {
     pub cache: CacheConfig,
     /// Reuse of instance slots across executions. Table `[pool]`.
     pub pool: PoolConfig,
+    /// Sessions: idle timeout, lifetime, and the wait for a slot. Table
+    /// `[session]`.
+    pub session: SessionConfig,
 }
 
 impl Default for SandboxConfig {
@@ -138,6 +142,7 @@ impl Default for SandboxConfig {
             max_compile_memory: None,
             cache: CacheConfig::default(),
             pool: PoolConfig::default(),
+            session: SessionConfig::default(),
         }
     }
 }
@@ -331,6 +336,15 @@ impl SandboxConfig {
         }
         if self.pool.size > 1024 {
             return Err(ConfigError::new(keys::POOL_SIZE, "must be at most 1024"));
+        }
+        for (key, value) in [
+            (keys::SESSION_IDLE_TIMEOUT, self.session.idle_timeout),
+            (keys::SESSION_LIFETIME, self.session.lifetime),
+            (keys::SESSION_OPEN_TIMEOUT, self.session.open_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::new(key, "must be greater than zero"));
+            }
         }
         if self.max_compile_memory == Some(0) {
             return Err(ConfigError::new(keys::MAX_COMPILE_MEMORY, "must be greater than zero"));

@@ -97,6 +97,21 @@ pub enum SandboxError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// Every pool slot was held by other sessions and executions for as
+    /// long as `session.open_timeout_secs` allowed.
+    #[error("no room for another session: all {slots} pool slots stayed busy for {}s (pool.size, session.open_timeout_secs)", waited.as_secs_f64())]
+    SessionCapacity {
+        /// The pool's size.
+        slots: u32,
+        /// How long the open waited.
+        waited: Duration,
+    },
+    /// The session has ended and takes no more turns.
+    #[error("the session has ended: {reason}")]
+    SessionEnded {
+        /// Why it ended.
+        reason: String,
+    },
     /// The command was empty: there is no module to run.
     #[error("no module given")]
     NoModule,

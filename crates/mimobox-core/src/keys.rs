@@ -53,6 +53,15 @@ pub const POOL: &str = "pool";
 /// `pool.size`
 pub const POOL_SIZE: &str = "pool.size";
 
+/// `session`, a table
+pub const SESSION: &str = "session";
+/// `session.idle_timeout_secs`
+pub const SESSION_IDLE_TIMEOUT: &str = "session.idle_timeout_secs";
+/// `session.lifetime_secs`
+pub const SESSION_LIFETIME: &str = "session.lifetime_secs";
+/// `session.open_timeout_secs`
+pub const SESSION_OPEN_TIMEOUT: &str = "session.open_timeout_secs";
+
 /// Every key of a profile, dotted for the keys of its tables. `env` takes
 /// any variable names; a mount table takes `host` and `guest`.
 pub const ALL: &[&str] = &[
@@ -81,6 +90,10 @@ pub const ALL: &[&str] = &[
     CACHE_MAX_SIZE,
     POOL,
     POOL_SIZE,
+    SESSION,
+    SESSION_IDLE_TIMEOUT,
+    SESSION_LIFETIME,
+    SESSION_OPEN_TIMEOUT,
 ];
 
 /// The keys of a mount written as a table.

@@ -27,6 +27,7 @@ mod outcome;
 mod profile;
 mod sandbox;
 mod serde_units;
+mod session;
 pub mod text;
 pub mod units;
 
@@ -39,3 +40,7 @@ pub use error::SandboxError;
 pub use outcome::{Outcome, SandboxResult};
 pub use profile::{Profile, ProfileError};
 pub use sandbox::{ExecRequest, ModuleSource, OutputSink, Sandbox, Stdin};
+pub use session::{
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_LIFETIME, DEFAULT_OPEN_TIMEOUT, Session, SessionConfig, TurnRequest,
+    TurnResult,
+};

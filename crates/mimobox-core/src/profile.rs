@@ -181,7 +181,9 @@ fn unknown_key(table: &DeTable<'_>) -> Option<(String, Range<usize>)> {
             return Some((name.to_owned(), key.span()));
         }
         let nested: Vec<(&str, &DeTable<'_>)> = match value.get_ref() {
-            DeValue::Table(inner) if name == keys::CACHE || name == keys::POOL => vec![(name, inner)],
+            DeValue::Table(inner) if [keys::CACHE, keys::POOL, keys::SESSION].contains(&name) => {
+                vec![(name, inner)]
+            }
             DeValue::Array(items) if name == keys::FS_READONLY || name == keys::FS_READWRITE => items
                 .iter()
                 .filter_map(|item| match item.get_ref() {
@@ -194,7 +196,7 @@ fn unknown_key(table: &DeTable<'_>) -> Option<(String, Range<usize>)> {
         for (outer, inner) in nested {
             for (inner_key, _) in inner {
                 let dotted = format!("{outer}.{}", inner_key.get_ref());
-                let known = if outer == keys::CACHE || outer == keys::POOL {
+                let known = if [keys::CACHE, keys::POOL, keys::SESSION].contains(&outer) {
                     keys::ALL.contains(&dotted.as_str())
                 } else {
                     keys::MOUNT_TABLE.contains(&inner_key.get_ref().as_ref())

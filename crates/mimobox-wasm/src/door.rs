@@ -20,9 +20,12 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
     linker.func_wrap(
         "host",
         "call",
-        |_caller: Caller<'_, GuestState>, _request: i32, _request_len: i32, _out_ptr: i32, _out_len: i32| -> i32 {
-            NO_HOST
-        },
+        |_caller: Caller<'_, GuestState>,
+         _request: i32,
+         _request_len: i32,
+         _out_ptr: i32,
+         _out_len: i32|
+         -> i32 { NO_HOST },
     )?;
     Ok(())
 }

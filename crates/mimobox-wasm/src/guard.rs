@@ -67,6 +67,13 @@ impl FileGuard {
         }
     }
 
+    /// Starts a session's next turn: a fresh disk quota; open files stay.
+    pub(crate) fn new_turn(&mut self, max_disk_write: u64) {
+        self.disk_left = max_disk_write;
+        self.disk_written = 0;
+        self.quota_hit = false;
+    }
+
     /// Bytes written to read-write mounts so far.
     pub(crate) fn disk_written(&self) -> u64 {
         self.disk_written

@@ -39,6 +39,7 @@ mod output;
 mod recent;
 mod sandbox;
 mod scan;
+mod session;
 mod slots;
 mod state;
 
@@ -46,3 +47,4 @@ pub use cache::configured_cache;
 pub use check::{MAX_MEMORY_LIMIT, check_config};
 pub use loader::{CompileEvent, CompileObserver, ModuleOrigin};
 pub use sandbox::WasmSandbox;
+pub use session::WasmSession;

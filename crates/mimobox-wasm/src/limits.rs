@@ -76,6 +76,11 @@ impl GuestLimiter {
         self.memory_denied
     }
 
+    /// Forgets earlier denials (a session's next turn reports its own).
+    pub(crate) fn clear_denied(&mut self) {
+        self.memory_denied = false;
+    }
+
     /// The most linear memory the store held at once.
     pub(crate) fn peak(&self) -> u64 {
         self.peak as u64

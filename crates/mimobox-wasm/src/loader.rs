@@ -46,7 +46,9 @@ pub(crate) enum EntryPoint {
 pub(crate) enum LoadedModule {
     Ready {
         pre: InstancePre<GuestState>,
-        entry: EntryPoint,
+        /// How a one-shot run starts it; `None` for a module that only
+        /// serves sessions.
+        entry: Option<EntryPoint>,
         /// Keeps cache eviction away from the artifact this module maps.
         _pin: Option<ArtifactPin>,
     },
@@ -375,11 +377,8 @@ impl Loader {
         module: &Module,
         pin: Option<ArtifactPin>,
     ) -> Result<LoadedModule, SandboxError> {
-        let entry = entry_point(module)
-            .ok_or_else(|| SandboxError::Link {
-                module: name.to_owned(),
-                message: "no entry point: export `_start` (no parameters or results), or `run` or `main` (no parameters, i32 result)".into(),
-            })?;
+        // A module without an entry point may still serve sessions.
+        let entry = entry_point(module);
         let pre = self
             .core
             .linker
@@ -483,6 +482,9 @@ fn open_error(path: &Path, error: std::io::Error) -> SandboxError {
     }
 }
 
+/// What a one-shot run of a module without an entry point reports.
+pub(crate) const NO_ENTRY_POINT: &str = "no entry point: export `_start` (no parameters or results), or `run` or `main` (no parameters, i32 result)";
+
 /// Finds the entry point: `_start: [] -> []` (a command), else
 /// `run: [] -> [i32]` (a reactor, initialised through `_initialize` when it
 /// exports one), else `main: [] -> [i32]`.
@@ -491,14 +493,17 @@ fn entry_point(module: &Module) -> Option<EntryPoint> {
         Some(ExternType::Func(ty)) => Some(ty),
         _ => None,
     };
-    let returns_status =
-        |ty: &wasmtime::FuncType| ty.params().len() == 0 && ty.results().map(|r| matches!(r, ValType::I32)).eq([true]);
+    let returns_status = |ty: &wasmtime::FuncType| {
+        ty.params().len() == 0 && ty.results().map(|r| matches!(r, ValType::I32)).eq([true])
+    };
     let no_results = |ty: &wasmtime::FuncType| ty.params().len() == 0 && ty.results().len() == 0;
     if func("_start").is_some_and(|ty| no_results(&ty)) {
         return Some(EntryPoint::Start);
     }
     if func("run").is_some_and(|ty| returns_status(&ty)) {
-        return Some(EntryPoint::Reactor { initialize: func("_initialize").is_some_and(|ty| no_results(&ty)) });
+        return Some(EntryPoint::Reactor {
+            initialize: func("_initialize").is_some_and(|ty| no_results(&ty)),
+        });
     }
     if func("main").is_some_and(|ty| returns_status(&ty)) {
         return Some(EntryPoint::Main);

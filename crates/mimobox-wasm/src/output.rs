@@ -124,6 +124,16 @@ impl CappedPipe {
         }
     }
 
+    /// Starts a new turn of a session: nothing captured, nothing
+    /// truncated, the full cap again, and this turn's live sink.
+    pub(crate) fn start_turn(&self, sink: Option<OutputSink>) {
+        let live = sink.and_then(Live::start);
+        let mut state = self.lock();
+        state.captured.clear();
+        state.truncated = false;
+        state.live = live;
+    }
+
     /// The captured bytes and whether anything was dropped.
     pub(crate) fn take(&self) -> (Vec<u8>, bool) {
         let mut state = self.lock();

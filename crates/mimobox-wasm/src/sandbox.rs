@@ -18,7 +18,9 @@ use crate::check::check_config;
 use crate::engine::{EngineCore, EngineSettings, deadline_ticks};
 use crate::guard::FileGuard;
 use crate::limits::{GuestLimiter, MemoryLimitTrap};
-use crate::loader::{CompileEvent, EntryPoint, LoadLimits, LoadedModule, Loader, ModuleOrigin, one_line};
+use crate::loader::{
+    CompileEvent, EntryPoint, LoadLimits, LoadedModule, Loader, ModuleOrigin, NO_ENTRY_POINT, one_line,
+};
 use crate::mounts::{OpenMount, open_mounts};
 use crate::output::CappedPipe;
 use crate::state::GuestState;
@@ -110,18 +112,16 @@ impl WasmSandbox {
     /// kept the guest from starting.
     pub fn run(&self, request: ExecRequest) -> Result<SandboxResult, SandboxError> {
         let inner = &*self.inner;
-        let source = match request.module {
-            Some(source) => source,
-            None => inner.config.module.clone().map(ModuleSource::Path).ok_or(SandboxError::NoModule)?,
-        };
-        for (name, value) in &request.env {
-            if name.is_empty() || name.contains(['=', '\0']) || value.contains('\0') {
-                return Err(ConfigError::new("env", format!("`{name}` is not a valid variable")).into());
-            }
-        }
+        let source = self.source_of(request.module)?;
         let (module, _) = inner.loader.load(&source)?;
         let (pre, entry) = match &*module {
-            LoadedModule::Ready { pre, entry, .. } => (pre, *entry),
+            LoadedModule::Ready { pre, entry: Some(entry), .. } => (pre, *entry),
+            LoadedModule::Ready { entry: None, .. } => {
+                return Err(SandboxError::Link {
+                    module: source.display_name(),
+                    message: NO_ENTRY_POINT.into(),
+                });
+            }
             LoadedModule::BeyondLimits { reason } => {
                 tracing::debug!(module = %source.display_name(), "beyond the sandbox's limits: {reason}");
                 return Ok(SandboxResult {
@@ -142,64 +142,19 @@ impl WasmSandbox {
 
         let stdout = CappedPipe::new(inner.config.max_stdout, request.stdout_sink);
         let stderr = CappedPipe::new(inner.config.max_stderr, request.stderr_sink);
-        let mut wasi = WasiCtxBuilder::new();
-        match request.stdin {
-            Stdin::Bytes(bytes) => wasi.stdin(MemoryInputPipe::new(bytes)),
-            // Read by a helper thread as the guest asks; the guest waits on
-            // it asynchronously, so the timeout still ends the wait.
-            Stdin::Inherit => wasi.stdin(std::io::stdin()),
-            // Read as the guest asks; a regular file never blocks for long.
-            Stdin::File(file) => wasi.stdin(wasmtime_wasi::cli::InputFile::new(file)),
+        let guest = GuestIo {
+            args: &request.args,
+            env: &request.env,
+            stdin: request.stdin,
+            stdout: &stdout,
+            stderr: &stderr,
         };
-        wasi.stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .arg(argv0(inner.config.argv0.as_deref(), &source));
-        for arg in inner.config.args.iter().chain(&request.args) {
-            wasi.arg(arg);
-        }
-        for (name, value) in &inner.config.env {
-            if !request.env.iter().any(|(n, _)| n == name) {
-                wasi.env(name, value);
-            }
-        }
-        for (name, value) in &request.env {
-            wasi.env(name, value);
-        }
-        // File operations on mounts run on this thread rather than hopping to
-        // a blocking pool: each preopen takes the flag as it is when added.
-        // It is switched off again before the context is built, because
-        // with it on, a guest's single-timer `poll_oneoff` becomes an
-        // uninterruptible thread sleep that no timeout could end.
-        wasi.allow_blocking_current_thread(true);
-        // Each mount is the directory the sandbox opened when it was
-        // created, reopened through its descriptor: no path is resolved.
-        for mount in &inner.mounts {
-            wasi.preopened_dir(mount.handle_path(), &mount.guest, mount.perms).map_err(|e| {
-                SandboxError::Mount { host: mount.real.clone(), source: std::io::Error::other(one_line(&e)) }
-            })?;
-        }
-
-        wasi.allow_blocking_current_thread(false);
-        let config = &inner.config;
-        let state = GuestState {
-            wasi: wasi.build_p1(),
-            limiter: GuestLimiter::new(config.memory_limit, config.trap_on_memory_limit),
-            files: FileGuard::new(config.max_open_files, config.max_disk_write),
-        };
-        let mut store = Store::new(&inner.core.engine, state);
-        store.limiter(|state| &mut state.limiter);
-        if let Some(fuel) = inner.config.fuel {
-            store.set_fuel(fuel).map_err(|e| SandboxError::Internal(one_line(&e)))?;
-        }
+        let mut store = self.new_store(&source, guest)?;
         // Wait for a slot before the deadline is set, so that time spent
         // waiting never counts against the guest.
         let _slot = inner.core.slots.acquire();
         let _running = inner.core.running();
         store.set_epoch_deadline(deadline_ticks(inner.config.timeout));
-        store.epoch_deadline_trap();
         let started = Instant::now();
         // The epoch deadline stops guest code; this timer also stops a guest
         // blocked in a host call (a sleep, a read), by dropping its future.
@@ -242,9 +197,102 @@ impl WasmSandbox {
     }
 }
 
+impl WasmSandbox {
+    /// The module of a request: its own, else the config's.
+    pub(crate) fn source_of(&self, module: Option<ModuleSource>) -> Result<ModuleSource, SandboxError> {
+        match module {
+            Some(source) => Ok(source),
+            None => self.inner.config.module.clone().map(ModuleSource::Path).ok_or(SandboxError::NoModule),
+        }
+    }
+
+    /// The loader, engine core and config, for sessions.
+    pub(crate) fn parts(&self) -> (&Loader, &Arc<EngineCore>, &SandboxConfig) {
+        (&self.inner.loader, &self.inner.core, &self.inner.config)
+    }
+
+    /// A fresh store for `source`: its WASI context (argv, environment,
+    /// stdio, the sandbox's mounts), limiter, file rules and fuel.
+    pub(crate) fn new_store(
+        &self,
+        source: &ModuleSource,
+        io: GuestIo<'_>,
+    ) -> Result<Store<GuestState>, SandboxError> {
+        let inner = &*self.inner;
+        for (name, value) in io.env {
+            if name.is_empty() || name.contains(['=', '\0']) || value.contains('\0') {
+                return Err(ConfigError::new("env", format!("`{name}` is not a valid variable")).into());
+            }
+        }
+        let mut wasi = WasiCtxBuilder::new();
+        match io.stdin {
+            Stdin::Bytes(bytes) => wasi.stdin(MemoryInputPipe::new(bytes)),
+            // Read by a helper thread as the guest asks; the guest waits on
+            // it asynchronously, so the timeout still ends the wait.
+            Stdin::Inherit => wasi.stdin(std::io::stdin()),
+            // Read as the guest asks; a regular file never blocks for long.
+            Stdin::File(file) => wasi.stdin(wasmtime_wasi::cli::InputFile::new(file)),
+        };
+        wasi.stdout(io.stdout.clone())
+            .stderr(io.stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .arg(argv0(inner.config.argv0.as_deref(), source));
+        for arg in inner.config.args.iter().chain(io.args) {
+            wasi.arg(arg);
+        }
+        for (name, value) in &inner.config.env {
+            if !io.env.iter().any(|(n, _)| n == name) {
+                wasi.env(name, value);
+            }
+        }
+        for (name, value) in io.env {
+            wasi.env(name, value);
+        }
+        // File operations on mounts run on this thread rather than hopping to
+        // a blocking pool: each preopen takes the flag as it is when added.
+        // It is switched off again before the context is built, because
+        // with it on, a guest's single-timer `poll_oneoff` becomes an
+        // uninterruptible thread sleep that no timeout could end.
+        wasi.allow_blocking_current_thread(true);
+        // Each mount is the directory the sandbox opened when it was
+        // created, reopened through its descriptor: no path is resolved.
+        for mount in &inner.mounts {
+            wasi.preopened_dir(mount.handle_path(), &mount.guest, mount.perms).map_err(|e| {
+                SandboxError::Mount { host: mount.real.clone(), source: std::io::Error::other(one_line(&e)) }
+            })?;
+        }
+        wasi.allow_blocking_current_thread(false);
+        let config = &inner.config;
+        let state = GuestState {
+            wasi: wasi.build_p1(),
+            limiter: GuestLimiter::new(config.memory_limit, config.trap_on_memory_limit),
+            files: FileGuard::new(config.max_open_files, config.max_disk_write),
+        };
+        let mut store = Store::new(&inner.core.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        if let Some(fuel) = config.fuel {
+            store.set_fuel(fuel).map_err(|e| SandboxError::Internal(one_line(&e)))?;
+        }
+        store.epoch_deadline_trap();
+        Ok(store)
+    }
+}
+
+/// What a guest gets besides its module: its arguments (after the
+/// config's), extra environment, stdin, and its output streams.
+pub(crate) struct GuestIo<'a> {
+    pub(crate) args: &'a [String],
+    pub(crate) env: &'a [(String, String)],
+    pub(crate) stdin: Stdin,
+    pub(crate) stdout: &'a CappedPipe,
+    pub(crate) stderr: &'a CappedPipe,
+}
+
 /// How long past the deadline live output may still take to reach its
 /// sink.
-const LIVE_FLUSH_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+pub(crate) const LIVE_FLUSH_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The guest's `argv[0]`: the configured name, else the module's file name.
 /// Never the module's host path, which would tell the guest about the
@@ -266,7 +314,7 @@ fn argv0(configured: Option<&str>, source: &ModuleSource) -> String {
 /// its own, so that concurrent executions each drive their own timers. A
 /// caller that is itself inside a tokio runtime (which cannot block on
 /// another) gets the execution run on a helper thread instead.
-fn block_on<F>(future: F) -> Result<F::Output, SandboxError>
+pub(crate) fn block_on<F>(future: F) -> Result<F::Output, SandboxError>
 where
     F: std::future::Future + Send,
     F::Output: Send,
@@ -337,7 +385,7 @@ async fn call_entry(
 
 /// Turns the end of a call into an [`Outcome`], by the types of what
 /// stopped it and by what the limiter saw, never by error text.
-fn classify(result: wasmtime::Result<i32>, memory_denied: bool) -> Outcome {
+pub(crate) fn classify(result: wasmtime::Result<i32>, memory_denied: bool) -> Outcome {
     let error = match result {
         Ok(code) => return Outcome::Exited { code },
         Err(error) => error,

@@ -7,6 +7,7 @@ mod errors;
 mod fs;
 mod io;
 mod limits;
+mod sessions;
 mod threads;
 
 use std::path::Path;

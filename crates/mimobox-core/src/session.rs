@@ -1,0 +1,103 @@
+//! Sessions: one live guest that keeps its state between turns of code.
+//!
+//! A caller opens a session, sends it [`TurnRequest`]s, and gets a
+//! [`TurnResult`] for each: the same outcome, output, truncation, timing and
+//! fuel as a one-shot run, plus whether the session is still alive. The
+//! guest implements the turn interface of `docs/sessions.md`.
+//!
+//! Limits: the timeout, fuel and output caps apply to each turn; the memory
+//! limit and open files to the whole session; [`SessionConfig`] bounds how
+//! long a session may sit idle and live.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::outcome::SandboxResult;
+use crate::sandbox::OutputSink;
+use crate::serde_units;
+
+/// Default idle timeout of a session: 15 minutes.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// Default lifetime of a session: 1 hour.
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(60 * 60);
+/// Default wait for room in the pool when opening a session: 30 s.
+pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The session settings of a sandbox. Table `[session]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// A session with no turn for this long is closed. Key
+    /// `session.idle_timeout_secs`.
+    #[serde(rename = "idle_timeout_secs", with = "serde_units::seconds")]
+    pub idle_timeout: Duration,
+    /// A session is closed this long after it opened, and a turn's deadline
+    /// never reaches past it. Key `session.lifetime_secs`.
+    #[serde(rename = "lifetime_secs", with = "serde_units::seconds")]
+    pub lifetime: Duration,
+    /// How long opening a session waits for a free pool slot (each open
+    /// session holds one) before it fails. Key `session.open_timeout_secs`.
+    #[serde(rename = "open_timeout_secs", with = "serde_units::seconds")]
+    pub open_timeout: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            lifetime: DEFAULT_LIFETIME,
+            open_timeout: DEFAULT_OPEN_TIMEOUT,
+        }
+    }
+}
+
+/// One turn: code for the guest to run in its live state.
+#[derive(Default)]
+pub struct TurnRequest {
+    /// The code (for CPython, Python source run in `__main__`).
+    pub code: String,
+    /// Live receiver of this turn's stdout, if any.
+    pub stdout_sink: Option<OutputSink>,
+    /// Live receiver of this turn's stderr, if any.
+    pub stderr_sink: Option<OutputSink>,
+}
+
+impl TurnRequest {
+    /// A turn of `code`, with output captured only.
+    pub fn new(code: impl Into<String>) -> TurnRequest {
+        TurnRequest { code: code.into(), ..TurnRequest::default() }
+    }
+}
+
+impl std::fmt::Debug for TurnRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnRequest").field("code", &self.code).finish_non_exhaustive()
+    }
+}
+
+/// What a turn produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnResult {
+    /// The turn's number, counting from 1.
+    pub turn: u64,
+    /// Whether the session can take another turn. A turn that timed out,
+    /// trapped, ran out of fuel or memory, or exited the guest ends it.
+    pub alive: bool,
+    /// Outcome, output and measures of the turn, as for a run. An exception
+    /// in the guest's code is `Exited { code: 1 }` with the traceback on
+    /// stderr, and the session goes on.
+    pub result: SandboxResult,
+}
+
+/// A live session. Dropping it closes it.
+pub trait Session: Send {
+    /// Runs one turn.
+    fn turn(&mut self, request: TurnRequest) -> Result<TurnResult, crate::SandboxError>;
+
+    /// Whether the session can take another turn.
+    fn alive(&self) -> bool;
+
+    /// Closes the session, letting the guest finalise within a short bound.
+    fn close(self);
+}

@@ -1,0 +1,165 @@
+//! Sessions through the library, against the counter fixture that
+//! implements the turn interface: state between turns, per-turn limits and
+//! output, what ends a session, capacity, idle timeout and lifetime.
+
+use std::time::Duration;
+
+use mimobox_core::{ExecRequest, ModuleSource, Outcome, SandboxConfig, SandboxError, Session, TurnRequest};
+use mimobox_wasm::{WasmSandbox, WasmSession};
+
+use crate::config_in;
+
+fn open_with(adjust: impl FnOnce(&mut SandboxConfig)) -> (tempfile::TempDir, WasmSandbox, WasmSession) {
+    let cache = tempfile::tempdir().unwrap();
+    let mut config = config_in(cache.path());
+    adjust(&mut config);
+    let sandbox = WasmSandbox::create(config).unwrap();
+    let session = sandbox.open_session(counter()).unwrap();
+    (cache, sandbox, session)
+}
+
+fn counter() -> ExecRequest {
+    ExecRequest {
+        module: Some(ModuleSource::Path(mimobox_fixtures::path("counter"))),
+        ..ExecRequest::default()
+    }
+}
+
+fn turn(session: &mut WasmSession, code: &str) -> mimobox_core::TurnResult {
+    session.turn(TurnRequest::new(code)).unwrap()
+}
+
+#[test]
+fn state_survives_between_turns_and_output_is_per_turn() {
+    let (_cache, _sandbox, mut session) = open_with(|_| {});
+    for expected in 1..=3 {
+        let result = turn(&mut session, "i");
+        assert_eq!(result.turn, expected);
+        assert!(result.alive);
+        assert_eq!(result.result.outcome, Outcome::Exited { code: 0 });
+        assert_eq!(result.result.stdout, format!("{expected}\n").into_bytes(), "only this turn's output");
+    }
+    assert_eq!(turn(&mut session, "p").result.stdout, b"3\n");
+}
+
+#[test]
+fn an_error_in_a_turn_is_status_1_and_the_session_goes_on() {
+    let (_cache, _sandbox, mut session) = open_with(|_| {});
+    turn(&mut session, "i");
+    let failed = turn(&mut session, "e");
+    assert_eq!(failed.result.outcome, Outcome::Exited { code: 1 });
+    assert_eq!(failed.result.stderr, b"error\n");
+    assert!(failed.alive);
+    assert_eq!(turn(&mut session, "p").result.stdout, b"1\n");
+}
+
+#[test]
+fn exit_ends_the_session() {
+    let (_cache, _sandbox, mut session) = open_with(|_| {});
+    let result = turn(&mut session, "x");
+    assert_eq!(result.result.outcome, Outcome::Exited { code: 0 });
+    assert!(!result.alive);
+    assert!(!session.alive());
+    assert!(matches!(session.turn(TurnRequest::new("p")), Err(SandboxError::SessionEnded { .. })));
+}
+
+#[test]
+fn a_timeout_trap_memory_limit_or_fuel_ends_the_session() {
+    let cases: [(&str, Outcome, fn(&mut SandboxConfig)); 4] = [
+        ("l", Outcome::TimedOut, |c| c.timeout = Duration::from_millis(200)),
+        ("t", Outcome::Trap { message: String::new() }, |_| {}),
+        ("m", Outcome::MemoryLimit, |c| c.memory_limit = 8 << 20),
+        ("l", Outcome::OutOfFuel, |c| c.fuel = Some(1_000_000)),
+    ];
+    for (code, expected, adjust) in cases {
+        let (_cache, _sandbox, mut session) = open_with(adjust);
+        assert!(turn(&mut session, "i").alive);
+        let result = turn(&mut session, code);
+        assert_eq!(result.result.outcome.name(), expected.name(), "{code}: {:?}", result.result.outcome);
+        assert!(!result.alive, "{code}");
+        assert!(session.turn(TurnRequest::new("p")).is_err(), "{code}: no turn after the end");
+    }
+}
+
+#[test]
+fn limits_are_per_turn_for_time_fuel_and_output() {
+    let (_cache, _sandbox, mut session) = open_with(|c| {
+        c.max_stdout = 100 << 10;
+        c.fuel = Some(50_000_000);
+    });
+    for _ in 0..3 {
+        let flood = turn(&mut session, "f");
+        assert!(flood.alive);
+        assert_eq!(flood.result.stdout.len(), 100 << 10, "each turn has the whole cap");
+        assert!(flood.result.stdout_truncated);
+        assert!(flood.result.fuel_consumed.unwrap() < 50_000_000, "each turn has the whole budget");
+    }
+    let quiet = turn(&mut session, "p");
+    assert!(!quiet.result.stdout_truncated);
+}
+
+#[test]
+fn sessions_beyond_the_pool_wait_then_fail_clearly() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut config = config_in(cache.path());
+    config.pool.size = 2;
+    config.session.open_timeout = Duration::from_millis(300);
+    let sandbox = WasmSandbox::create(config).unwrap();
+    let first = sandbox.open_session(counter()).unwrap();
+    let _second = sandbox.open_session(counter()).unwrap();
+    let error = sandbox.open_session(counter()).unwrap_err();
+    assert!(matches!(error, SandboxError::SessionCapacity { slots: 2, .. }), "{error}");
+    // Closing one makes room.
+    first.close();
+    let mut third = sandbox.open_session(counter()).unwrap();
+    assert_eq!(turn(&mut third, "i").result.stdout, b"1\n");
+}
+
+#[test]
+fn sessions_move_between_threads_and_run_at_once() {
+    let cache = tempfile::tempdir().unwrap();
+    let sandbox = WasmSandbox::create(config_in(cache.path())).unwrap();
+    let sessions: Vec<_> = (0..4).map(|_| sandbox.open_session(counter()).unwrap()).collect();
+    let handles: Vec<_> = sessions
+        .into_iter()
+        .map(|mut session| {
+            std::thread::spawn(move || {
+                for _ in 0..50 {
+                    turn(&mut session, "i");
+                }
+                turn(&mut session, "p").result.stdout
+            })
+        })
+        .collect();
+    for handle in handles {
+        assert_eq!(handle.join().unwrap(), b"50\n");
+    }
+}
+
+#[test]
+fn idle_and_lifetime_close_a_session() {
+    let (_cache, _sandbox, mut session) = open_with(|c| c.session.idle_timeout = Duration::from_millis(100));
+    turn(&mut session, "i");
+    std::thread::sleep(Duration::from_millis(250));
+    let error = session.turn(TurnRequest::new("p")).unwrap_err();
+    assert!(error.to_string().contains("idle"), "{error}");
+
+    let (_cache, _sandbox, mut session) = open_with(|c| c.session.lifetime = Duration::from_millis(300));
+    turn(&mut session, "i");
+    // A turn's deadline never reaches past the lifetime.
+    let result = turn(&mut session, "l");
+    assert_eq!(result.result.outcome, Outcome::TimedOut);
+    assert!(result.result.elapsed < Duration::from_secs(5));
+}
+
+#[test]
+fn a_module_without_the_turn_interface_is_refused() {
+    let cache = tempfile::tempdir().unwrap();
+    let sandbox = WasmSandbox::create(config_in(cache.path())).unwrap();
+    let request = ExecRequest {
+        module: Some(ModuleSource::Path(mimobox_fixtures::path("hello"))),
+        ..ExecRequest::default()
+    };
+    let error = sandbox.open_session(request).unwrap_err();
+    assert!(error.to_string().contains("not a session guest"), "{error}");
+}
