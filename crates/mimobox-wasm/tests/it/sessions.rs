@@ -65,7 +65,8 @@ fn exit_ends_the_session() {
 
 #[test]
 fn a_timeout_trap_memory_limit_or_fuel_ends_the_session() {
-    let cases: [(&str, Outcome, fn(&mut SandboxConfig)); 4] = [
+    type Case = (&'static str, Outcome, fn(&mut SandboxConfig));
+    let cases: [Case; 4] = [
         ("l", Outcome::TimedOut, |c| c.timeout = Duration::from_millis(200)),
         ("t", Outcome::Trap { message: String::new() }, |_| {}),
         ("m", Outcome::MemoryLimit, |c| c.memory_limit = 8 << 20),
