@@ -32,6 +32,24 @@ pub enum Command {
     Compile(Box<CompileArgs>),
     /// Inspect or empty the compiled-module cache.
     Cache(CacheArgs),
+    /// Open a session: one live guest that keeps its state between turns.
+    ///
+    /// When stdin is not a terminal it speaks JSON lines: each request line
+    /// is `{"code": "..."}`, and each answer line is the object `run --json`
+    /// prints plus `turn` (from 1) and `alive`; a line that is not a valid
+    /// request gets `{"error": "..."}`. At end of input the session shuts
+    /// down and mimobox exits 0. On a terminal it is a REPL: `>>> ` and
+    /// `... ` prompts, a blank line ends a block.
+    Session(Box<SessionArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct SessionArgs {
+    #[command(flatten)]
+    pub limits: LimitFlags,
+    /// The module (unless the profile names one), then its arguments.
+    #[arg(value_name = "MODULE | ARGS", trailing_var_arg = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

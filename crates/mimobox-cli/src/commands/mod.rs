@@ -10,6 +10,7 @@ mod demo;
 mod profile;
 mod progress;
 mod run;
+mod session;
 
 /// Runs the parsed command line.
 pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -19,5 +20,6 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Profile(command) => profile::execute(command),
         Command::Compile(args) => compile::execute(*args),
         Command::Cache(args) => cache::execute(args),
+        Command::Session(args) => session::execute(*args),
     }
 }

@@ -16,21 +16,14 @@ use crate::flags::Resolved;
 
 pub fn execute(args: RunArgs) -> Result<ExitCode> {
     let resolved = Resolved::new(&args.limits, check_config)?;
-    let mut command = args.command.into_iter();
-    let module = match &resolved.config.module {
-        Some(_) => None,
-        None => match command.next() {
-            Some(module) => Some(ModuleSource::Path(PathBuf::from(module))),
-            None => bail!("no module given: name one, or use a profile with `module = \"...\"`"),
-        },
-    };
+    let (module, guest_args) = module_and_args(&resolved.config, args.command)?;
     let stdin = guest_stdin(args.stdin.as_ref())?;
     let sandbox = WasmSandbox::create(one_shot(resolved.config.clone())).map_err(|e| resolved.explain(e))?;
     if !args.json && std::io::stderr().is_terminal() {
         progress::attach(&sandbox);
     }
 
-    let mut request = ExecRequest { module, args: command.collect(), stdin, ..ExecRequest::default() };
+    let mut request = ExecRequest { module, args: guest_args, stdin, ..ExecRequest::default() };
     if !args.json {
         // Pass output through as the guest writes it; the caps still apply.
         request.stdout_sink = Some(Box::new(|bytes: &[u8]| {
@@ -43,6 +36,42 @@ pub fn execute(args: RunArgs) -> Result<ExitCode> {
     }
     let result = sandbox.run(request).map_err(|e| resolved.explain(e))?;
     report(&result, args.json, !args.json)
+}
+
+/// The module to run (none when the profile names one) and the guest's
+/// arguments, from the positional arguments of the command line.
+pub fn module_and_args(
+    config: &SandboxConfig,
+    command: Vec<String>,
+) -> Result<(Option<ModuleSource>, Vec<String>)> {
+    let mut command = command.into_iter();
+    let module = match &config.module {
+        Some(_) => None,
+        None => match command.next() {
+            Some(module) => Some(ModuleSource::Path(PathBuf::from(module))),
+            None => bail!("no module given: name one, or use a profile with `module = \"...\"`"),
+        },
+    };
+    Ok((module, command.collect()))
+}
+
+/// The JSON object of a result, as `run --json` prints it.
+pub fn result_json(result: &SandboxResult) -> serde_json::Value {
+    serde_json::json!({
+        "outcome": result.outcome.name(),
+        "exit_code": result.exit_code(),
+        "trap": match &result.outcome { Outcome::Trap { message } => Some(message.as_str()), _ => None },
+        "stdout": result.stdout_lossy(),
+        "stderr": result.stderr_lossy(),
+        "stdout_truncated": result.stdout_truncated,
+        "stderr_truncated": result.stderr_truncated,
+        "elapsed_ms": result.elapsed.as_secs_f64() * 1000.0,
+        "fuel_consumed": result.fuel_consumed,
+        "peak_memory_bytes": result.peak_memory,
+        "memory_limit_hit": result.memory_limit_hit,
+        "disk_written_bytes": result.disk_written,
+        "disk_quota_hit": result.disk_quota_hit,
+    })
 }
 
 /// The config for a process that runs exactly one execution: a pool of
@@ -79,21 +108,7 @@ fn guest_stdin(file: Option<&PathBuf>) -> Result<Stdin> {
 /// plus a note on how the guest ended) and picks the exit status.
 pub fn report(result: &SandboxResult, json: bool, streamed: bool) -> Result<ExitCode> {
     if json {
-        let value = serde_json::json!({
-            "outcome": result.outcome.name(),
-            "exit_code": result.exit_code(),
-            "trap": match &result.outcome { Outcome::Trap { message } => Some(message.as_str()), _ => None },
-            "stdout": result.stdout_lossy(),
-            "stderr": result.stderr_lossy(),
-            "stdout_truncated": result.stdout_truncated,
-            "stderr_truncated": result.stderr_truncated,
-            "elapsed_ms": result.elapsed.as_secs_f64() * 1000.0,
-            "fuel_consumed": result.fuel_consumed,
-            "peak_memory_bytes": result.peak_memory,
-            "memory_limit_hit": result.memory_limit_hit,
-            "disk_written_bytes": result.disk_written,
-            "disk_quota_hit": result.disk_quota_hit,
-        });
+        let value = result_json(result);
         ignore_broken_pipe(writeln!(std::io::stdout().lock(), "{value}"))?;
     } else {
         if !streamed {
@@ -142,7 +157,7 @@ fn say_bounded(notes: String) {
 
 /// A reader that closed our stdout early (`| head`) is not an error of the
 /// run.
-fn ignore_broken_pipe(result: std::io::Result<()>) -> std::io::Result<()> {
+pub fn ignore_broken_pipe(result: std::io::Result<()>) -> std::io::Result<()> {
     match result {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
