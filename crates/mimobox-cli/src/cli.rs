@@ -56,8 +56,8 @@ pub struct SessionArgs {
 pub struct CompileArgs {
     #[command(flatten)]
     pub limits: LimitFlags,
-    /// The modules (`.wasm` or `.wat`).
-    #[arg(required = true, value_name = "MODULE")]
+    /// The modules (`.wasm` or `.wat`); without any, the profile's module.
+    #[arg(value_name = "MODULE")]
     pub modules: Vec<PathBuf>,
 }
 

@@ -23,7 +23,12 @@ pub fn execute(args: CompileArgs) -> Result<ExitCode> {
     if std::io::stderr().is_terminal() {
         progress::attach(&sandbox);
     }
-    for module in &args.modules {
+    let modules = match (args.modules.is_empty(), &resolved.config.module) {
+        (false, _) => args.modules,
+        (true, Some(module)) => vec![module.clone()],
+        (true, None) => anyhow::bail!("no module given: name one, or use a profile with `module = \"...\"`"),
+    };
+    for module in &modules {
         let size = std::fs::metadata(module).map(|m| m.len()).unwrap_or(0);
         let started = Instant::now();
         let origin = sandbox.prepare(&ModuleSource::Path(module.clone())).map_err(|e| resolved.explain(e))?;

@@ -9,6 +9,7 @@ mod help;
 mod limits;
 mod run;
 mod runtimes;
+mod scientific;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
