@@ -43,7 +43,7 @@ fn json_lines(mut session: WasmSession) -> Result<ExitCode> {
         let answer = if line.len() as u64 > MAX_LINE && !line.ends_with(b"\n") {
             // Skip the rest of the overlong line.
             let mut rest = Vec::new();
-            (&mut input).read_until(b'\n', &mut rest)?;
+            input.read_until(b'\n', &mut rest)?;
             error_json(&format!("the request line is longer than {MAX_LINE} bytes"))
         } else if line.iter().all(u8::is_ascii_whitespace) {
             continue;

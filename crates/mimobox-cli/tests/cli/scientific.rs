@@ -95,7 +95,7 @@ fn a_three_turn_session_keeps_its_dataframe() {
     session.turn("df['b'] = df.a * 10");
     let shown = session.turn("print(df.b.tolist())");
     assert_eq!(shown["stdout"], "[10, 20, 30]\n", "{shown}");
-    assert_eq!(session.send("not json")["error"].is_string(), true);
+    assert!(session.send("not json")["error"].is_string());
     let failed = session.turn("1/0");
     assert_eq!((failed["exit_code"].as_i64(), failed["alive"].as_bool()), (Some(1), Some(true)));
     assert!(failed["stderr"].as_str().unwrap().contains("ZeroDivisionError"));
