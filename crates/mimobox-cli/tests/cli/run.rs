@@ -181,3 +181,29 @@ fn second_run_uses_the_disk_cache() {
     assert_eq!(stdout(&cli.run(&["run", &fixture("hello")])), "hello, world\n");
     assert_eq!(std::fs::metadata(&artifacts[0]).unwrap().modified().unwrap(), before, "not rewritten");
 }
+
+#[test]
+fn session_on_a_terminal_is_a_repl() {
+    // `script` gives mimobox a pseudo-terminal; the counter fixture serves
+    // the turns. A line ending in `:` opens a block that a blank line ends.
+    let cli = Cli::new();
+    let command = format!(
+        "MIMOBOX_CACHE_DIR='{}' '{}' session '{}'",
+        cli.cache().display(),
+        env!("CARGO_BIN_EXE_mimobox"),
+        crate::fixture("counter")
+    );
+    let mut child = std::process::Command::new("timeout")
+        .args(["30", "script", "-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script(1) runs");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"i\ni:\nmore\n\np\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = stdout(&out);
+    assert!(text.contains(">>> 1\r\n"), "{text:?}");
+    assert!(text.contains("... "), "a block prompts for more: {text:?}");
+    assert!(text.contains("... 2\r\n>>> 2\r\n"), "the block was one turn, then `p`: {text:?}");
+    assert_eq!(out.status.code(), Some(0), "{text:?}");
+}
