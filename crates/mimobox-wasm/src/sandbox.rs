@@ -172,28 +172,35 @@ impl WasmSandbox {
             Err(_elapsed) => Outcome::TimedOut,
             Ok(result) => classify(result, store.data().limiter.memory_denied()),
         };
-        let fuel_consumed =
-            inner.config.fuel.map(|budget| budget.saturating_sub(store.get_fuel().unwrap_or(0)));
-        let peak_memory = store.data().limiter.peak();
-        let memory_limit_hit = store.data().limiter.memory_denied();
-        let disk_written = store.data().files.disk_written();
-        let disk_quota_hit = store.data().files.quota_hit();
-        drop(store);
-        let (stdout, stdout_truncated) = stdout.take();
-        let (stderr, stderr_truncated) = stderr.take();
-        Ok(SandboxResult {
-            outcome,
-            stdout,
-            stderr,
-            stdout_truncated,
-            stderr_truncated,
-            elapsed,
-            fuel_consumed,
-            peak_memory,
-            memory_limit_hit,
-            disk_written,
-            disk_quota_hit,
-        })
+        Ok(measured(outcome, elapsed, inner.config.fuel, &store, &stdout, &stderr))
+    }
+}
+
+/// The result of an execution (or a session's turn) that ended with
+/// `outcome`: the captured output and what the store measured.
+pub(crate) fn measured(
+    outcome: Outcome,
+    elapsed: std::time::Duration,
+    fuel_budget: Option<u64>,
+    store: &Store<GuestState>,
+    stdout: &CappedPipe,
+    stderr: &CappedPipe,
+) -> SandboxResult {
+    let state = store.data();
+    let (stdout, stdout_truncated) = stdout.take();
+    let (stderr, stderr_truncated) = stderr.take();
+    SandboxResult {
+        outcome,
+        stdout,
+        stderr,
+        stdout_truncated,
+        stderr_truncated,
+        elapsed,
+        fuel_consumed: fuel_budget.map(|budget| budget.saturating_sub(store.get_fuel().unwrap_or(0))),
+        peak_memory: state.limiter.peak(),
+        memory_limit_hit: state.limiter.memory_denied(),
+        disk_written: state.files.disk_written(),
+        disk_quota_hit: state.files.quota_hit(),
     }
 }
 

@@ -11,13 +11,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mimobox_core::{ExecRequest, Outcome, SandboxError, SandboxResult, Session, TurnRequest, TurnResult};
+use mimobox_core::{ExecRequest, Outcome, SandboxError, Session, TurnRequest, TurnResult};
 use wasmtime::{Instance, Store, TypedFunc};
 
 use crate::engine::deadline_ticks;
 use crate::loader::{LoadedModule, one_line};
 use crate::output::CappedPipe;
-use crate::sandbox::{GuestIo, LIVE_FLUSH_GRACE, WasmSandbox, block_on, classify};
+use crate::sandbox::{GuestIo, LIVE_FLUSH_GRACE, WasmSandbox, block_on, classify, measured};
 use crate::slots::{OwnedSlot, Slots};
 use crate::state::GuestState;
 
@@ -255,28 +255,8 @@ impl WasmSession {
                 other => format!("turn {} ended it: {}", self.turns, other.name()),
             });
         }
-        let fuel_consumed =
-            config.fuel.map(|budget| budget.saturating_sub(self.store.get_fuel().unwrap_or(0)));
-        let state = self.store.data();
-        let (stdout, stdout_truncated) = self.stdout.take();
-        let (stderr, stderr_truncated) = self.stderr.take();
-        Ok(TurnResult {
-            turn: self.turns,
-            alive,
-            result: SandboxResult {
-                outcome,
-                stdout,
-                stderr,
-                stdout_truncated,
-                stderr_truncated,
-                elapsed,
-                fuel_consumed,
-                peak_memory: state.limiter.peak(),
-                memory_limit_hit: denied,
-                disk_written: state.files.disk_written(),
-                disk_quota_hit: state.files.quota_hit(),
-            },
-        })
+        let result = measured(outcome, elapsed, config.fuel, &self.store, &self.stdout, &self.stderr);
+        Ok(TurnResult { turn: self.turns, alive, result })
     }
 
     /// Lets the guest finalise (`shutdown`), within a short bound, if it is
