@@ -172,7 +172,11 @@ impl WasmSandbox {
             Err(_elapsed) => Outcome::TimedOut,
             Ok(result) => classify(result, store.data().limiter.memory_denied()),
         };
-        Ok(measured(outcome, elapsed, inner.config.fuel, &store, &stdout, &stderr))
+        let result = measured(outcome, elapsed, inner.config.fuel, &store, &stdout, &stderr);
+        // The instance goes back to the pool before the slot is released
+        // (locals drop in reverse order, and the slot was taken later).
+        drop(store);
+        Ok(result)
     }
 }
 
