@@ -378,10 +378,18 @@ fn compare_scientific(
     let lib = format!("{}::/usr/local/lib", dir.join("lib").display());
     let wasmtime_run = |cwasm: &Path| {
         let mut c = Command::new(wasmtime);
-        c.args(["run", "--allow-precompiled", "-W", "exceptions=y,unknown-imports-trap=y", "--dir", &lib])
-            .args(["--invoke", "run"])
-            .arg(cwasm)
-            .args(["-c", "print(1+1)"]);
+        // The same features as the compile, and a wall-clock limit as
+        // mimobox has (Wasmtime enforces it with the epoch checks).
+        c.args([
+            "run",
+            "--allow-precompiled",
+            "-W",
+            "exceptions=y,epoch-interruption=y,timeout=60s,unknown-imports-trap=y",
+        ])
+        .args(["--dir", &lib])
+        .args(["--invoke", "run"])
+        .arg(cwasm)
+        .args(["-c", "print(1+1)"]);
         c
     };
     let mimobox_run = || {
