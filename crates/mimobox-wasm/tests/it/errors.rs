@@ -100,3 +100,14 @@ fn malformed_request_env_is_refused() {
     let err = sandbox.run(req).unwrap_err();
     assert_eq!(err.config_key(), Some("env"));
 }
+
+#[test]
+fn the_largest_module_size_limit_does_not_overflow() {
+    // A library caller may set the bound to u64::MAX; reading a module
+    // must not compute past it.
+    let cache = tempfile::tempdir().unwrap();
+    let mut config = config_in(cache.path());
+    config.max_module_size = u64::MAX;
+    let result = run_path(config, mimobox_fixtures::path("hello")).unwrap();
+    assert_eq!(result.stdout, b"hello, world\n");
+}
