@@ -43,6 +43,9 @@ pub(crate) const MAX_POLL_SUBSCRIPTIONS: u32 = 4096;
 const ENTRY_CHARGE: u64 = 4096;
 /// Longest symlink target a guest may create.
 const MAX_LINK_TARGET: u32 = 4096;
+/// Most buffers one write to a file may pass, as Linux's `IOV_MAX`; the
+/// quota check walks them on the host before the write.
+const MAX_IOVECS: i32 = 1024;
 
 /// The per-run state of the rules: the files the guest opened and its disk
 /// quota.
@@ -415,6 +418,9 @@ async fn quota_write(
 ) -> wasmtime::Result<i32> {
     let (mut memory, state) = split(caller)?;
     let charged = state.files.open.contains(&(fd as u32));
+    if charged && !(0..=MAX_IOVECS).contains(&iovs_len) {
+        return Ok(errno(Errno::Inval));
+    }
     // Wasmtime writes only the first non-empty buffer per call; find it.
     let mut cut = None;
     if charged {

@@ -204,3 +204,12 @@ fn a_fifo_swapped_in_for_the_module_never_hangs_the_load() {
     swapper.join().unwrap();
     assert!(result.is_ok(), "a load hung on a FIFO");
 }
+
+#[test]
+fn a_write_with_two_billion_buffers_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let result = run_with("iovec_bomb", &[], |c| c.fs_readwrite = vec![mount(dir.path(), "/d")]);
+    assert_eq!(result.outcome, Outcome::Exited { code: EINVAL });
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}
