@@ -103,7 +103,7 @@ pub struct RunArgs {
     /// Print one JSON object instead of passing the guest's output through:
     /// outcome, exit_code, trap, stdout, stderr, stdout_truncated,
     /// stderr_truncated, elapsed_ms, fuel_consumed, peak_memory_bytes,
-    /// memory_limit_hit, disk_written_bytes, disk_quota_hit. `outcome` is
+    /// memory_limit_hit, disk_written_bytes, disk_quota_hit, tool_calls. `outcome` is
     /// the authoritative answer: a guest can exit with any status.
     #[arg(long)]
     pub json: bool,

@@ -37,7 +37,7 @@ pub use config::{
     DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT, Mount, PoolConfig, SandboxConfig,
 };
 pub use error::SandboxError;
-pub use outcome::{Outcome, SandboxResult};
+pub use outcome::{Outcome, SandboxResult, ToolCall};
 pub use profile::{Profile, ProfileError};
 pub use sandbox::{ExecRequest, ModuleSource, OutputSink, Sandbox, Stdin};
 pub use session::{

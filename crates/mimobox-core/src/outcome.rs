@@ -68,6 +68,22 @@ pub struct SandboxResult {
     pub disk_written: u64,
     /// Whether the guest reached `max_disk_write` (its later writes failed).
     pub disk_quota_hit: bool,
+    /// The host tools the guest called, in order: what sandboxed code asked
+    /// the host to do.
+    pub tool_calls: Vec<ToolCall>,
+}
+
+/// One call of a host tool, as the record of a run or turn keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    /// The tool's name as the guest gave it.
+    pub tool: String,
+    /// How long the call took, the tool's own work included.
+    pub duration: Duration,
+    /// Whether the tool answered with a value (not an error).
+    pub ok: bool,
+    /// The error's kind when it did not (`invalid_arguments`, `timeout`, ...).
+    pub error: Option<String>,
 }
 
 impl SandboxResult {

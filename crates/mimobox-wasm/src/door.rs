@@ -3,29 +3,157 @@
 //! The guest passes one whole request (`req_ptr`, `req_len`) and two
 //! pre-zeroed out-slots for the answer's pointer and length; the host
 //! answers 0 with the answer written into memory it got from the guest's
-//! `host_alloc`, or a negative code. `docs/sessions.md` has the contract.
-//! A sandbox without tools answers every call with [`NO_HOST`], which a
-//! guest reports as "no host" (CPython's `from host import tools` raises
-//! `ImportError`).
+//! `host_alloc`, or a negative code. `docs/sessions.md` has the contract,
+//! and `mimobox-tools` the protocol. A sandbox without tools answers every
+//! call with [`NO_HOST`], which a guest reports as "no host" (CPython's
+//! `from host import tools` raises `ImportError`).
+//!
+//! A tool's handler runs on a blocking thread while the guest's call waits
+//! asynchronously, so the turn's timer still ends a turn whose tool does not
+//! answer: the turn times out, and the handler's late answer is dropped.
 
-use wasmtime::{Caller, Linker};
+use std::sync::Arc;
+use std::time::Instant;
+
+use mimobox_core::ToolCall;
+use mimobox_tools::{Request, Toolbox};
+use wasmtime::{Caller, Extern, Linker};
 
 use crate::state::GuestState;
 
 /// The answer of a host with no tools.
 pub(crate) const NO_HOST: i32 = -1;
+/// The answer to a call the host cannot serve (bad pointers, no memory for
+/// the answer).
+pub(crate) const FAULT: i32 = -2;
+
+/// The door's per-run (per-turn, in a session) state.
+#[derive(Default)]
+pub(crate) struct DoorState {
+    /// The tools granted, if any.
+    pub(crate) tools: Option<Arc<Toolbox>>,
+    /// Calls made so far this turn, for the call budget.
+    pub(crate) made: u32,
+    /// The record of this turn's calls.
+    pub(crate) calls: Vec<ToolCall>,
+}
+
+impl DoorState {
+    /// A fresh turn: no calls made, none recorded.
+    pub(crate) fn new_turn(&mut self) {
+        self.made = 0;
+        self.calls.clear();
+    }
+}
 
 /// Adds `host::call` to `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
-    linker.func_wrap(
+    linker.func_wrap_async(
         "host",
         "call",
-        |_caller: Caller<'_, GuestState>,
-         _request: i32,
-         _request_len: i32,
-         _out_ptr: i32,
-         _out_len: i32|
-         -> i32 { NO_HOST },
+        |mut caller: Caller<'_, GuestState>,
+         (request, request_len, out_ptr, out_len): (i32, i32, i32, i32)| {
+            Box::new(async move { call(&mut caller, request, request_len, out_ptr, out_len).await })
+        },
     )?;
     Ok(())
+}
+
+async fn call(
+    caller: &mut Caller<'_, GuestState>,
+    request: i32,
+    request_len: i32,
+    out_ptr: i32,
+    out_len: i32,
+) -> wasmtime::Result<i32> {
+    let Some(tools) = caller.data().door.tools.clone() else { return Ok(NO_HOST) };
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else { return Ok(FAULT) };
+    // Read at most one byte past the request limit: the toolbox then
+    // answers `too_large` without the host copying more.
+    let limit = tools.limits().max_request.saturating_add(1);
+    let Ok(len) = usize::try_from(request_len) else { return Ok(FAULT) };
+    let mut frame = vec![0; len.min(limit)];
+    if memory.read(&*caller, request as u32 as usize, &mut frame).is_err() {
+        return Ok(FAULT);
+    }
+    if len > frame.len() {
+        frame.resize(limit, b' ');
+    }
+    let made = caller.data().door.made;
+    let answer = match tools.request(&frame, made) {
+        Request::Answer(bytes, record) => {
+            caller.data_mut().door.calls.extend(record);
+            bytes
+        }
+        Request::Call(pending) => {
+            let started = Instant::now();
+            let name = pending.tool().to_owned();
+            // Recorded before it runs, as timed out: if the turn's deadline
+            // passes while the tool runs, that is what the record says.
+            let door = &mut caller.data_mut().door;
+            door.made += 1;
+            let index = door.calls.len();
+            door.calls.push(ToolCall {
+                tool: name.clone(),
+                duration: Default::default(),
+                ok: false,
+                error: Some("timeout".into()),
+            });
+            // The handler runs on a thread of its own, and the guest's call
+            // waits for it asynchronously: if the turn's timer drops this
+            // future, the handler is left to finish alone and its late
+            // answer is dropped (nothing waits for that thread).
+            let (done, answered) = tokio::sync::oneshot::channel();
+            let spawned = std::thread::Builder::new().name("mimobox-tool".into()).spawn(move || {
+                let _ = done.send(pending.run());
+            });
+            let finished = match spawned {
+                Ok(_) => answered.await.ok(),
+                Err(_) => None,
+            };
+            let (bytes, record) = finished.unwrap_or_else(|| {
+                let record = ToolCall {
+                    tool: name,
+                    duration: started.elapsed(),
+                    ok: false,
+                    error: Some("tool_error".into()),
+                };
+                let bytes =
+                    br#"{"v":1,"ok":false,"error":{"kind":"tool_error","message":"the tool failed to run"}}"#;
+                (bytes.to_vec(), record)
+            });
+            caller.data_mut().door.calls[index] = record;
+            bytes
+        }
+    };
+    write_answer(caller, &memory, &answer, out_ptr, out_len).await
+}
+
+/// Copies `answer` into memory from the guest's `host_alloc`, and stores
+/// its pointer and length in the out-slots.
+async fn write_answer(
+    caller: &mut Caller<'_, GuestState>,
+    memory: &wasmtime::Memory,
+    answer: &[u8],
+    out_ptr: i32,
+    out_len: i32,
+) -> wasmtime::Result<i32> {
+    let Ok(len) = i32::try_from(answer.len()) else { return Ok(FAULT) };
+    let Ok(alloc) = caller
+        .get_export("host_alloc")
+        .and_then(Extern::into_func)
+        .ok_or(())
+        .and_then(|f| f.typed::<i32, i32>(&*caller).map_err(|_| ()))
+    else {
+        return Ok(FAULT);
+    };
+    let at = alloc.call_async(&mut *caller, len).await?;
+    if at == 0 && len > 0 {
+        return Ok(FAULT);
+    }
+    let wrote = memory
+        .write(&mut *caller, at as u32 as usize, answer)
+        .and_then(|()| memory.write(&mut *caller, out_ptr as u32 as usize, &(at as u32).to_le_bytes()))
+        .and_then(|()| memory.write(&mut *caller, out_len as u32 as usize, &(len as u32).to_le_bytes()));
+    Ok(if wrote.is_ok() { 0 } else { FAULT })
 }

@@ -46,5 +46,6 @@ mod state;
 pub use cache::configured_cache;
 pub use check::{MAX_MEMORY_LIMIT, check_config};
 pub use loader::{CompileEvent, CompileObserver, ModuleOrigin};
+pub use mimobox_tools::{Tool, ToolError, ToolLimits, Toolbox};
 pub use sandbox::WasmSandbox;
 pub use session::WasmSession;

@@ -9,12 +9,14 @@ use mimobox_core::{
     ConfigError, ExecRequest, ModuleSource, Outcome, Sandbox, SandboxConfig, SandboxError, SandboxResult,
     Stdin,
 };
+use mimobox_tools::Toolbox;
 use wasmtime::{InstancePre, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use crate::cache::configured_cache;
 use crate::check::check_config;
+use crate::door::DoorState;
 use crate::engine::{EngineCore, EngineSettings, deadline_ticks};
 use crate::guard::FileGuard;
 use crate::limits::{GuestLimiter, MemoryLimitTrap};
@@ -56,6 +58,7 @@ struct Inner {
     core: Arc<EngineCore>,
     loader: Loader,
     mounts: Vec<OpenMount>,
+    tools: std::sync::RwLock<Option<Arc<Toolbox>>>,
 }
 
 impl WasmSandbox {
@@ -80,13 +83,26 @@ impl WasmSandbox {
             max_compile_memory: config.max_compile_memory,
         };
         let loader = Loader::new(core.clone(), cache, limits);
-        Ok(WasmSandbox { inner: Arc::new(Inner { config, core, loader, mounts }) })
+        let tools = std::sync::RwLock::new(None);
+        Ok(WasmSandbox { inner: Arc::new(Inner { config, core, loader, mounts, tools }) })
     }
 
     /// The config this sandbox enforces (mount paths as the opened
     /// directories are named on the host).
     pub fn config(&self) -> &SandboxConfig {
         &self.inner.config
+    }
+
+    /// Grants `tools` to the runs and sessions this sandbox (and its clones)
+    /// start from now on, through the `host::call` door. Without tools the
+    /// door answers "no host".
+    pub fn set_tools(&self, tools: Toolbox) {
+        let tools = (!tools.is_empty()).then(|| Arc::new(tools));
+        *self.inner.tools.write().unwrap_or_else(|p| p.into_inner()) = tools;
+    }
+
+    fn tools(&self) -> Option<Arc<Toolbox>> {
+        self.inner.tools.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The disk cache in use, if the cache is enabled and trusted.
@@ -136,6 +152,7 @@ impl WasmSandbox {
                     memory_limit_hit: true,
                     disk_written: 0,
                     disk_quota_hit: false,
+                    tool_calls: Vec::new(),
                 });
             }
         };
@@ -172,7 +189,7 @@ impl WasmSandbox {
             Err(_elapsed) => Outcome::TimedOut,
             Ok(result) => classify(result, store.data().limiter.memory_denied()),
         };
-        let result = measured(outcome, elapsed, inner.config.fuel, &store, &stdout, &stderr);
+        let result = measured(outcome, elapsed, inner.config.fuel, &mut store, &stdout, &stderr);
         // The instance goes back to the pool before the slot is released
         // (locals drop in reverse order, and the slot was taken later).
         drop(store);
@@ -186,10 +203,11 @@ pub(crate) fn measured(
     outcome: Outcome,
     elapsed: std::time::Duration,
     fuel_budget: Option<u64>,
-    store: &Store<GuestState>,
+    store: &mut Store<GuestState>,
     stdout: &CappedPipe,
     stderr: &CappedPipe,
 ) -> SandboxResult {
+    let tool_calls = std::mem::take(&mut store.data_mut().door.calls);
     let state = store.data();
     let (stdout, stdout_truncated) = stdout.take();
     let (stderr, stderr_truncated) = stderr.take();
@@ -205,6 +223,7 @@ pub(crate) fn measured(
         memory_limit_hit: state.limiter.memory_denied(),
         disk_written: state.files.disk_written(),
         disk_quota_hit: state.files.quota_hit(),
+        tool_calls,
     }
 }
 
@@ -280,6 +299,7 @@ impl WasmSandbox {
             wasi: wasi.build_p1(),
             limiter: GuestLimiter::new(config.memory_limit, config.trap_on_memory_limit),
             files: FileGuard::new(config.max_open_files, config.max_disk_write),
+            door: DoorState { tools: self.tools(), ..DoorState::default() },
         };
         let mut store = Store::new(&inner.core.engine, state);
         store.limiter(|state| &mut state.limiter);

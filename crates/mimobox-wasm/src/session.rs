@@ -198,6 +198,7 @@ impl WasmSession {
         let state = self.store.data_mut();
         state.limiter.clear_denied();
         state.files.new_turn(config.max_disk_write);
+        state.door.new_turn();
         if let Some(fuel) = config.fuel {
             self.store.set_fuel(fuel).map_err(|e| SandboxError::Internal(one_line(&e)))?;
         }
@@ -255,7 +256,7 @@ impl WasmSession {
                 other => format!("turn {} ended it: {}", self.turns, other.name()),
             });
         }
-        let result = measured(outcome, elapsed, config.fuel, &self.store, &self.stdout, &self.stderr);
+        let result = measured(outcome, elapsed, config.fuel, &mut self.store, &self.stdout, &self.stderr);
         Ok(TurnResult { turn: self.turns, alive, result })
     }
 

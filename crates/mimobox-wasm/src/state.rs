@@ -2,6 +2,7 @@
 
 use wasmtime_wasi::p1::WasiP1Ctx;
 
+use crate::door::DoorState;
 use crate::guard::FileGuard;
 use crate::limits::GuestLimiter;
 
@@ -11,4 +12,5 @@ pub(crate) struct GuestState {
     pub(crate) wasi: WasiP1Ctx,
     pub(crate) limiter: GuestLimiter,
     pub(crate) files: FileGuard,
+    pub(crate) door: DoorState,
 }

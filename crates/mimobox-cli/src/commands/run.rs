@@ -71,6 +71,12 @@ pub fn result_json(result: &SandboxResult) -> serde_json::Value {
         "memory_limit_hit": result.memory_limit_hit,
         "disk_written_bytes": result.disk_written,
         "disk_quota_hit": result.disk_quota_hit,
+        "tool_calls": result.tool_calls.iter().map(|call| serde_json::json!({
+            "tool": call.tool,
+            "ms": call.duration.as_secs_f64() * 1000.0,
+            "ok": call.ok,
+            "error": call.error,
+        })).collect::<Vec<_>>(),
     })
 }
 

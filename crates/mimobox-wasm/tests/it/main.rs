@@ -9,6 +9,7 @@ mod io;
 mod limits;
 mod sessions;
 mod threads;
+mod tools;
 
 use std::path::Path;
 
