@@ -116,3 +116,26 @@ fn a_tool_still_running_at_the_deadline_ends_the_run_as_timed_out() {
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     assert_eq!(result.tool_calls[0].error.as_deref(), Some("timeout"), "{:?}", result.tool_calls);
 }
+
+/// The scientific CPython's own client of the door: `from host import
+/// tools` lists the tools, and a call goes through the schema check to the
+/// closure and back. Uses the compiled module the CLI's tests share.
+#[test]
+fn python_calls_a_closure_through_the_door() {
+    let profile = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../profiles/python-sci.toml");
+    mimobox_fixtures::runtimes::scientific();
+    let mut config = mimobox_core::Profile::load(&profile).unwrap().into_config();
+    config.cache.dir = Some(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("scientific-cache"));
+    config.compile_timeout = Duration::from_secs(600);
+    let sandbox = WasmSandbox::create(config).unwrap();
+    sandbox.set_tools(toolbox(ToolLimits::default()));
+    let mut session = sandbox.open_session(ExecRequest::default()).unwrap();
+    use mimobox_core::{Session, TurnRequest};
+    let turn = session.turn(TurnRequest::new("from host import tools\nprint(tools.double(n=21))")).unwrap();
+    assert_eq!(turn.result.stdout_lossy(), "42\n", "{}", turn.result.stderr_lossy());
+    assert_eq!(turn.result.tool_calls.len(), 1, "{:?}", turn.result.tool_calls);
+    let bad = session.turn(TurnRequest::new("tools.double(n='x')")).unwrap();
+    assert_eq!(bad.result.exit_code(), Some(1));
+    assert!(bad.alive);
+    assert_eq!(bad.result.tool_calls[0].error.as_deref(), Some("invalid_arguments"));
+}
