@@ -57,6 +57,12 @@ impl Cli {
     }
 }
 
+/// The absolute path of the shipped profile `profiles/NAME.toml`.
+fn shipped_profile(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../profiles").join(format!("{name}.toml"));
+    path.canonicalize().unwrap().display().to_string()
+}
+
 fn fixture(name: &str) -> String {
     mimobox_fixtures::path(name).display().to_string()
 }

@@ -8,12 +8,7 @@ use std::process::{Output, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use crate::{Cli, json, stderr, stdout};
-
-fn profile(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../profiles").join(format!("{name}.toml"));
-    path.canonicalize().unwrap().display().to_string()
-}
+use crate::{Cli, json, shipped_profile, stderr, stdout};
 
 /// A CLI whose cache is shared by these tests and warmed once, so that
 /// CPython is compiled once per test run rather than once per test.
@@ -24,7 +19,7 @@ fn cli() -> Cli {
     WARM.call_once(|| {
         mimobox_fixtures::runtimes::path("python");
         for (name, code) in [("python", ["-c", "pass"]), ("quickjs", ["-e", ""])] {
-            let out = cli.run(&["run", "--profile", &profile(name), "--", code[0], code[1]]);
+            let out = cli.run(&["run", "--profile", &shipped_profile(name), "--", code[0], code[1]]);
             assert_eq!(out.status.code(), Some(0), "warming {name}: {}", stderr(&out));
         }
     });
@@ -35,7 +30,7 @@ impl Cli {
     /// Runs `code` through the shipped profile `name`, whose interpreter
     /// takes code after `code_flag`.
     fn interpret(&self, name: &str, code_flag: &str, extra: &[&str], code: &str) -> Output {
-        let profile = profile(name);
+        let profile = shipped_profile(name);
         let mut args = vec!["run", "--profile", &profile];
         args.extend_from_slice(extra);
         args.extend(["--", code_flag, code]);
@@ -68,7 +63,7 @@ fn quickjs_prints() {
 #[test]
 fn python_reads_its_program_from_stdin() {
     let cli = cli();
-    let profile = profile("python");
+    let profile = shipped_profile("python");
     let mut child = cli
         .command(&["run", "--profile", &profile, "--", "-"])
         .stdin(Stdio::piped())

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use crate::{Cli, stderr, stdout};
 
 fn profile() -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../profiles/python-sci.toml");
-    path.canonicalize().unwrap().display().to_string()
+    crate::shipped_profile("python-sci")
 }
 
 /// A CLI whose cache holds the compiled scientific CPython, compiled once.
