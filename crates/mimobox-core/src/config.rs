@@ -485,6 +485,8 @@ mod tests {
         };
         config.cache.dir = Some("/c".into());
         config.cache.max_size = Some(1 << 30);
+        config.session.preload = Some("import json".into());
+        config.session.restore = Some("setup({{argv}}, {{env}})".into());
         let table: toml::Table = toml::from_str(&config.to_toml().unwrap()).unwrap();
         let mut written = Vec::new();
         for (key, value) in &table {

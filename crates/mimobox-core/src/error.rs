@@ -112,6 +112,14 @@ pub enum SandboxError {
         /// Why it ended.
         reason: String,
     },
+    /// A checkpoint could not be made, or a session could not be opened or
+    /// forked from one: the guest's state cannot be carried (a file left
+    /// open, say), the preload failed, or the restore turn did.
+    #[error("checkpoint: {message}")]
+    Checkpoint {
+        /// What went wrong, on one line.
+        message: String,
+    },
     /// The command was empty: there is no module to run.
     #[error("no module given")]
     NoModule,

@@ -61,6 +61,10 @@ pub const SESSION_IDLE_TIMEOUT: &str = "session.idle_timeout_secs";
 pub const SESSION_LIFETIME: &str = "session.lifetime_secs";
 /// `session.open_timeout_secs`
 pub const SESSION_OPEN_TIMEOUT: &str = "session.open_timeout_secs";
+/// `session.preload`
+pub const SESSION_PRELOAD: &str = "session.preload";
+/// `session.restore`
+pub const SESSION_RESTORE: &str = "session.restore";
 
 /// Every key of a profile, dotted for the keys of its tables. `env` takes
 /// any variable names; a mount table takes `host` and `guest`.
@@ -94,6 +98,8 @@ pub const ALL: &[&str] = &[
     SESSION_IDLE_TIMEOUT,
     SESSION_LIFETIME,
     SESSION_OPEN_TIMEOUT,
+    SESSION_PRELOAD,
+    SESSION_RESTORE,
 ];
 
 /// The keys of a mount written as a table.

@@ -41,6 +41,6 @@ pub use outcome::{Outcome, SandboxResult, ToolCall};
 pub use profile::{Profile, ProfileError};
 pub use sandbox::{ExecRequest, ModuleSource, OutputSink, Sandbox, Stdin};
 pub use session::{
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_LIFETIME, DEFAULT_OPEN_TIMEOUT, Session, SessionConfig, TurnRequest,
-    TurnResult,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_LIFETIME, DEFAULT_OPEN_TIMEOUT, RESTORE_ARGV, RESTORE_ENV, Session,
+    SessionConfig, TurnRequest, TurnResult,
 };

@@ -40,7 +40,28 @@ pub struct SessionConfig {
     /// session holds one) before it fails. Key `session.open_timeout_secs`.
     #[serde(rename = "open_timeout_secs", with = "serde_units::seconds")]
     pub open_timeout: Duration,
+    /// Code run once, as the first turn of a session on the module, whose
+    /// resulting state is kept as a checkpoint (see `docs/sessions.md`):
+    /// every session is then opened from that checkpoint, as if it had run
+    /// this code itself. Key `session.preload`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preload: Option<String>,
+    /// Code run, unseen, as the first turn of every session opened from a
+    /// checkpoint or forked from another session, so that the guest takes
+    /// up the new session's own arguments, environment and randomness.
+    /// `{{argv}}` is replaced by the session's arguments (argv\[0\] first)
+    /// as a JSON array of strings, and `{{env}}` by its environment as a
+    /// JSON object. Key `session.restore`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore: Option<String>,
 }
+
+/// In [`SessionConfig::restore`], the placeholder for the session's
+/// arguments.
+pub const RESTORE_ARGV: &str = "{{argv}}";
+/// In [`SessionConfig::restore`], the placeholder for the session's
+/// environment.
+pub const RESTORE_ENV: &str = "{{env}}";
 
 impl Default for SessionConfig {
     fn default() -> Self {
@@ -48,6 +69,8 @@ impl Default for SessionConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             lifetime: DEFAULT_LIFETIME,
             open_timeout: DEFAULT_OPEN_TIMEOUT,
+            preload: None,
+            restore: None,
         }
     }
 }

@@ -77,6 +77,11 @@ impl FileGuard {
         self.quota_hit = false;
     }
 
+    /// Files the guest holds open (stdio and mounts not counted).
+    pub(crate) fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
     /// Bytes written to read-write mounts so far.
     pub(crate) fn disk_written(&self) -> u64 {
         self.disk_written

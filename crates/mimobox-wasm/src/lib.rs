@@ -29,6 +29,7 @@
 
 mod cache;
 mod check;
+mod checkpoint;
 mod door;
 mod engine;
 mod guard;
@@ -48,4 +49,4 @@ pub use check::{MAX_MEMORY_LIMIT, check_config};
 pub use loader::{CompileEvent, CompileObserver, ModuleOrigin};
 pub use mimobox_tools::{Tool, ToolError, ToolLimits, Toolbox};
 pub use sandbox::WasmSandbox;
-pub use session::WasmSession;
+pub use session::{Checkpoint, WasmSession};

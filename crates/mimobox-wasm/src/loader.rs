@@ -207,6 +207,113 @@ impl Loader {
         self.load_bytes(&name, hash, syntax, bytes)
     }
 
+    /// Loads a module derived from `source` by `build` (instrumented, or
+    /// pre-initialised by a preload), keyed by the source's content hash
+    /// and `recipe`: the derived module is built and compiled once, then
+    /// found in memory or in the disk cache by that key without building
+    /// it again. `build` gets the source as a binary module.
+    pub(crate) fn load_derived(
+        &self,
+        source: &ModuleSource,
+        recipe: &[u8],
+        build: impl FnOnce(&[u8]) -> Result<Vec<u8>, SandboxError>,
+    ) -> Result<(Arc<LoadedModule>, ModuleOrigin, ContentHash), SandboxError> {
+        let name = source.display_name();
+        let key_for = |base: &ContentHash| {
+            let mut material = b"mimobox derived module v1\0".to_vec();
+            material.extend_from_slice(base.to_string().as_bytes());
+            material.push(0);
+            material.extend_from_slice(recipe);
+            ContentHash::of(&material)
+        };
+        let (base, bytes) = self.identify(source)?;
+        if let Some(base) = base
+            && let Some((module, origin)) = self.load_compiled(&name, key_for(&base))?
+        {
+            return Ok((module, origin, base));
+        }
+        let (base, bytes) = match bytes {
+            Some(bytes) => bytes,
+            None => self.read_source(source)?,
+        };
+        let key = key_for(&base);
+        if let Some((module, origin)) = self.load_compiled(&name, key)? {
+            return Ok((module, origin, base));
+        }
+        let syntax = match source {
+            ModuleSource::Path(path) => Syntax::of_path(path),
+            ModuleSource::Bytes { .. } => Syntax::BinaryOrText,
+        };
+        let binary = to_binary(&name, syntax, bytes)?;
+        let derived = build(&binary)?;
+        let (module, origin) = self.load_bytes(&name, key, Syntax::Binary, derived)?;
+        Ok((module, origin, base))
+    }
+
+    /// The source as a binary module, with the content hash of its bytes.
+    pub(crate) fn binary_of(&self, source: &ModuleSource) -> Result<(ContentHash, Vec<u8>), SandboxError> {
+        let name = source.display_name();
+        let (hash, bytes) = self.read_source(source)?;
+        let syntax = match source {
+            ModuleSource::Path(path) => Syntax::of_path(path),
+            ModuleSource::Bytes { .. } => Syntax::BinaryOrText,
+        };
+        Ok((hash, to_binary(&name, syntax, bytes)?))
+    }
+
+    /// The content hash of `source` if it is known without reading the
+    /// file, else the bytes read and their hash.
+    #[allow(clippy::type_complexity)]
+    fn identify(
+        &self,
+        source: &ModuleSource,
+    ) -> Result<(Option<ContentHash>, Option<(ContentHash, Vec<u8>)>), SandboxError> {
+        match source {
+            ModuleSource::Bytes { bytes, .. } => Ok((Some(self.hash_of_shared(bytes)), None)),
+            ModuleSource::Path(path) => {
+                let metadata = std::fs::metadata(path).map_err(|e| open_error(path, e))?;
+                let fingerprint = self.check_file(path, &metadata)?;
+                let remembered = self.lock_paths().get(path).copied();
+                let known = remembered.filter(|(fp, _)| *fp == fingerprint).map(|(_, hash)| hash);
+                let known =
+                    known.or_else(|| self.cache.as_ref().and_then(|cache| cache.hash_for(&fingerprint)));
+                match known {
+                    Some(hash) => Ok((Some(hash), None)),
+                    None => {
+                        let (hash, bytes) = self.read_source(source)?;
+                        Ok((Some(hash), Some((hash, bytes))))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the whole source and hashes it (remembering a file's hash by
+    /// its fingerprint, as `load` does).
+    fn read_source(&self, source: &ModuleSource) -> Result<(ContentHash, Vec<u8>), SandboxError> {
+        match source {
+            ModuleSource::Bytes { bytes, .. } => Ok((self.hash_of_shared(bytes), bytes.to_vec())),
+            ModuleSource::Path(path) => {
+                let mut file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc_nonblock())
+                    .open(path)
+                    .map_err(|e| open_error(path, e))?;
+                let metadata = file.metadata().map_err(|e| open_error(path, e))?;
+                let fingerprint = self.check_file(path, &metadata)?;
+                let bytes = read_bounded(&mut file, path, self.limits.max_module_size)?;
+                let hash = ContentHash::of(&bytes);
+                if file.metadata().is_ok_and(|m| Fingerprint::of(&m) == fingerprint) {
+                    if let Some(cache) = &self.cache {
+                        cache.remember(&fingerprint, &hash);
+                    }
+                    self.remember_path(path, fingerprint, hash);
+                }
+                Ok((hash, bytes))
+            }
+        }
+    }
+
     /// The content hash of shared module bytes, hashed once per allocation:
     /// the map keeps each `Arc` alive, so its address cannot be reused by
     /// other bytes while it is a key.
@@ -303,19 +410,7 @@ impl Loader {
         syntax: Syntax,
         bytes: Vec<u8>,
     ) -> Result<Compiled, SandboxError> {
-        let invalid = |message: String| SandboxError::InvalidModule { module: name.to_owned(), message };
-        let bytes = if bytes.starts_with(WASM_MAGIC) {
-            bytes
-        } else if syntax == Syntax::BinaryOrText {
-            wat::parse_bytes(&bytes).map_err(|e| invalid(one_line_text(&e)))?.into_owned()
-        } else {
-            // Never parse (and so never quote) a file that was not meant as
-            // a module: a profile's `module` may name any file.
-            return Err(invalid(
-                "not a WebAssembly module (binary modules start with `\\0asm`; text modules must be named `*.wat`)"
-                    .into(),
-            ));
-        };
+        let bytes = to_binary(name, syntax, bytes)?;
         if let Some(shape) = ModuleShape::of(&bytes) {
             if let Some(reason) = shape.beyond_limits() {
                 return Ok(Compiled::BeyondLimits(reason));
@@ -417,6 +512,23 @@ impl Syntax {
 
 fn libc_nonblock() -> i32 {
     rustix::fs::OFlags::NONBLOCK.bits() as i32 | rustix::fs::OFlags::CLOEXEC.bits() as i32
+}
+
+/// `bytes` as a binary module: text is parsed where `syntax` allows it.
+fn to_binary(name: &str, syntax: Syntax, bytes: Vec<u8>) -> Result<Vec<u8>, SandboxError> {
+    let invalid = |message: String| SandboxError::InvalidModule { module: name.to_owned(), message };
+    if bytes.starts_with(WASM_MAGIC) {
+        Ok(bytes)
+    } else if syntax == Syntax::BinaryOrText {
+        Ok(wat::parse_bytes(&bytes).map_err(|e| invalid(one_line_text(&e)))?.into_owned())
+    } else {
+        // Never parse (and so never quote) a file that was not meant as a
+        // module: a profile's `module` may name any file.
+        Err(invalid(
+            "not a WebAssembly module (binary modules start with `\\0asm`; text modules must be named `*.wat`)"
+                .into(),
+        ))
+    }
 }
 
 /// What a compile produced.

@@ -243,6 +243,29 @@ impl WasmSandbox {
 
     /// A fresh store for `source`: its WASI context (argv, environment,
     /// stdio, the sandbox's mounts), limiter, file rules and fuel.
+    /// The guest's arguments (argv\[0\] first) and environment: the
+    /// config's, then the request's (whose variables win).
+    pub(crate) fn guest_command(
+        &self,
+        source: &ModuleSource,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> (Vec<String>, Vec<(String, String)>) {
+        let config = &self.inner.config;
+        let argv = std::iter::once(argv0(config.argv0.as_deref(), source))
+            .chain(config.args.iter().cloned())
+            .chain(args.iter().cloned())
+            .collect();
+        let vars = config
+            .env
+            .iter()
+            .filter(|(name, _)| !env.iter().any(|(n, _)| n == *name))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .chain(env.iter().cloned())
+            .collect();
+        (argv, vars)
+    }
+
     pub(crate) fn new_store(
         &self,
         source: &ModuleSource,
@@ -267,17 +290,12 @@ impl WasmSandbox {
             .stderr(io.stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .arg(argv0(inner.config.argv0.as_deref(), source));
-        for arg in inner.config.args.iter().chain(io.args) {
+            .allow_ip_name_lookup(false);
+        let (args, env) = self.guest_command(source, io.args, io.env);
+        for arg in &args {
             wasi.arg(arg);
         }
-        for (name, value) in &inner.config.env {
-            if !io.env.iter().any(|(n, _)| n == name) {
-                wasi.env(name, value);
-            }
-        }
-        for (name, value) in io.env {
+        for (name, value) in &env {
             wasi.env(name, value);
         }
         // File operations on mounts run on this thread rather than hopping to

@@ -11,8 +11,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mimobox_core::{ExecRequest, Outcome, SandboxError, Session, TurnRequest, TurnResult};
+use mimobox_cache::ContentHash;
+use mimobox_core::{
+    ExecRequest, ModuleSource, Outcome, RESTORE_ARGV, RESTORE_ENV, SandboxError, Session, TurnRequest,
+    TurnResult,
+};
 use wasmtime::{Instance, Store, TypedFunc};
+
+use crate::checkpoint;
 
 use crate::engine::deadline_ticks;
 use crate::loader::{LoadedModule, one_line};
@@ -50,11 +56,69 @@ pub struct WasmSession {
     opened: Instant,
     last_turn: Instant,
     ended: Option<String>,
+    /// Whether the guest's `_initialize` has run, here or in the instance
+    /// whose state this one took.
+    initialized: bool,
+    /// What the instance runs, for checkpoints and forks.
+    image: Image,
+    /// Where the module came from (its name and argv\[0\]).
+    source: ModuleSource,
+    /// The guest's arguments and environment, for the restore turn.
+    command: (Vec<String>, Vec<(String, String)>),
     /// The pool slot this session's instance lives in.
     _slot: OwnedSlot,
     /// Keeps the module (and its cache pin) alive with the instance.
-    _module: Arc<LoadedModule>,
+    module: Arc<LoadedModule>,
 }
+
+/// What a session's instance runs.
+#[derive(Clone)]
+enum Image {
+    /// The instrumented form of the source module, whose content hash
+    /// was this when the session opened.
+    Module { hash: ContentHash },
+    /// The instrumented form of a checkpoint the caller holds.
+    Checkpoint(Checkpoint),
+    /// The instrumented form of the profile's preload checkpoint.
+    Preload,
+    /// The module itself: it cannot be instrumented, for this reason.
+    Plain(String),
+}
+
+/// A session's state captured as a pre-initialised module: its linear
+/// memory as data segments and its mutable globals as initial values
+/// (Wizer's snapshot). See [`WasmSession::checkpoint`].
+///
+/// Sessions opened from it ([`WasmSandbox::open_session_from`]) map its
+/// memory copy-on-write from the compiled module, which is compiled once
+/// and cached by content like any module. Cloning it is cheap.
+#[derive(Clone)]
+pub struct Checkpoint {
+    module: Arc<[u8]>,
+    name: String,
+}
+
+impl Checkpoint {
+    /// The pre-initialised module, a valid WebAssembly binary.
+    pub fn module(&self) -> &Arc<[u8]> {
+        &self.module
+    }
+
+    /// A name for messages: the checkpointed module's.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint").field("name", &self.name).field("bytes", &self.module.len()).finish()
+    }
+}
+
+/// The recipe tag of the instrumented form of a module.
+const INSTRUMENTED: &[u8] =
+    b"instrumented by wasmtime-wizer 48.0.8, with the wasi-libc preopen reset exported";
 
 impl WasmSandbox {
     /// Opens a session on the request's module (else the config's), with
@@ -64,11 +128,123 @@ impl WasmSandbox {
     /// Each session holds a pool slot until it is closed; when every slot
     /// is held, opening waits up to `session.open_timeout_secs`, then fails
     /// with [`SandboxError::SessionCapacity`].
-    pub fn open_session(&self, request: ExecRequest) -> Result<WasmSession, SandboxError> {
-        let (loader, core, config) = self.parts();
-        let source = self.source_of(request.module)?;
+    pub fn open_session(&self, mut request: ExecRequest) -> Result<WasmSession, SandboxError> {
+        let source = self.source_of(request.module.take())?;
+        match self.config().session.preload.clone() {
+            Some(preload) => {
+                let module = self.preload_checkpoint(&source, &preload)?;
+                let mut session = self.start(&source, module, Image::Preload, request)?;
+                session.restore()?;
+                Ok(session)
+            }
+            None => {
+                let (module, image) = self.load_for_session(&source)?;
+                self.start(&source, module, image, request)
+            }
+        }
+    }
+
+    /// Opens a session from `checkpoint`, with the request's arguments,
+    /// environment and stdin (its `module` must be `None`). The config's
+    /// `session.restore` code runs first, unseen, so that the guest takes
+    /// up this session's arguments, environment and randomness.
+    pub fn open_session_from(
+        &self,
+        checkpoint: &Checkpoint,
+        request: ExecRequest,
+    ) -> Result<WasmSession, SandboxError> {
+        if request.module.is_some() {
+            return Err(SandboxError::Checkpoint {
+                message:
+                    "a session opened from a checkpoint runs the checkpoint's module; leave `module` unset"
+                        .into(),
+            });
+        }
+        let source = ModuleSource::Bytes { name: checkpoint.name.clone(), bytes: checkpoint.module.clone() };
+        let (loader, _, _) = self.parts();
+        let (module, _, _) = loader.load_derived(&source, INSTRUMENTED, |binary| instrumented(binary))?;
+        let mut session = self.start(&source, module, Image::Checkpoint(checkpoint.clone()), request)?;
+        session.restore()?;
+        Ok(session)
+    }
+
+    /// Compiles what sessions on `source` run (building the preload
+    /// checkpoint if the config has one), so that the first session opens
+    /// at full speed.
+    pub fn prepare_sessions(&self, source: &ModuleSource) -> Result<(), SandboxError> {
+        match self.config().session.preload.clone() {
+            Some(preload) => self.preload_checkpoint(source, &preload).map(drop),
+            None => self.load_for_session(source).map(drop),
+        }
+    }
+
+    /// The instrumented module, or the module itself when it cannot be
+    /// instrumented (checkpoints and forks then say why).
+    fn load_for_session(&self, source: &ModuleSource) -> Result<(Arc<LoadedModule>, Image), SandboxError> {
+        let (loader, _, _) = self.parts();
+        match loader.load_derived(source, INSTRUMENTED, |binary| instrumented(binary)) {
+            Ok((module, _, hash)) => Ok((module, Image::Module { hash })),
+            Err(SandboxError::Checkpoint { message }) => {
+                let (module, _) = loader.load(source)?;
+                Ok((module, Image::Plain(message)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The compiled preload checkpoint of `source`: from memory or the
+    /// cache, else built by running `preload` as the first turn of a fresh
+    /// session and capturing its state. Its key covers the module, the
+    /// preload, what the preload saw (arguments, environment, mounts) and
+    /// the engine.
+    fn preload_checkpoint(
+        &self,
+        source: &ModuleSource,
+        preload: &str,
+    ) -> Result<Arc<LoadedModule>, SandboxError> {
+        let (loader, _, config) = self.parts();
+        let (args, env) = self.guest_command(source, &[], &[]);
+        let mounts: Vec<(String, String, bool)> = config
+            .fs_readonly
+            .iter()
+            .map(|m| (m.guest.clone(), m.host.display().to_string(), false))
+            .chain(config.fs_readwrite.iter().map(|m| (m.guest.clone(), m.host.display().to_string(), true)))
+            .collect();
+        let recipe = serde_json::json!({
+            "checkpoint": "preload v1",
+            "preload": preload,
+            "args": args,
+            "env": env,
+            "mounts": mounts,
+        })
+        .to_string();
+        let (module, _, _) = loader.load_derived(source, recipe.as_bytes(), |binary| {
+            let (module, image) = self.load_for_session(source)?;
+            if let Image::Plain(reason) = &image {
+                return Err(SandboxError::Checkpoint {
+                    message: format!("cannot preload {}: {reason}", source.display_name()),
+                });
+            }
+            let mut session = self.start(source, module, image, ExecRequest::default())?;
+            let turn = session.run_turn(TurnRequest::new(preload))?;
+            succeeded("the preload (session.preload)", &turn)?;
+            let snapshot = session.snapshot_on(binary)?;
+            instrumented(&snapshot)
+        })?;
+        Ok(module)
+    }
+
+    /// Instantiates `module` in a new session (in its own pool slot), with
+    /// the request's arguments, environment and stdin.
+    fn start(
+        &self,
+        source: &ModuleSource,
+        module: Arc<LoadedModule>,
+        image: Image,
+        request: ExecRequest,
+    ) -> Result<WasmSession, SandboxError> {
+        let (_, core, config) = self.parts();
         let name = source.display_name();
-        let (module, _) = loader.load(&source)?;
         let LoadedModule::Ready { pre, .. } = &*module else {
             return Err(SandboxError::Link {
                 module: name,
@@ -82,6 +258,7 @@ impl WasmSandbox {
             })?;
         let stdout = CappedPipe::new(config.max_stdout, None);
         let stderr = CappedPipe::new(config.max_stderr, None);
+        let command = self.guest_command(source, &request.args, &request.env);
         let io = GuestIo {
             args: &request.args,
             env: &request.env,
@@ -89,7 +266,7 @@ impl WasmSandbox {
             stdout: &stdout,
             stderr: &stderr,
         };
-        let mut store = self.new_store(&source, io)?;
+        let mut store = self.new_store(source, io)?;
 
         let _running = core.running();
         store.set_epoch_deadline(deadline_ticks(config.timeout));
@@ -117,7 +294,7 @@ impl WasmSandbox {
                 }
             };
         let calls = TurnCalls::find(&mut store, &instance)
-            .map_err(|message| SandboxError::Link { module: name, message })?;
+            .map_err(|message| SandboxError::Link { module: name.clone(), message })?;
         let now = Instant::now();
         Ok(WasmSession {
             sandbox: self.clone(),
@@ -130,10 +307,42 @@ impl WasmSandbox {
             opened: now,
             last_turn: now,
             ended: None,
+            initialized: false,
+            image,
+            source: source.clone(),
+            command,
             _slot: slot,
-            _module: module,
+            module,
         })
     }
+}
+
+/// The instrumented form of `binary`; an error says why there is none.
+fn instrumented(binary: &[u8]) -> Result<Vec<u8>, SandboxError> {
+    checkpoint::instrument(binary).map_err(|reason| SandboxError::Checkpoint {
+        message: mimobox_core::text::one_line_bounded(&format!(
+            "the module cannot be checkpointed: {reason}"
+        )),
+    })
+}
+
+/// Refuses a hidden turn (preload or restore) that did not exit 0 with the
+/// session alive, quoting the end of its stderr.
+fn succeeded(what: &str, turn: &TurnResult) -> Result<(), SandboxError> {
+    if turn.alive && turn.result.outcome == (Outcome::Exited { code: 0 }) {
+        return Ok(());
+    }
+    let how = match &turn.result.outcome {
+        Outcome::Exited { code } => format!("exited with status {code}"),
+        Outcome::Trap { message } => format!("trapped: {message}"),
+        other => other.name().to_owned(),
+    };
+    let stderr = String::from_utf8_lossy(&turn.result.stderr);
+    let tail = stderr.lines().rev().take(3).collect::<Vec<_>>().join(" / ");
+    let tail = if tail.is_empty() { String::new() } else { format!(": {tail}") };
+    Err(SandboxError::Checkpoint {
+        message: mimobox_core::text::one_line_bounded(&format!("{what} did not succeed: {how}{tail}")),
+    })
 }
 
 impl TurnCalls {
@@ -208,7 +417,8 @@ impl WasmSession {
         let _running = core.running();
         self.store.set_epoch_deadline(deadline_ticks(timeout));
         let started = Instant::now();
-        let first = self.turns == 1;
+        let first = !self.initialized;
+        self.initialized = true;
         let code = request.code.into_bytes();
         let (store, instance, calls) = (&mut self.store, &self.instance, &self.calls);
         let ran = block_on(async {
@@ -258,6 +468,119 @@ impl WasmSession {
         }
         let result = measured(outcome, elapsed, config.fuel, &mut self.store, &self.stdout, &self.stderr);
         Ok(TurnResult { turn: self.turns, alive, result })
+    }
+
+    /// Captures the session's state as a [`Checkpoint`]: its memory and
+    /// mutable globals, as a pre-initialised module. The session goes on.
+    ///
+    /// Refused, with the reason, when the state cannot be carried into
+    /// another instance: the guest holds files open, the module cannot be
+    /// instrumented, or its file changed since the session opened. A
+    /// session opened from a profile's preload cannot be checkpointed again
+    /// (fork it instead).
+    pub fn checkpoint(&mut self) -> Result<Checkpoint, SandboxError> {
+        self.usable()?;
+        let binary: std::borrow::Cow<'_, [u8]> = match &self.image {
+            Image::Module { hash } => {
+                let (loader, _, _) = self.sandbox.parts();
+                let (now, binary) = loader.binary_of(&self.source)?;
+                if now != *hash {
+                    return Err(SandboxError::Checkpoint {
+                        message: format!(
+                            "{}: the module changed since the session opened",
+                            self.source.display_name()
+                        ),
+                    });
+                }
+                binary.into()
+            }
+            Image::Checkpoint(checkpoint) => checkpoint.module.to_vec().into(),
+            Image::Preload => {
+                return Err(SandboxError::Checkpoint {
+                    message: "a session opened from a preload (session.preload) cannot be checkpointed again; fork it instead".into(),
+                });
+            }
+            Image::Plain(reason) => return Err(SandboxError::Checkpoint { message: reason.clone() }),
+        };
+        let binary = binary.into_owned();
+        let module = self.snapshot_on(&binary)?;
+        Ok(Checkpoint { module: module.into(), name: self.source.display_name() })
+    }
+
+    /// Opens a second session that starts from this one's current state,
+    /// with the request's arguments, environment and stdin (its `module`
+    /// must be `None`); the config's `session.restore` code runs in it
+    /// first, unseen. Both sessions go on independently.
+    ///
+    /// The state is copied, not mapped: a fork costs a copy of the guest's
+    /// memory. Refused, with the reason, as [`WasmSession::checkpoint`] is.
+    pub fn fork(&mut self, request: ExecRequest) -> Result<WasmSession, SandboxError> {
+        self.usable()?;
+        if request.module.is_some() {
+            return Err(SandboxError::Checkpoint {
+                message: "a fork runs its session's module; leave `module` unset".into(),
+            });
+        }
+        if let Image::Plain(reason) = &self.image {
+            return Err(SandboxError::Checkpoint { message: reason.clone() });
+        }
+        self.quiesce()?;
+        let mut fork = self.sandbox.start(&self.source, self.module.clone(), self.image.clone(), request)?;
+        checkpoint::copy_state((&mut self.store, &self.instance), (&mut fork.store, &fork.instance))
+            .map_err(|message| SandboxError::Checkpoint { message })?;
+        fork.initialized = self.initialized;
+        fork.restore()?;
+        Ok(fork)
+    }
+
+    /// Refuses a session that has ended.
+    fn usable(&self) -> Result<(), SandboxError> {
+        match &self.ended {
+            Some(reason) => Err(SandboxError::SessionEnded { reason: reason.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    /// Readies the live state to be copied (see `checkpoint::quiesce`).
+    fn quiesce(&mut self) -> Result<(), SandboxError> {
+        let needs_reset = match &*self.module {
+            LoadedModule::Ready { pre, .. } => {
+                pre.module().imports().any(|import| import.name() == "fd_prestat_get")
+            }
+            LoadedModule::BeyondLimits { .. } => false,
+        };
+        let (_, core, config) = self.sandbox.parts();
+        let core = core.clone();
+        let _running = core.running();
+        self.store.set_epoch_deadline(deadline_ticks(config.timeout));
+        let (store, instance) = (&mut self.store, &self.instance);
+        block_on(checkpoint::quiesce(store, instance, needs_reset))?
+            .map_err(|message| SandboxError::Checkpoint { message })
+    }
+
+    /// The session's state as a pre-initialised module built on `binary`,
+    /// the module its instance runs, before instrumentation.
+    fn snapshot_on(&mut self, binary: &[u8]) -> Result<Vec<u8>, SandboxError> {
+        self.quiesce()?;
+        let (store, instance) = (&mut self.store, self.instance);
+        block_on(checkpoint::snapshot(store, instance, binary))?
+            .map_err(|message| SandboxError::Checkpoint { message })
+    }
+
+    /// Runs the config's `session.restore` code as an unseen turn, with
+    /// this session's arguments and environment; the session's turn count
+    /// starts after it.
+    fn restore(&mut self) -> Result<(), SandboxError> {
+        let Some(template) = self.sandbox.config().session.restore.clone() else { return Ok(()) };
+        let (argv, env) = &self.command;
+        let env: serde_json::Map<String, serde_json::Value> =
+            env.iter().map(|(n, v)| (n.clone(), serde_json::Value::String(v.clone()))).collect();
+        let code = template
+            .replace(RESTORE_ARGV, &serde_json::to_string(argv).expect("strings serialise"))
+            .replace(RESTORE_ENV, &serde_json::to_string(&env).expect("strings serialise"));
+        let turn = self.run_turn(TurnRequest::new(code))?;
+        self.turns = 0;
+        succeeded("the restore turn (session.restore)", &turn)
     }
 
     /// Lets the guest finalise (`shutdown`), within a short bound, if it is

@@ -164,3 +164,77 @@ fn a_module_without_the_turn_interface_is_refused() {
     let error = sandbox.open_session(request).unwrap_err();
     assert!(error.to_string().contains("not a session guest"), "{error}");
 }
+
+#[test]
+fn a_checkpoint_carries_the_state_into_sessions_opened_from_it() {
+    let (_cache, sandbox, mut session) = open_with(|_| {});
+    for _ in 0..3 {
+        turn(&mut session, "i");
+    }
+    let checkpoint = session.checkpoint().unwrap();
+    assert!(checkpoint.module().starts_with(b"\0asm"));
+    // The checkpointed session goes on by itself.
+    assert_eq!(turn(&mut session, "i").result.stdout, b"4\n");
+
+    // Two sessions from the checkpoint: each starts at 3, and neither
+    // runs `_initialize` again (the counter traps if it does).
+    let mut first = sandbox.open_session_from(&checkpoint, ExecRequest::default()).unwrap();
+    let mut second = sandbox.open_session_from(&checkpoint, ExecRequest::default()).unwrap();
+    let result = turn(&mut first, "i");
+    assert_eq!((result.turn, result.result.stdout.as_slice()), (1, &b"4\n"[..]));
+    assert_eq!(turn(&mut first, "i").result.stdout, b"5\n");
+    assert_eq!(turn(&mut second, "p").result.stdout, b"3\n");
+    assert_eq!(turn(&mut session, "p").result.stdout, b"4\n");
+
+    // A checkpoint of a session opened from a checkpoint works the same.
+    let again = first.checkpoint().unwrap();
+    let mut third = sandbox.open_session_from(&again, ExecRequest::default()).unwrap();
+    assert_eq!(turn(&mut third, "p").result.stdout, b"5\n");
+}
+
+#[test]
+fn a_fork_starts_from_the_current_state_and_then_goes_its_own_way() {
+    let (_cache, _sandbox, mut session) = open_with(|_| {});
+    turn(&mut session, "i");
+    turn(&mut session, "i");
+    let mut fork = session.fork(ExecRequest::default()).unwrap();
+    assert_eq!(turn(&mut fork, "i").result.stdout, b"3\n");
+    assert_eq!(turn(&mut fork, "i").result.stdout, b"4\n");
+    assert_eq!(turn(&mut session, "p").result.stdout, b"2\n", "the original is untouched");
+    let mut grandchild = fork.fork(ExecRequest::default()).unwrap();
+    assert_eq!(turn(&mut grandchild, "p").result.stdout, b"4\n");
+    // A fork of a session that has taken no turn still initialises once.
+    let (_cache, _sandbox, mut fresh) = open_with(|_| {});
+    let mut fork = fresh.fork(ExecRequest::default()).unwrap();
+    assert_eq!(turn(&mut fork, "i").result.stdout, b"1\n");
+}
+
+#[test]
+fn a_session_that_has_ended_cannot_be_checkpointed_or_forked() {
+    let (_cache, _sandbox, mut session) = open_with(|_| {});
+    turn(&mut session, "t");
+    assert!(matches!(session.checkpoint(), Err(SandboxError::SessionEnded { .. })));
+    assert!(matches!(session.fork(ExecRequest::default()), Err(SandboxError::SessionEnded { .. })));
+}
+
+#[test]
+fn the_restore_turn_sees_the_new_sessions_arguments_and_environment() {
+    // The counter's code is one command letter: a restore template that
+    // expands to a command shows that it ran; one that fails, that a
+    // failing restore refuses the open.
+    let (_cache, sandbox, mut session) =
+        open_with(|config| config.session.restore = Some("i {{argv}}".into()));
+    turn(&mut session, "i");
+    let checkpoint = session.checkpoint().unwrap();
+    let mut restored = sandbox.open_session_from(&checkpoint, ExecRequest::default()).unwrap();
+    let first = turn(&mut restored, "p");
+    assert_eq!(first.turn, 1, "the restore turn is not counted");
+    assert_eq!(first.result.stdout, b"2\n", "the restore turn ran once");
+
+    let (_cache, sandbox, mut session) = open_with(|config| config.session.restore = Some("e{{env}}".into()));
+    let checkpoint = session.checkpoint().unwrap();
+    let error = sandbox.open_session_from(&checkpoint, ExecRequest::default()).unwrap_err();
+    assert!(matches!(error, SandboxError::Checkpoint { .. }), "{error}");
+    assert!(error.to_string().contains("session.restore"), "{error}");
+    assert!(session.fork(ExecRequest::default()).is_err());
+}
