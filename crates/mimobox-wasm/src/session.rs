@@ -21,7 +21,7 @@ use wasmtime::{Instance, Store, TypedFunc};
 use crate::checkpoint;
 
 use crate::engine::deadline_ticks;
-use crate::loader::{LoadedModule, one_line};
+use crate::loader::{LoadedModule, ModuleOrigin, one_line};
 use crate::output::CappedPipe;
 use crate::sandbox::{GuestIo, LIVE_FLUSH_GRACE, WasmSandbox, block_on, classify, measured};
 use crate::slots::{OwnedSlot, Slots};
@@ -132,13 +132,13 @@ impl WasmSandbox {
         let source = self.source_of(request.module.take())?;
         match self.config().session.preload.clone() {
             Some(preload) => {
-                let module = self.preload_checkpoint(&source, &preload)?;
+                let (module, _) = self.preload_checkpoint(&source, &preload)?;
                 let mut session = self.start(&source, module, Image::Preload, request)?;
                 session.restore()?;
                 Ok(session)
             }
             None => {
-                let (module, image) = self.load_for_session(&source)?;
+                let (module, image, _) = self.load_for_session(&source)?;
                 self.start(&source, module, image, request)
             }
         }
@@ -171,22 +171,26 @@ impl WasmSandbox {
     /// Compiles what sessions on `source` run (building the preload
     /// checkpoint if the config has one), so that the first session opens
     /// at full speed.
-    pub fn prepare_sessions(&self, source: &ModuleSource) -> Result<(), SandboxError> {
+    /// Reports where the result came from.
+    pub fn prepare_sessions(&self, source: &ModuleSource) -> Result<ModuleOrigin, SandboxError> {
         match self.config().session.preload.clone() {
-            Some(preload) => self.preload_checkpoint(source, &preload).map(drop),
-            None => self.load_for_session(source).map(drop),
+            Some(preload) => self.preload_checkpoint(source, &preload).map(|(_, origin)| origin),
+            None => self.load_for_session(source).map(|(_, _, origin)| origin),
         }
     }
 
     /// The instrumented module, or the module itself when it cannot be
     /// instrumented (checkpoints and forks then say why).
-    fn load_for_session(&self, source: &ModuleSource) -> Result<(Arc<LoadedModule>, Image), SandboxError> {
+    fn load_for_session(
+        &self,
+        source: &ModuleSource,
+    ) -> Result<(Arc<LoadedModule>, Image, ModuleOrigin), SandboxError> {
         let (loader, _, _) = self.parts();
         match loader.load_derived(source, INSTRUMENTED, |binary| instrumented(binary)) {
-            Ok((module, _, hash)) => Ok((module, Image::Module { hash })),
+            Ok((module, origin, hash)) => Ok((module, Image::Module { hash }, origin)),
             Err(SandboxError::Checkpoint { message }) => {
-                let (module, _) = loader.load(source)?;
-                Ok((module, Image::Plain(message)))
+                let (module, origin) = loader.load(source)?;
+                Ok((module, Image::Plain(message), origin))
             }
             Err(e) => Err(e),
         }
@@ -201,7 +205,7 @@ impl WasmSandbox {
         &self,
         source: &ModuleSource,
         preload: &str,
-    ) -> Result<Arc<LoadedModule>, SandboxError> {
+    ) -> Result<(Arc<LoadedModule>, ModuleOrigin), SandboxError> {
         let (loader, _, config) = self.parts();
         let (args, env) = self.guest_command(source, &[], &[]);
         let mounts: Vec<(String, String, bool)> = config
@@ -218,8 +222,8 @@ impl WasmSandbox {
             "mounts": mounts,
         })
         .to_string();
-        let (module, _, _) = loader.load_derived(source, recipe.as_bytes(), |binary| {
-            let (module, image) = self.load_for_session(source)?;
+        let (module, origin, _) = loader.load_derived(source, recipe.as_bytes(), |binary| {
+            let (module, image, _) = self.load_for_session(source)?;
             if let Image::Plain(reason) = &image {
                 return Err(SandboxError::Checkpoint {
                     message: format!("cannot preload {}: {reason}", source.display_name()),
@@ -231,7 +235,7 @@ impl WasmSandbox {
             let snapshot = session.snapshot_on(binary)?;
             instrumented(&snapshot)
         })?;
-        Ok(module)
+        Ok((module, origin))
     }
 
     /// Instantiates `module` in a new session (in its own pool slot), with

@@ -14,6 +14,14 @@ use crate::commands::progress;
 use crate::commands::run::one_shot;
 use crate::flags::Resolved;
 
+fn describe(origin: ModuleOrigin, started: Instant) -> String {
+    match origin {
+        ModuleOrigin::Compiled => format!("compiled in {:.2}s", started.elapsed().as_secs_f64()),
+        ModuleOrigin::DiskCache => "already cached".to_owned(),
+        ModuleOrigin::Memory => "already loaded".to_owned(),
+    }
+}
+
 pub fn execute(args: CompileArgs) -> Result<ExitCode> {
     let resolved = Resolved::new(&args.limits, check_config)?;
     let sandbox = WasmSandbox::create(one_shot(resolved.config.clone())).map_err(|e| resolved.explain(e))?;
@@ -31,13 +39,16 @@ pub fn execute(args: CompileArgs) -> Result<ExitCode> {
     for module in &modules {
         let size = std::fs::metadata(module).map(|m| m.len()).unwrap_or(0);
         let started = Instant::now();
-        let origin = sandbox.prepare(&ModuleSource::Path(module.clone())).map_err(|e| resolved.explain(e))?;
-        let what = match origin {
-            ModuleOrigin::Compiled => format!("compiled in {:.2}s", started.elapsed().as_secs_f64()),
-            ModuleOrigin::DiskCache => "already cached".to_owned(),
-            ModuleOrigin::Memory => "already loaded".to_owned(),
-        };
-        println!("{}: {what} ({})", module.display(), DisplaySize(size));
+        let source = ModuleSource::Path(module.clone());
+        let origin = sandbox.prepare(&source).map_err(|e| resolved.explain(e))?;
+        println!("{}: {} ({})", module.display(), describe(origin, started), DisplaySize(size));
+        // With a preload, sessions open from its checkpoint: build it now.
+        if resolved.config.session.preload.is_some() {
+            let started = Instant::now();
+            let origin = sandbox.prepare_sessions(&source).map_err(|e| resolved.explain(e))?;
+            let what = describe(origin, started).replace("compiled", "built");
+            println!("{}: session checkpoint (session.preload): {what}", module.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

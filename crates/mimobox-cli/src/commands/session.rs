@@ -19,12 +19,23 @@ pub fn execute(args: SessionArgs) -> Result<ExitCode> {
     let resolved = Resolved::new(&args.limits, check_config)?;
     let (module, guest_args) = module_and_args(&resolved.config, args.command)?;
     let interactive = std::io::stdin().is_terminal();
-    let sandbox = WasmSandbox::create(one_shot(resolved.config.clone())).map_err(|e| resolved.explain(e))?;
+    // `--env` variables are the session's own, not the profile's: a
+    // preload checkpoint, built with the profile's environment, serves
+    // sessions with any (the restore turn applies them).
+    let mut config = resolved.config.clone();
+    let mut env = Vec::new();
+    for pair in &args.limits.envs {
+        if let Some((name, value)) = pair.split_once('=') {
+            config.env.remove(name);
+            env.push((name.to_owned(), value.to_owned()));
+        }
+    }
+    let sandbox = WasmSandbox::create(one_shot(config)).map_err(|e| resolved.explain(e))?;
     if std::io::stderr().is_terminal() {
         progress::attach(&sandbox);
     }
     let session = sandbox
-        .open_session(ExecRequest { module, args: guest_args, ..ExecRequest::default() })
+        .open_session(ExecRequest { module, args: guest_args, env, ..ExecRequest::default() })
         .map_err(|e| resolved.explain(e))?;
     if interactive { repl(session) } else { json_lines(session) }
 }
