@@ -12,7 +12,7 @@ use mimobox_core::{
 use mimobox_tools::Toolbox;
 use wasmtime::{InstancePre, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
-use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::cache::configured_cache;
 use crate::check::check_config;
@@ -160,6 +160,7 @@ impl WasmSandbox {
         let stdout = CappedPipe::new(inner.config.max_stdout, request.stdout_sink);
         let stderr = CappedPipe::new(inner.config.max_stderr, request.stderr_sink);
         let guest = GuestIo {
+            writable_mounts: true,
             args: &request.args,
             env: &request.env,
             stdin: request.stdin,
@@ -306,7 +307,7 @@ impl WasmSandbox {
         wasi.allow_blocking_current_thread(true);
         // Each mount is the directory the sandbox opened when it was
         // created, reopened through its descriptor: no path is resolved.
-        for mount in &inner.mounts {
+        for mount in inner.mounts.iter().filter(|m| io.writable_mounts || m.perms == FsPerms::ReadOnly) {
             wasi.preopened_dir(mount.handle_path(), &mount.guest, mount.perms).map_err(|e| {
                 SandboxError::Mount { host: mount.real.clone(), source: std::io::Error::other(one_line(&e)) }
             })?;
@@ -337,6 +338,9 @@ pub(crate) struct GuestIo<'a> {
     pub(crate) stdin: Stdin,
     pub(crate) stdout: &'a CappedPipe,
     pub(crate) stderr: &'a CappedPipe,
+    /// Whether the read-write mounts are given too (a preload sees only
+    /// the read-only ones).
+    pub(crate) writable_mounts: bool,
 }
 
 /// How long past the deadline live output may still take to reach its

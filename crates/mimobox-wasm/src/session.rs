@@ -133,13 +133,13 @@ impl WasmSandbox {
         match self.config().session.preload.clone() {
             Some(preload) => {
                 let (module, _) = self.preload_checkpoint(&source, &preload)?;
-                let mut session = self.start(&source, module, Image::Preload, request)?;
+                let mut session = self.start(&source, module, Image::Preload, request, false)?;
                 session.restore()?;
                 Ok(session)
             }
             None => {
                 let (module, image, _) = self.load_for_session(&source)?;
-                self.start(&source, module, image, request)
+                self.start(&source, module, image, request, false)
             }
         }
     }
@@ -163,7 +163,7 @@ impl WasmSandbox {
         let source = ModuleSource::Bytes { name: checkpoint.name.clone(), bytes: checkpoint.module.clone() };
         let (loader, _, _) = self.parts();
         let (module, _, _) = loader.load_derived(&source, INSTRUMENTED, |binary| instrumented(binary))?;
-        let mut session = self.start(&source, module, Image::Checkpoint(checkpoint.clone()), request)?;
+        let mut session = self.start(&source, module, Image::Checkpoint(checkpoint.clone()), request, false)?;
         session.restore()?;
         Ok(session)
     }
@@ -208,18 +208,18 @@ impl WasmSandbox {
     ) -> Result<(Arc<LoadedModule>, ModuleOrigin), SandboxError> {
         let (loader, _, config) = self.parts();
         let (args, env) = self.guest_command(source, &[], &[]);
-        let mounts: Vec<(String, String, bool)> = config
-            .fs_readonly
-            .iter()
-            .map(|m| (m.guest.clone(), m.host.display().to_string(), false))
-            .chain(config.fs_readwrite.iter().map(|m| (m.guest.clone(), m.host.display().to_string(), true)))
-            .collect();
+        // The preload sees the read-only mounts only (the runtime's
+        // libraries, say), and the checkpoint is keyed on them; read-write
+        // mounts are each session's own, so sessions with different
+        // workspaces share one checkpoint and none sees another's files.
+        let mounts: Vec<(String, String)> =
+            config.fs_readonly.iter().map(|m| (m.guest.clone(), m.host.display().to_string())).collect();
         let recipe = serde_json::json!({
             "checkpoint": "preload v1",
             "preload": preload,
             "args": args,
             "env": env,
-            "mounts": mounts,
+            "read_only_mounts": mounts,
         })
         .to_string();
         let (module, origin, _) = loader.load_derived(source, recipe.as_bytes(), |binary| {
@@ -229,7 +229,7 @@ impl WasmSandbox {
                     message: format!("cannot preload {}: {reason}", source.display_name()),
                 });
             }
-            let mut session = self.start(source, module, image, ExecRequest::default())?;
+            let mut session = self.start(source, module, image, ExecRequest::default(), true)?;
             let turn = session.run_turn(TurnRequest::new(preload))?;
             succeeded("the preload (session.preload)", &turn)?;
             let snapshot = session.snapshot_on(binary)?;
@@ -246,6 +246,7 @@ impl WasmSandbox {
         module: Arc<LoadedModule>,
         image: Image,
         request: ExecRequest,
+        preloading: bool,
     ) -> Result<WasmSession, SandboxError> {
         let (_, core, config) = self.parts();
         let name = source.display_name();
@@ -264,6 +265,7 @@ impl WasmSandbox {
         let stderr = CappedPipe::new(config.max_stderr, None);
         let command = self.guest_command(source, &request.args, &request.env);
         let io = GuestIo {
+            writable_mounts: !preloading,
             args: &request.args,
             env: &request.env,
             stdin: request.stdin,
@@ -529,7 +531,7 @@ impl WasmSession {
             return Err(SandboxError::Checkpoint { message: reason.clone() });
         }
         self.quiesce()?;
-        let mut fork = self.sandbox.start(&self.source, self.module.clone(), self.image.clone(), request)?;
+        let mut fork = self.sandbox.start(&self.source, self.module.clone(), self.image.clone(), request, false)?;
         checkpoint::copy_state((&mut self.store, &self.instance), (&mut fork.store, &fork.instance))
             .map_err(|message| SandboxError::Checkpoint { message })?;
         fork.initialized = self.initialized;

@@ -3,6 +3,7 @@
 
 mod attacks;
 mod cache;
+mod checkpoints;
 mod errors;
 mod fs;
 mod io;
@@ -44,4 +45,16 @@ fn run_with(name: &str, args: &[&str], adjust: impl FnOnce(&mut SandboxConfig)) 
     let mut config = config_in(cache.path());
     adjust(&mut config);
     run_fixture(config, name, args)
+}
+
+/// A sandbox on the shipped `python-sci` profile (the scientific CPython,
+/// with its preload), whose cache is the one the CLI's tests share, so
+/// that the 100 MB module and its checkpoint are compiled once per run.
+fn python_sci() -> WasmSandbox {
+    let profile = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../profiles/python-sci.toml");
+    mimobox_fixtures::runtimes::scientific();
+    let mut config = mimobox_core::Profile::load(&profile).unwrap().into_config();
+    config.cache.dir = Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("scientific-cache"));
+    config.compile_timeout = std::time::Duration::from_secs(600);
+    WasmSandbox::create(config).unwrap()
 }

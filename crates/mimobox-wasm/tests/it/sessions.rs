@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use mimobox_core::{ExecRequest, ModuleSource, Outcome, SandboxConfig, SandboxError, Session, TurnRequest};
-use mimobox_wasm::{WasmSandbox, WasmSession};
+use mimobox_wasm::{ModuleOrigin, WasmSandbox, WasmSession};
 
 use crate::config_in;
 
@@ -237,4 +237,35 @@ fn the_restore_turn_sees_the_new_sessions_arguments_and_environment() {
     assert!(matches!(error, SandboxError::Checkpoint { .. }), "{error}");
     assert!(error.to_string().contains("session.restore"), "{error}");
     assert!(session.fork(ExecRequest::default()).is_err());
+}
+
+#[test]
+fn every_session_of_a_preloaded_config_starts_from_the_preload() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut config = config_in(cache.path());
+    config.session.preload = Some("i".into());
+    let sandbox = WasmSandbox::create(config.clone()).unwrap();
+    let mut first = sandbox.open_session(counter()).unwrap();
+    let mut second = sandbox.open_session(counter()).unwrap();
+    let result = turn(&mut first, "i");
+    assert_eq!((result.turn, result.result.stdout.as_slice()), (1, &b"2\n"[..]));
+    assert_eq!(turn(&mut second, "p").result.stdout, b"1\n");
+
+    // Another sandbox (another process, say) finds the checkpoint in the
+    // disk cache rather than running the preload again.
+    let again = WasmSandbox::create(config).unwrap();
+    assert_eq!(again.prepare_sessions(&counter().module.unwrap()).unwrap(), ModuleOrigin::DiskCache);
+    assert_eq!(turn(&mut again.open_session(counter()).unwrap(), "p").result.stdout, b"1\n");
+}
+
+#[test]
+fn a_preload_that_fails_is_an_error_naming_the_key() {
+    let (_cache, sandbox, _) = open_with(|_| {});
+    let mut config = sandbox.config().clone();
+    config.session.preload = Some("e".into());
+    let sandbox = WasmSandbox::create(config).unwrap();
+    let error = sandbox.open_session(counter()).unwrap_err();
+    assert!(matches!(error, SandboxError::Checkpoint { .. }), "{error}");
+    let message = error.to_string();
+    assert!(message.contains("session.preload") && message.contains("status 1") && message.contains("error"), "{message}");
 }

@@ -122,12 +122,7 @@ fn a_tool_still_running_at_the_deadline_ends_the_run_as_timed_out() {
 /// closure and back. Uses the compiled module the CLI's tests share.
 #[test]
 fn python_calls_a_closure_through_the_door() {
-    let profile = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../profiles/python-sci.toml");
-    mimobox_fixtures::runtimes::scientific();
-    let mut config = mimobox_core::Profile::load(&profile).unwrap().into_config();
-    config.cache.dir = Some(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("scientific-cache"));
-    config.compile_timeout = Duration::from_secs(600);
-    let sandbox = WasmSandbox::create(config).unwrap();
+    let sandbox = crate::python_sci();
     sandbox.set_tools(toolbox(ToolLimits::default()));
     let mut session = sandbox.open_session(ExecRequest::default()).unwrap();
     use mimobox_core::{Session, TurnRequest};
