@@ -64,9 +64,13 @@ impl Driven {
         self.send(&serde_json::json!({ "code": code }).to_string())
     }
 
-    fn rss_kib(&self) -> u64 {
+    /// The process's private resident memory. Pages of the checkpoint
+    /// image, mapped from the cache, are shared page cache (`RssFile`) and
+    /// are counted once for every session on the machine; they are not
+    /// this process's own.
+    fn private_rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
@@ -126,7 +130,7 @@ fn a_memory_bomb_meets_the_memory_limit_not_the_host() {
     assert_eq!(hit["memory_limit_hit"], true, "{hit}");
     assert!(hit["stderr"].as_str().unwrap().contains("MemoryError"), "{hit}");
     assert!(hit["peak_memory_bytes"].as_u64().unwrap() <= 512 << 20);
-    assert!(session.rss_kib() < 1024 * 1024, "host RSS {} KiB", session.rss_kib());
+    assert!(session.private_rss_kib() < 1024 * 1024, "host RSS {} KiB", session.private_rss_kib());
     session.finish();
     // Trapping on the limit ends the turn, and the session, at once.
     let mut session = Driven::open(&cli, &["--memory", "512MiB", "--trap-on-memory-limit"]);
@@ -162,13 +166,98 @@ fn a_thousand_turns_that_allocate_and_free_keep_memory_flat() {
         let result = session.turn(turn);
         assert_eq!(result["exit_code"], 0, "{result}");
         if n == 20 {
-            baseline = (result["peak_memory_bytes"].as_u64().unwrap(), session.rss_kib());
+            baseline = (result["peak_memory_bytes"].as_u64().unwrap(), session.private_rss_kib());
         }
         if n == 1000 {
-            assert_eq!(result["peak_memory_bytes"].as_u64().unwrap(), baseline.0, "guest memory grew");
-            let grown = session.rss_kib().saturating_sub(baseline.1);
-            assert!(grown < 16 * 1024, "host RSS grew {grown} KiB");
+            // The interpreter keeps a little per turn (each turn's source,
+            // for tracebacks); the 4 MiB each turn allocates is all freed.
+            let grown = result["peak_memory_bytes"].as_u64().unwrap().saturating_sub(baseline.0);
+            assert!(grown < 1 << 20, "guest memory grew {grown} bytes over 980 turns");
+            let grown = session.private_rss_kib().saturating_sub(baseline.1);
+            assert!(grown < 16 * 1024, "host private memory grew {grown} KiB");
         }
     }
     assert_eq!(session.finish(), Some(0));
+}
+
+/// The fields a probe turn prints, split on whitespace.
+fn fields(answer: &serde_json::Value) -> Vec<String> {
+    assert_eq!(answer["exit_code"], 0, "{answer}");
+    answer["stdout"].as_str().unwrap().split_whitespace().map(str::to_owned).collect()
+}
+
+#[test]
+fn sessions_start_with_the_preload_imported_and_their_own_randomness() {
+    let cli = cli();
+    let probe = "import sys, random, os, numpy\n\
+        print(all(m in sys.modules for m in ('pandas', 'scipy', 'sklearn')), random.random(), \
+        numpy.random.rand(), os.urandom(8).hex())";
+    let mut first = Driven::open(&cli, &[]);
+    let mut second = Driven::open(&cli, &[]);
+    let (a, b) = (fields(&first.turn(probe)), fields(&second.turn(probe)));
+    assert_eq!((a[0].as_str(), b[0].as_str()), ("True", "True"), "the preload's modules are there");
+    for (i, what) in [(1, "random"), (2, "numpy.random"), (3, "os.urandom")] {
+        assert_ne!(a[i], b[i], "{what} repeats between two sessions of one checkpoint");
+    }
+    // Tracebacks count the session's own turns.
+    let failed = first.turn("1/0");
+    assert!(failed["stderr"].as_str().unwrap().contains("<turn 2>"), "{failed}");
+    assert_eq!(first.finish(), Some(0));
+    assert_eq!(second.finish(), Some(0));
+}
+
+#[test]
+fn a_session_from_the_checkpoint_has_its_own_environment_arguments_and_clock() {
+    let cli = cli();
+    let mut session = Driven::open(&cli, &["--env", "GREETING=hello", "--", "/opt/extra"]);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let answer = session.turn(
+        "import os, sys, time\n\
+         print(os.environ.get('GREETING'), os.environ.get('TMPDIR'), '/opt/extra' in sys.path, time.time())",
+    );
+    let got = fields(&answer);
+    assert_eq!(got[..3], ["hello", "/tmp", "True"], "{answer}");
+    let guest_now: f64 = got[3].parse().unwrap();
+    assert!((guest_now - now).abs() < 120.0, "the guest's clock says {guest_now}, the host's {now}");
+}
+
+#[test]
+fn a_workspace_mount_the_checkpoint_never_saw_is_the_sessions_own() {
+    let cli = cli();
+    let workspace = tempfile::tempdir().unwrap();
+    std::fs::write(workspace.path().join("in.txt"), "from the host").unwrap();
+    let mount = format!("{}::/work", workspace.path().display());
+    let mut session = Driven::open(&cli, &["--dir", &mount]);
+    let answer = session.turn(
+        "print(open('/work/in.txt').read())\n_ = open('/work/out.txt', 'w').write('from the guest')",
+    );
+    assert_eq!(answer["stdout"], "from the host\n", "{answer}");
+    assert_eq!(session.finish(), Some(0));
+    assert_eq!(std::fs::read_to_string(workspace.path().join("out.txt")).unwrap(), "from the guest");
+    // A session without that mount does not see it.
+    let mut other = Driven::open(&cli, &[]);
+    let answer = other.turn("import os; print(os.path.exists('/work/in.txt'))");
+    assert_eq!(answer["stdout"], "False\n", "{answer}");
+}
+
+#[test]
+fn compile_reports_the_checkpoint_and_a_failing_preload_is_one_line() {
+    let cli = cli();
+    let out = cli.run(&["compile", "--profile", &profile()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("session checkpoint (session.preload): already cached"), "{}", stdout(&out));
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(profile()).unwrap();
+    let base = std::path::Path::new(&profile()).parent().unwrap().to_owned();
+    let text = text
+        .replace("../target/", &format!("{}/../target/", base.display()))
+        .replace("preload = \"import numpy", "preload = \"import no_such_module, numpy");
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, text).unwrap();
+    let out = cli.run(&["session", "--profile", broken.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("session.preload") && err.contains("no_such_module"), "{err}");
 }
