@@ -252,7 +252,7 @@ fn compile_reports_the_checkpoint_and_a_failing_preload_is_one_line() {
     let base = std::path::Path::new(&profile()).parent().unwrap().to_owned();
     let text = text
         .replace("../target/", &format!("{}/../target/", base.display()))
-        .replace("preload = \"import numpy", "preload = \"import no_such_module, numpy");
+        .replace("import numpy, pandas", "import no_such_module, numpy, pandas");
     let broken = dir.path().join("broken.toml");
     std::fs::write(&broken, text).unwrap();
     let out = cli.run(&["session", "--profile", broken.to_str().unwrap()]);
