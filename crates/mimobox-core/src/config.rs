@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::grants::{self, CommandTool};
 use crate::keys;
 use crate::serde_units;
 use crate::session::SessionConfig;
@@ -113,9 +114,18 @@ pub struct SandboxConfig {
     pub cache: CacheConfig,
     /// Reuse of instance slots across executions. Table `[pool]`.
     pub pool: PoolConfig,
-    /// Sessions: idle timeout, lifetime, and the wait for a slot. Table
-    /// `[session]`.
+    /// Sessions: idle timeout, lifetime, the wait for a slot, and the
+    /// preload checkpoint. Table `[session]`.
     pub session: SessionConfig,
+    /// Host commands granted to the guest as tools. Tables `[tools.NAME]`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tools: BTreeMap<String, CommandTool>,
+    /// Web hosts the guest may reach through the built-in `http` tool: an
+    /// exact name, `*.example.com`, or an IP address. Empty (the default)
+    /// means no network at all. The guest itself never gets a socket.
+    /// Key `allowed_http_domains`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_http_domains: Vec<String>,
 }
 
 impl Default for SandboxConfig {
@@ -143,6 +153,8 @@ impl Default for SandboxConfig {
             cache: CacheConfig::default(),
             pool: PoolConfig::default(),
             session: SessionConfig::default(),
+            tools: BTreeMap::new(),
+            allowed_http_domains: Vec::new(),
         }
     }
 }
@@ -387,7 +399,7 @@ impl SandboxConfig {
                 }
             }
         }
-        Ok(())
+        grants::validate(&self.tools, &self.allowed_http_domains)
     }
 
     /// Resolves every relative path (module, mounts, cache directory)
@@ -405,6 +417,9 @@ impl SandboxConfig {
             && dir.is_relative()
         {
             *dir = base.join(&*dir);
+        }
+        for tool in self.tools.values_mut() {
+            tool.resolve_against(base);
         }
     }
 
@@ -487,10 +502,23 @@ mod tests {
         config.cache.max_size = Some(1 << 30);
         config.session.preload = Some("import json".into());
         config.session.restore = Some("setup({{argv}}, {{env}})".into());
+        config.allowed_http_domains = vec!["example.com".into()];
+        let tool: CommandTool =
+            toml::from_str("description = \"d\"\ncommand = [\"./t\"]\nenv = { A = \"1\" }").unwrap();
+        config.tools.insert("t".into(), tool);
         let table: toml::Table = toml::from_str(&config.to_toml().unwrap()).unwrap();
         let mut written = Vec::new();
         for (key, value) in &table {
             match value.as_table() {
+                Some(inner) if key == keys::TOOLS => {
+                    written.push(key.clone());
+                    let tool = inner["t"].as_table().unwrap();
+                    let mut tool_keys: Vec<&str> = tool.keys().map(String::as_str).collect();
+                    tool_keys.sort();
+                    let mut named = keys::TOOL_TABLE.to_vec();
+                    named.sort();
+                    assert_eq!(tool_keys, named);
+                }
                 Some(inner) if key != keys::ENV => {
                     written.push(key.clone());
                     written.extend(inner.keys().map(|k| format!("{key}.{k}")));

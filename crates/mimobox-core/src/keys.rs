@@ -66,6 +66,11 @@ pub const SESSION_PRELOAD: &str = "session.preload";
 /// `session.restore`
 pub const SESSION_RESTORE: &str = "session.restore";
 
+/// `tools`, a table of tables, one per tool
+pub const TOOLS: &str = "tools";
+/// `allowed_http_domains`
+pub const ALLOWED_HTTP_DOMAINS: &str = "allowed_http_domains";
+
 /// Every key of a profile, dotted for the keys of its tables. `env` takes
 /// any variable names; a mount table takes `host` and `guest`.
 pub const ALL: &[&str] = &[
@@ -100,7 +105,13 @@ pub const ALL: &[&str] = &[
     SESSION_OPEN_TIMEOUT,
     SESSION_PRELOAD,
     SESSION_RESTORE,
+    TOOLS,
+    ALLOWED_HTTP_DOMAINS,
 ];
+
+/// The keys of a tool's table `[tools.NAME]`; `input_schema` holds a JSON
+/// Schema and `env` any variable names.
+pub const TOOL_TABLE: &[&str] = &["description", "command", "input_schema", "timeout", "env"];
 
 /// The keys of a mount written as a table.
 pub const MOUNT_TABLE: &[&str] = &["host", "guest"];

@@ -22,6 +22,7 @@
 
 mod config;
 mod error;
+pub mod grants;
 pub mod keys;
 mod outcome;
 mod profile;

@@ -180,6 +180,20 @@ fn unknown_key(table: &DeTable<'_>) -> Option<(String, Range<usize>)> {
         if !keys::ALL.contains(&name) {
             return Some((name.to_owned(), key.span()));
         }
+        if name == keys::TOOLS
+            && let DeValue::Table(tools) = value.get_ref()
+        {
+            for (tool, entry) in tools {
+                let DeValue::Table(entry) = entry.get_ref() else { continue };
+                for (inner_key, _) in entry {
+                    if !keys::TOOL_TABLE.contains(&inner_key.get_ref().as_ref()) {
+                        let dotted = format!("{name}.{}.{}", tool.get_ref(), inner_key.get_ref());
+                        return Some((dotted, inner_key.span()));
+                    }
+                }
+            }
+            continue;
+        }
         let nested: Vec<(&str, &DeTable<'_>)> = match value.get_ref() {
             DeValue::Table(inner) if [keys::CACHE, keys::POOL, keys::SESSION].contains(&name) => {
                 vec![(name, inner)]

@@ -32,6 +32,10 @@
 //! assert!(record.ok);
 //! ```
 
+mod command;
+
+pub use command::command_tool;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

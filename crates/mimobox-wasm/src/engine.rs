@@ -75,7 +75,10 @@ impl EngineSettings {
             pool.total_core_instances(slots)
                 .total_memories(slots.saturating_mul(MAX_MEMORIES as u32))
                 .total_tables(slots.saturating_mul(MAX_TABLES as u32))
-                .total_stacks(slots)
+                // Two stacks a slot: the guest's own, and one for the
+                // guest's `host_alloc` that the door calls re-entrantly to
+                // place a tool's answer.
+                .total_stacks(slots.saturating_mul(2))
                 // Exception objects (CPython builds use exceptions) live in
                 // a GC heap: one per slot.
                 .total_gc_heaps(slots)

@@ -7,9 +7,9 @@ use std::time::Instant;
 use mimobox_cache::ModuleCache;
 use mimobox_core::{
     ConfigError, ExecRequest, ModuleSource, Outcome, Sandbox, SandboxConfig, SandboxError, SandboxResult,
-    Stdin,
+    Stdin, keys,
 };
-use mimobox_tools::Toolbox;
+use mimobox_tools::{Tool, Toolbox};
 use wasmtime::{InstancePre, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
@@ -58,7 +58,11 @@ struct Inner {
     core: Arc<EngineCore>,
     loader: Loader,
     mounts: Vec<OpenMount>,
+    /// The tools the guest may call: the config's own and the library's.
     tools: std::sync::RwLock<Option<Arc<Toolbox>>>,
+    /// The config's tools (commands, and `http`), granted with any the
+    /// library adds.
+    granted: Vec<Tool>,
 }
 
 impl WasmSandbox {
@@ -83,8 +87,11 @@ impl WasmSandbox {
             max_compile_memory: config.max_compile_memory,
         };
         let loader = Loader::new(core.clone(), cache, limits);
+        let granted = granted_tools(&config)?;
         let tools = std::sync::RwLock::new(None);
-        Ok(WasmSandbox { inner: Arc::new(Inner { config, core, loader, mounts, tools }) })
+        let sandbox = WasmSandbox { inner: Arc::new(Inner { config, core, loader, mounts, tools, granted }) };
+        sandbox.set_tools(Toolbox::default())?;
+        Ok(sandbox)
     }
 
     /// The config this sandbox enforces (mount paths as the opened
@@ -94,11 +101,19 @@ impl WasmSandbox {
     }
 
     /// Grants `tools` to the runs and sessions this sandbox (and its clones)
-    /// start from now on, through the `host::call` door. Without tools the
-    /// door answers "no host".
-    pub fn set_tools(&self, tools: Toolbox) {
+    /// start from now on, through the `host::call` door, besides the tools
+    /// the config grants (`[tools.NAME]`, and `http` for
+    /// `allowed_http_domains`), which stay; a name the config uses already
+    /// is an error. Without any tool the door answers "no host".
+    pub fn set_tools(&self, mut tools: Toolbox) -> Result<(), SandboxError> {
+        for tool in &self.inner.granted {
+            tools
+                .add(tool.clone())
+                .map_err(|e| ConfigError::new(format!("{}.{}", keys::TOOLS, tool.name()), e.message))?;
+        }
         let tools = (!tools.is_empty()).then(|| Arc::new(tools));
         *self.inner.tools.write().unwrap_or_else(|p| p.into_inner()) = tools;
+        Ok(())
     }
 
     fn tools(&self) -> Option<Arc<Toolbox>> {
@@ -328,6 +343,31 @@ impl WasmSandbox {
         store.epoch_deadline_trap();
         Ok(store)
     }
+}
+
+/// The tools `config` grants: each `[tools.NAME]` command, checked to be
+/// an executable file now rather than at its first call.
+fn granted_tools(config: &SandboxConfig) -> Result<Vec<Tool>, SandboxError> {
+    let mut granted = Vec::new();
+    for (name, tool) in &config.tools {
+        let key = format!("{}.{name}.command", keys::TOOLS);
+        let program = tool.program().ok_or_else(|| ConfigError::new(&key, "names no program"))?;
+        let executable = std::fs::metadata(&program)
+            .map(|m| m.is_file() && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0);
+        match executable {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(ConfigError::new(
+                    key,
+                    format!("{} is not an executable file", program.display()),
+                )
+                .into());
+            }
+            Err(e) => return Err(ConfigError::new(key, format!("{}: {e}", program.display())).into()),
+        }
+        granted.push(mimobox_tools::command_tool(name, tool));
+    }
+    Ok(granted)
 }
 
 /// What a guest gets besides its module: its arguments (after the

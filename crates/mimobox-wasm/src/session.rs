@@ -163,7 +163,8 @@ impl WasmSandbox {
         let source = ModuleSource::Bytes { name: checkpoint.name.clone(), bytes: checkpoint.module.clone() };
         let (loader, _, _) = self.parts();
         let (module, _, _) = loader.load_derived(&source, INSTRUMENTED, |binary| instrumented(binary))?;
-        let mut session = self.start(&source, module, Image::Checkpoint(checkpoint.clone()), request, false)?;
+        let mut session =
+            self.start(&source, module, Image::Checkpoint(checkpoint.clone()), request, false)?;
         session.restore()?;
         Ok(session)
     }
@@ -531,7 +532,8 @@ impl WasmSession {
             return Err(SandboxError::Checkpoint { message: reason.clone() });
         }
         self.quiesce()?;
-        let mut fork = self.sandbox.start(&self.source, self.module.clone(), self.image.clone(), request, false)?;
+        let mut fork =
+            self.sandbox.start(&self.source, self.module.clone(), self.image.clone(), request, false)?;
         checkpoint::copy_state((&mut self.store, &self.instance), (&mut fork.store, &fork.instance))
             .map_err(|message| SandboxError::Checkpoint { message })?;
         fork.initialized = self.initialized;

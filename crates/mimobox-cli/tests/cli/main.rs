@@ -10,6 +10,7 @@ mod limits;
 mod run;
 mod runtimes;
 mod scientific;
+mod tools;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -228,9 +228,8 @@ fn a_workspace_mount_the_checkpoint_never_saw_is_the_sessions_own() {
     std::fs::write(workspace.path().join("in.txt"), "from the host").unwrap();
     let mount = format!("{}::/work", workspace.path().display());
     let mut session = Driven::open(&cli, &["--dir", &mount]);
-    let answer = session.turn(
-        "print(open('/work/in.txt').read())\n_ = open('/work/out.txt', 'w').write('from the guest')",
-    );
+    let answer = session
+        .turn("print(open('/work/in.txt').read())\n_ = open('/work/out.txt', 'w').write('from the guest')");
     assert_eq!(answer["stdout"], "from the host\n", "{answer}");
     assert_eq!(session.finish(), Some(0));
     assert_eq!(std::fs::read_to_string(workspace.path().join("out.txt")).unwrap(), "from the guest");
@@ -245,7 +244,11 @@ fn compile_reports_the_checkpoint_and_a_failing_preload_is_one_line() {
     let cli = cli();
     let out = cli.run(&["compile", "--profile", &profile()]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stdout(&out).contains("session checkpoint (session.preload): already cached"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("session checkpoint (session.preload): already cached"),
+        "{}",
+        stdout(&out)
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(profile()).unwrap();

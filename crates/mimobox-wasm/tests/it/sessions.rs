@@ -267,5 +267,8 @@ fn a_preload_that_fails_is_an_error_naming_the_key() {
     let error = sandbox.open_session(counter()).unwrap_err();
     assert!(matches!(error, SandboxError::Checkpoint { .. }), "{error}");
     let message = error.to_string();
-    assert!(message.contains("session.preload") && message.contains("status 1") && message.contains("error"), "{message}");
+    assert!(
+        message.contains("session.preload") && message.contains("status 1") && message.contains("error"),
+        "{message}"
+    );
 }

@@ -16,7 +16,7 @@ fn call(toolbox: Option<Toolbox>, frame: &str, timeout: Duration) -> SandboxResu
     config.timeout = timeout;
     let sandbox = WasmSandbox::create(config).unwrap();
     if let Some(toolbox) = toolbox {
-        sandbox.set_tools(toolbox);
+        sandbox.set_tools(toolbox).unwrap();
     }
     sandbox
         .run(ExecRequest {
@@ -123,7 +123,7 @@ fn a_tool_still_running_at_the_deadline_ends_the_run_as_timed_out() {
 #[test]
 fn python_calls_a_closure_through_the_door() {
     let sandbox = crate::python_sci();
-    sandbox.set_tools(toolbox(ToolLimits::default()));
+    sandbox.set_tools(toolbox(ToolLimits::default())).unwrap();
     let mut session = sandbox.open_session(ExecRequest::default()).unwrap();
     use mimobox_core::{Session, TurnRequest};
     let turn = session.turn(TurnRequest::new("from host import tools\nprint(tools.double(n=21))")).unwrap();
