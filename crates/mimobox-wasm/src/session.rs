@@ -162,7 +162,7 @@ impl WasmSandbox {
         }
         let source = ModuleSource::Bytes { name: checkpoint.name.clone(), bytes: checkpoint.module.clone() };
         let (loader, _, _) = self.parts();
-        let (module, _, _) = loader.load_derived(&source, INSTRUMENTED, |binary| instrumented(binary))?;
+        let (module, _, _) = loader.load_derived(&source, INSTRUMENTED, instrumented)?;
         let mut session =
             self.start(&source, module, Image::Checkpoint(checkpoint.clone()), request, false)?;
         session.restore()?;
@@ -187,7 +187,7 @@ impl WasmSandbox {
         source: &ModuleSource,
     ) -> Result<(Arc<LoadedModule>, Image, ModuleOrigin), SandboxError> {
         let (loader, _, _) = self.parts();
-        match loader.load_derived(source, INSTRUMENTED, |binary| instrumented(binary)) {
+        match loader.load_derived(source, INSTRUMENTED, instrumented) {
             Ok((module, origin, hash)) => Ok((module, Image::Module { hash }, origin)),
             Err(SandboxError::Checkpoint { message }) => {
                 let (module, origin) = loader.load(source)?;
