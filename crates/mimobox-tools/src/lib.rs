@@ -33,8 +33,10 @@
 //! ```
 
 mod command;
+mod http;
 
 pub use command::command_tool;
+pub use http::{MAX_BODY, MAX_REDIRECTS, REQUEST_TIMEOUT, http_tool, is_public};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -346,7 +346,8 @@ impl WasmSandbox {
 }
 
 /// The tools `config` grants: each `[tools.NAME]` command, checked to be
-/// an executable file now rather than at its first call.
+/// an executable file now rather than at its first call, and `http` when
+/// `allowed_http_domains` lists any host.
 fn granted_tools(config: &SandboxConfig) -> Result<Vec<Tool>, SandboxError> {
     let mut granted = Vec::new();
     for (name, tool) in &config.tools {
@@ -366,6 +367,11 @@ fn granted_tools(config: &SandboxConfig) -> Result<Vec<Tool>, SandboxError> {
             Err(e) => return Err(ConfigError::new(key, format!("{}: {e}", program.display())).into()),
         }
         granted.push(mimobox_tools::command_tool(name, tool));
+    }
+    if !config.allowed_http_domains.is_empty() {
+        let http = mimobox_tools::http_tool(&config.allowed_http_domains)
+            .map_err(|e| ConfigError::new(keys::ALLOWED_HTTP_DOMAINS, e))?;
+        granted.push(http);
     }
     Ok(granted)
 }

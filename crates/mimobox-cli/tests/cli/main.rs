@@ -6,6 +6,7 @@ mod cache;
 mod errors;
 mod files;
 mod help;
+mod http;
 mod limits;
 mod run;
 mod runtimes;

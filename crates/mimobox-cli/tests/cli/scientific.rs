@@ -264,3 +264,50 @@ fn compile_reports_the_checkpoint_and_a_failing_preload_is_one_line() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("session.preload") && err.contains("no_such_module"), "{err}");
 }
+
+#[test]
+fn python_calls_a_profile_tool_and_the_http_tool() {
+    let cli = cli();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("lookup.sh");
+    std::fs::write(&script, "#!/bin/sh\nread -r input\nprintf '{\"echo\": %s}' \"$input\"\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buffer = [0; 4096];
+            let _ = std::io::Read::read(&mut stream, &mut buffer);
+            let _ =
+                stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhowdy");
+        }
+    });
+    let base = std::path::Path::new(&profile()).parent().unwrap().to_owned();
+    let text = std::fs::read_to_string(profile())
+        .unwrap()
+        .replace("../target/", &format!("{}/../target/", base.display()));
+    let text = format!(
+        "allowed_http_domains = [\"127.0.0.1\"]\n{text}\n[tools.lookup]\ndescription = \"Echoes.\"\ncommand = [\"./lookup.sh\"]\n\
+         input_schema = {{ type = \"object\", properties = {{ word = {{ type = \"string\" }} }} }}\n"
+    );
+    let granted = dir.path().join("granted.toml");
+    std::fs::write(&granted, text).unwrap();
+
+    let mut child = cli
+        .command(&["session", "--profile", granted.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let code = format!(
+        "from host import tools\nprint(tools.lookup(word='owl'))\nprint(tools.http(url='http://127.0.0.1:{port}/')['body'])"
+    );
+    writeln!(child.stdin.as_mut().unwrap(), "{}", serde_json::json!({ "code": code })).unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let answer: serde_json::Value = serde_json::from_str(stdout(&out).lines().next().unwrap()).unwrap();
+    assert_eq!(answer["stdout"], "{'echo': {'word': 'owl'}}\nhowdy\n", "{answer}");
+    let calls: Vec<&str> =
+        answer["tool_calls"].as_array().unwrap().iter().map(|c| c["tool"].as_str().unwrap()).collect();
+    assert_eq!(calls, ["lookup", "http"], "{answer}");
+}
