@@ -173,8 +173,50 @@ fn session(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("turn", "x=1"), |b| {
         b.iter(|| live.turn(TurnRequest::new("x = 1")).unwrap())
     });
+    // A new session from the profile's preload checkpoint (numpy, pandas,
+    // scipy and scikit-learn imported), its first turn, and its close.
+    group.sample_size(20);
+    group.bench_function(BenchmarkId::new("open-preloaded", "1+1"), |b| {
+        b.iter(|| {
+            let mut fresh = sandbox.open_session(ExecRequest::default()).unwrap();
+            let turn = fresh.turn(TurnRequest::new("1+1")).unwrap();
+            assert_eq!(turn.result.stdout, b"2\n");
+            drop(fresh);
+        })
+    });
     group.finish();
 }
 
-criterion_group!(benches, hello, start, throughput, cpython, session);
+/// A tool call from the guest to a closure and back: a run of the
+/// `tool_caller` fixture that makes one call, against the same run whose
+/// door answers "no host" (no tools), so the difference is the call.
+fn tools(c: &mut Criterion) {
+    let cache = tempfile::tempdir().unwrap();
+    let with = WasmSandbox::create(config(cache.path())).unwrap();
+    let mut toolbox = mimobox_wasm::Toolbox::default();
+    let schema = serde_json::json!({"type": "object", "properties": {"n": {"type": "integer"}}});
+    toolbox
+        .add(mimobox_wasm::Tool::new("double", "Doubles n.", schema, |args| {
+            Ok(serde_json::json!(args["n"].as_i64().unwrap_or(0) * 2))
+        }))
+        .unwrap();
+    with.set_tools(toolbox).unwrap();
+    let without = WasmSandbox::create(config(cache.path())).unwrap();
+    let module = ModuleSource::Path(mimobox_fixtures::path("tool_caller"));
+    let frame = [r#"{"v":1,"id":1,"op":"call","tool":"double","args":{"n":21}}"#];
+    let called = with.run(request(&module, &frame)).unwrap();
+    assert_eq!(called.tool_calls.len(), 1);
+    assert!(called.stdout.ends_with(b"\"value\":42}"), "{called:?}");
+
+    let mut group = c.benchmark_group("tools");
+    group.bench_function(BenchmarkId::new("call", "run-with-call"), |b| {
+        b.iter(|| with.run(request(&module, &frame)).unwrap())
+    });
+    group.bench_function(BenchmarkId::new("call", "run-no-host"), |b| {
+        b.iter(|| without.run(request(&module, &frame)).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hello, start, throughput, cpython, session, tools);
 criterion_main!(benches);

@@ -27,6 +27,8 @@ pub fn run(quick: bool) -> Result<()> {
     cargo(&root, &["bench", "-p", "mimobox-benches", "--bench", "sandbox", "--"], criterion_args)?;
     let rss_runs = if quick { "20000" } else { "100000" };
     let rss = cargo_output(&root, &["bench", "-p", "mimobox-benches", "--bench", "rss", "--", rss_runs])?;
+    let idle =
+        cargo_output(&root, &["bench", "-p", "mimobox-benches", "--bench", "idle_sessions", "--", "100"])?;
     cargo(&root, &["build", "--release", "-p", "mimobox-cli"], &[])?;
 
     let crit = root.join("target").join("criterion");
@@ -74,6 +76,23 @@ pub fn run(quick: bool) -> Result<()> {
     if let Ok(turn) = median("session/turn/x=1") {
         table.row("session turn `x = 1`, scientific CPython, library", turn, None, "≤ 1 ms");
     }
+    if let Ok(open) = median("session/open-preloaded/1+1") {
+        table.row(
+            "open a session from the python-sci preload checkpoint + `1+1`, library",
+            open,
+            None,
+            "≤ 10 ms",
+        );
+    }
+    let call = median("tools/call/run-with-call")?;
+    let no_host = median("tools/call/run-no-host")?;
+    table.row(
+        "run with one tool call (guest → closure → guest), library",
+        call,
+        Some(("same run, no host", no_host)),
+        "",
+    );
+    table.row("tool call round trip (difference of the two)", call - no_host, None, "≤ 50 µs");
     if let Ok(load) = median("python/load/artifact-on-disk") {
         table.row("python, cache-hit load (new sandbox)", load, None, "< 2 ms");
     }
@@ -93,6 +112,16 @@ pub fn run(quick: bool) -> Result<()> {
     out.push_str(&table.render());
     writeln!(out)?;
     writeln!(out, "RSS growth over {rss_runs} hot executions: {growth} KiB (target < 5120 KiB)")?;
+    let per = |key: &str| idle.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("?").trim().to_owned();
+    if idle.contains("sessions ") {
+        writeln!(
+            out,
+            "100 idle sessions from the python-sci checkpoint, one turn each: {} KiB private memory each, {} KiB PSS each (the shared image counted once), {} KiB RSS each (file pages counted per mapping) (target ≤ 25 MiB each)",
+            per("private_kib_per_session "),
+            per("pss_kib_per_session "),
+            per("rss_kib_per_session "),
+        )?;
+    }
     writeln!(out)?;
     out.push_str(&processes);
     print!("{out}");
@@ -388,8 +417,12 @@ fn compare_scientific(
         ])
         .args(["--dir", &lib])
         .args(["--invoke", "run"])
-        .arg(cwasm)
-        .args(["-c", "print(1+1)"]);
+        .arg(cwasm);
+        c
+    };
+    let wasmtime_print = |cwasm: &Path| {
+        let mut c = wasmtime_run(cwasm);
+        c.args(["-c", "print(1+1)"]);
         c
     };
     let mimobox_run = || {
@@ -405,8 +438,8 @@ fn compare_scientific(
     measure(&mut mimobox_run())?;
     for _ in 0..runs {
         m.push(measure(&mut mimobox_run())?);
-        ws.push(measure(&mut wasmtime_run(&snapshot_cwasm))?);
-        wp.push(measure(&mut wasmtime_run(&plain_cwasm))?);
+        ws.push(measure(&mut wasmtime_print(&snapshot_cwasm))?);
+        wp.push(measure(&mut wasmtime_print(&plain_cwasm))?);
     }
     let wall = |v: &[(Duration, u64)]| median_of(v.iter().map(|(d, _)| d.as_secs_f64() * 1e9).collect());
     let rss = |v: &[(Duration, u64)]| median_of(v.iter().map(|(_, r)| *r as f64 / 1024.0).collect());
@@ -420,6 +453,70 @@ fn compare_scientific(
         human(wall(&wp)),
         rss(&wp),
         wall(&m) / wall(&wp),
+    ));
+
+    // A new session with the scientific stack imported: the whole
+    // `mimobox session` process to its first answer, against `wasmtime
+    // run` doing the same imports and print(1+1) (on the pre-initialised
+    // module, and on the plain one).
+    let preload = "import numpy, pandas, scipy, scipy.stats, sklearn, sklearn.linear_model";
+    let first_answer = || -> Result<(Duration, u64)> {
+        let started = Instant::now();
+        let mut child = Command::new(mimobox)
+            .args(["session", "--profile"])
+            .arg(&profile)
+            .env("MIMOBOX_CACHE_DIR", &cache)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut input = child.stdin.take().context("session stdin")?;
+        std::io::Write::write_all(&mut input, b"{\"code\": \"print(1+1)\"}\n")?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().context("stdout")?),
+            &mut line,
+        )?;
+        let elapsed = started.elapsed();
+        if !line.contains("\"stdout\":\"2\\n\"") {
+            bail!("unexpected first answer: {line}");
+        }
+        let rss = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
+            })
+            .unwrap_or(0);
+        drop(input);
+        let _ = child.kill();
+        child.wait()?;
+        Ok((elapsed, rss))
+    };
+    let wasmtime_imports = |cwasm: &Path| {
+        let mut c = wasmtime_run(cwasm);
+        c.args(["-c", &format!("{preload}; print(1+1)")]);
+        c
+    };
+    first_answer()?;
+    let (mut mf, mut wi, mut wpi) = (vec![], vec![], vec![]);
+    for _ in 0..runs {
+        mf.push(first_answer()?);
+        wi.push(measure(&mut wasmtime_imports(&snapshot_cwasm))?);
+        if !quick {
+            wpi.push(measure(&mut wasmtime_imports(&plain_cwasm))?);
+        }
+    }
+    out.push_str(&format!(
+        "New session with numpy, pandas, scipy and scikit-learn imported, `mimobox session` process start to its first answer (print(1+1)), {runs} interleaved runs: {} vs `wasmtime run` of the same imports and print(1+1) on the pre-initialised module {}: {:.3}× (target ≤ 0.1×){}\n\n",
+        human(wall(&mf)),
+        human(wall(&wi)),
+        wall(&mf) / wall(&wi),
+        if wpi.is_empty() {
+            String::new()
+        } else {
+            format!("; on the plain python.wasm {}: {:.3}×", human(wall(&wpi)), wall(&mf) / wall(&wpi))
+        },
     ));
 
     // Session turns over JSON lines, and one session's RSS over many turns.
@@ -439,7 +536,7 @@ fn compare_scientific(
             .ok()
             .and_then(|s| {
                 s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .find_map(|l| l.strip_prefix("RssAnon:"))
                     .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
             })
             .unwrap_or(0)
@@ -466,7 +563,7 @@ fn compare_scientific(
     child.wait()?;
     let first_turns = median_of(latencies[1..101.min(turns)].to_vec());
     out.push_str(&format!(
-        "Session turn `x = 1` through `mimobox session`, request line to response line: median {} over {turns} turns (first 100: {}) (target ≤ 2 ms); RSS growth from turn 100 to turn {turns}: {} KiB (target < 16384 KiB)\n",
+        "Session turn `x = 1` through `mimobox session`, request line to response line: median {} over {turns} turns (first 100: {}) (target ≤ 2 ms); private memory (RssAnon) growth from turn 100 to turn {turns}: {} KiB (target < 16384 KiB)\n",
         human(median_of(latencies)),
         human(first_turns),
         grown,

@@ -93,7 +93,11 @@ impl EngineSettings {
                 // Keep a little of each slot's memory resident between runs
                 // instead of returning it to the kernel every time.
                 .linear_memory_keep_resident(KEEP_RESIDENT)
-                .table_keep_resident(KEEP_RESIDENT);
+                .table_keep_resident(KEEP_RESIDENT)
+                // And the top of each stack: a tool call's answer is placed
+                // by a re-entrant call on a stack of its own, which would
+                // otherwise fault its pages in again on every call.
+                .async_stack_keep_resident(STACK_KEEP_RESIDENT);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         config
@@ -104,6 +108,7 @@ impl EngineSettings {
 /// slot; CPython needs well under this.
 const MAX_INSTANCE_METADATA: usize = 4 << 20;
 const KEEP_RESIDENT: usize = 1 << 20;
+const STACK_KEEP_RESIDENT: usize = 64 << 10;
 
 /// Hashes Wasmtime's own compatibility hash (its version, compiler and
 /// settings) together with ours.
