@@ -27,6 +27,11 @@ fn profile_reference_example_loads() {
 }
 
 #[test]
+fn sessions_examples_load() {
+    check_examples("docs/sessions.md");
+}
+
+#[test]
 fn readme_example_loads() {
     check_examples("README.md");
 }
