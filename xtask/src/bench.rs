@@ -382,7 +382,11 @@ fn compare_scientific(
     // preload checkpoint, which is measured on its own below.
     let text = std::fs::read_to_string(&sessions_profile)?;
     let base = root.join("profiles");
-    let text = text.split("\n[session]").next().unwrap_or(&text).replace("../target/", &format!("{}/../target/", base.display()));
+    let text = text
+        .split("\n[session]")
+        .next()
+        .unwrap_or(&text)
+        .replace("../target/", &format!("{}/../target/", base.display()));
     let profile = work.path().join("python-sci-runs.toml");
     std::fs::write(&profile, text)?;
     let flags = "exceptions=y,epoch-interruption=y";
@@ -480,15 +484,18 @@ fn compare_scientific(
     // run` doing the same imports and print(1+1) (on the pre-initialised
     // module, and on the plain one).
     let preload = "import numpy, pandas, scipy, scipy.stats, sklearn, sklearn.linear_model";
-    let first_answer = || -> Result<(Duration, u64)> {
-        let started = Instant::now();
-        let mut child = Command::new(mimobox)
-            .args(["session", "--profile"])
+    let session = || {
+        let mut c = Command::new(mimobox);
+        c.args(["session", "--profile"])
             .arg(&sessions_profile)
             .env("MIMOBOX_CACHE_DIR", &cache)
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()?;
+            .stdout(Stdio::piped());
+        c
+    };
+    let first_answer = || -> Result<(Duration, u64)> {
+        let started = Instant::now();
+        let mut child = session().spawn()?;
         let mut input = child.stdin.take().context("session stdin")?;
         std::io::Write::write_all(&mut input, b"{\"code\": \"print(1+1)\"}\n")?;
         let mut line = String::new();
@@ -541,14 +548,7 @@ fn compare_scientific(
 
     // Session turns over JSON lines, and one session's RSS over many turns.
     let turns = if quick { 1_000 } else { 10_000 };
-    let mut child = Command::new(mimobox)
-        .args(["session", "--profile"])
-        .arg(&sessions_profile)
-        .env("MIMOBOX_CACHE_DIR", &cache)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
+    let mut child = session().stderr(Stdio::inherit()).spawn()?;
     let mut input = child.stdin.take().context("session stdin")?;
     let mut output = std::io::BufReader::new(child.stdout.take().context("session stdout")?);
     let rss_kib = |pid: u32| -> u64 {

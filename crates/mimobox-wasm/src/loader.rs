@@ -165,15 +165,7 @@ impl Loader {
         // have been replaced since the stat).
         let name = path.display().to_string();
         let syntax = Syntax::of_path(path);
-        // Opened without blocking, so that a FIFO swapped in since the stat
-        // cannot hang the open; what the handle is gets checked next.
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc_nonblock())
-            .open(path)
-            .map_err(|e| open_error(path, e))?;
-        let metadata = file.metadata().map_err(|e| open_error(path, e))?;
-        let fingerprint = self.check_file(path, &metadata)?;
+        let (mut file, fingerprint) = self.open_checked(path)?;
 
         // The fingerprint names the content without reading it: first from
         // this sandbox's memory, then from the disk cache.
@@ -189,16 +181,7 @@ impl Loader {
         // Compiling needs the bytes, and the bytes decide their own hash: a
         // record that disagrees with them (the file changed as it was read)
         // is never trusted for them.
-        let bytes = read_bounded(&mut file, path, self.limits.max_module_size)?;
-        let hash = ContentHash::of(&bytes);
-        // Record the fingerprint only if the file did not change while it
-        // was read.
-        if file.metadata().is_ok_and(|m| Fingerprint::of(&m) == fingerprint) {
-            if let Some(cache) = &self.cache {
-                cache.remember(&fingerprint, &hash);
-            }
-            self.remember_path(path, fingerprint, hash);
-        }
+        let (hash, bytes) = self.read_and_remember(path, &mut file, fingerprint)?;
         if known != Some(hash)
             && let Some(found) = self.load_compiled(&name, hash)?
         {
@@ -294,24 +277,43 @@ impl Loader {
         match source {
             ModuleSource::Bytes { bytes, .. } => Ok((self.hash_of_shared(bytes), bytes.to_vec())),
             ModuleSource::Path(path) => {
-                let mut file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc_nonblock())
-                    .open(path)
-                    .map_err(|e| open_error(path, e))?;
-                let metadata = file.metadata().map_err(|e| open_error(path, e))?;
-                let fingerprint = self.check_file(path, &metadata)?;
-                let bytes = read_bounded(&mut file, path, self.limits.max_module_size)?;
-                let hash = ContentHash::of(&bytes);
-                if file.metadata().is_ok_and(|m| Fingerprint::of(&m) == fingerprint) {
-                    if let Some(cache) = &self.cache {
-                        cache.remember(&fingerprint, &hash);
-                    }
-                    self.remember_path(path, fingerprint, hash);
-                }
-                Ok((hash, bytes))
+                let (mut file, fingerprint) = self.open_checked(path)?;
+                self.read_and_remember(path, &mut file, fingerprint)
             }
         }
+    }
+
+    /// Opens a module file without blocking (a FIFO swapped in since a
+    /// stat cannot hang the open), and checks what the handle is.
+    fn open_checked(&self, path: &Path) -> Result<(File, Fingerprint), SandboxError> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc_nonblock())
+            .open(path)
+            .map_err(|e| open_error(path, e))?;
+        let metadata = file.metadata().map_err(|e| open_error(path, e))?;
+        let fingerprint = self.check_file(path, &metadata)?;
+        Ok((file, fingerprint))
+    }
+
+    /// Reads the open file (bounded) and hashes it; the fingerprint is
+    /// recorded for the hash only if the file did not change while it was
+    /// read.
+    fn read_and_remember(
+        &self,
+        path: &Path,
+        file: &mut File,
+        fingerprint: Fingerprint,
+    ) -> Result<(ContentHash, Vec<u8>), SandboxError> {
+        let bytes = read_bounded(file, path, self.limits.max_module_size)?;
+        let hash = ContentHash::of(&bytes);
+        if file.metadata().is_ok_and(|m| Fingerprint::of(&m) == fingerprint) {
+            if let Some(cache) = &self.cache {
+                cache.remember(&fingerprint, &hash);
+            }
+            self.remember_path(path, fingerprint, hash);
+        }
+        Ok((hash, bytes))
     }
 
     /// The content hash of shared module bytes, hashed once per allocation:
