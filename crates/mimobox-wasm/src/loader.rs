@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, SystemTime};
 
-use mimobox_cache::{ArtifactPin, ContentHash, FINGERPRINT_SETTLE, Fetched, Fingerprint, ModuleCache};
+use mimobox_cache::{
+    ArtifactPin, ContentHash, FINGERPRINT_SETTLE, Fetched, Fingerprint, LockOutcome, ModuleCache,
+};
 use mimobox_core::{ModuleSource, SandboxError};
 use wasmtime::{Engine, ExternType, InstancePre, Module, ValType};
 
@@ -80,8 +82,14 @@ pub enum CompileEvent {
         /// Its size in bytes.
         bytes: u64,
     },
-    /// That compilation has ended (successfully or not).
+    /// That compilation (or preload) has ended (successfully or not).
     Finished,
+    /// A profile's `session.preload` has begun to run, to build the
+    /// checkpoint its sessions open from.
+    Preloading {
+        /// The module's name or path.
+        module: String,
+    },
 }
 
 /// Receives [`CompileEvent`]s.
@@ -127,6 +135,14 @@ impl Loader {
 
     pub(crate) fn set_observer(&self, observer: CompileObserver) {
         *self.observer.lock().unwrap_or_else(|p| p.into_inner()) = Some(observer);
+    }
+
+    /// Tells the observer, if any, about `event`.
+    pub(crate) fn notify(&self, event: &CompileEvent) {
+        let observer = self.observer.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(observer) = observer {
+            observer(event);
+        }
     }
 
     pub(crate) fn cache(&self) -> Option<&ModuleCache> {
@@ -223,6 +239,25 @@ impl Loader {
         if let Some((module, origin)) = self.load_compiled(&name, key)? {
             return Ok((module, origin, base));
         }
+        // One builder per key at a time, across processes: the others wait
+        // for its artifact rather than build their own (a preload's build
+        // takes a session's memory and two compiles).
+        let _building = match &self.cache {
+            Some(cache) => {
+                let lock_key = ContentHash::of(format!("building {key}").as_bytes());
+                match cache.lock(&self.core.id, &lock_key, self.limits.compile_timeout) {
+                    LockOutcome::AcquiredAfterWait(lock) => {
+                        if let Some((module, origin)) = self.load_compiled(&name, key)? {
+                            return Ok((module, origin, base));
+                        }
+                        Some(lock)
+                    }
+                    LockOutcome::Acquired(lock) => Some(lock),
+                    LockOutcome::Unavailable => None,
+                }
+            }
+            None => None,
+        };
         let syntax = match source {
             ModuleSource::Path(path) => Syntax::of_path(path),
             ModuleSource::Bytes { .. } => Syntax::BinaryOrText,

@@ -21,7 +21,7 @@ use wasmtime::{Instance, Store, TypedFunc};
 use crate::checkpoint;
 
 use crate::engine::deadline_ticks;
-use crate::loader::{LoadedModule, ModuleOrigin, one_line};
+use crate::loader::{CompileEvent, LoadedModule, ModuleOrigin, one_line};
 use crate::output::CappedPipe;
 use crate::sandbox::{GuestIo, LIVE_FLUSH_GRACE, WasmSandbox, block_on, classify, measured};
 use crate::slots::{OwnedSlot, Slots};
@@ -99,6 +99,14 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// A checkpoint from a module that [`Checkpoint::module`] gave earlier
+    /// (kept on disk between processes, say). Any module is accepted: it
+    /// is compiled, instrumented and checked like any other when a session
+    /// is opened from it.
+    pub fn from_module(name: impl Into<String>, module: Arc<[u8]>) -> Checkpoint {
+        Checkpoint { module, name: name.into() }
+    }
+
     /// The pre-initialised module, a valid WebAssembly binary.
     pub fn module(&self) -> &Arc<[u8]> {
         &self.module
@@ -231,7 +239,10 @@ impl WasmSandbox {
                 });
             }
             let mut session = self.start(source, module, image, ExecRequest::default(), true)?;
-            let turn = session.run_turn(TurnRequest::new(preload))?;
+            loader.notify(&CompileEvent::Preloading { module: source.display_name() });
+            let turn = session.run_turn(TurnRequest::new(preload));
+            loader.notify(&CompileEvent::Finished);
+            let turn = turn?;
             succeeded("the preload (session.preload)", &turn)?;
             let snapshot = session.snapshot_on(binary)?;
             instrumented(&snapshot)

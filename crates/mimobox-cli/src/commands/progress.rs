@@ -22,10 +22,12 @@ pub fn attach(sandbox: &WasmSandbox) {
         let mut current = current.lock().unwrap_or_else(|p| p.into_inner());
         match event {
             CompileEvent::Started { module, bytes } => {
-                let done = Arc::new(AtomicBool::new(false));
-                let (module, bytes, flag) = (module.clone(), *bytes, done.clone());
-                let display = std::thread::spawn(move || show(&flag, &module, bytes));
-                *current = Some((done, display));
+                let label = format!("compiling {} ({})", file_name(module), DisplaySize(*bytes));
+                *current = Some(start(label));
+            }
+            CompileEvent::Preloading { module } => {
+                let label = format!("running the session preload of {}", file_name(module));
+                *current = Some(start(label));
             }
             CompileEvent::Finished => {
                 // Wait for the line to be erased, so that guest output never
@@ -41,15 +43,24 @@ pub fn attach(sandbox: &WasmSandbox) {
     });
 }
 
-fn show(done: &AtomicBool, module: &str, bytes: u64) {
+/// Starts the line's display thread.
+fn start(label: String) -> (Arc<AtomicBool>, JoinHandle<()>) {
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
+    (done, std::thread::spawn(move || show(&flag, &label)))
+}
+
+fn file_name(module: &str) -> String {
+    std::path::Path::new(module).file_name().map_or(module.into(), |n| n.to_string_lossy()).into_owned()
+}
+
+fn show(done: &AtomicBool, label: &str) {
     let started = Instant::now();
     let mut shown = false;
     while !done.load(Ordering::SeqCst) {
         let elapsed = started.elapsed();
         if elapsed >= QUIET_FOR {
-            let name =
-                std::path::Path::new(module).file_name().map_or(module.into(), |n| n.to_string_lossy());
-            eprint!("\rmimobox: compiling {name} ({})… {:.1}s", DisplaySize(bytes), elapsed.as_secs_f64());
+            eprint!("\rmimobox: {label}… {:.1}s", elapsed.as_secs_f64());
             let _ = std::io::stderr().flush();
             shown = true;
         }

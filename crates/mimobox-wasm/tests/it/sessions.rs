@@ -190,6 +190,16 @@ fn a_checkpoint_carries_the_state_into_sessions_opened_from_it() {
     let again = first.checkpoint().unwrap();
     let mut third = sandbox.open_session_from(&again, ExecRequest::default()).unwrap();
     assert_eq!(turn(&mut third, "p").result.stdout, b"5\n");
+
+    // Its module, kept as bytes (on disk, say), is a checkpoint again, in
+    // another sandbox too.
+    let kept: std::sync::Arc<[u8]> = again.module().to_vec().into();
+    let other = WasmSandbox::create(sandbox.config().clone()).unwrap();
+    let loaded = mimobox_wasm::Checkpoint::from_module("kept", kept);
+    assert_eq!(
+        turn(&mut other.open_session_from(&loaded, ExecRequest::default()).unwrap(), "p").result.stdout,
+        b"5\n"
+    );
 }
 
 #[test]
@@ -271,4 +281,32 @@ fn a_preload_that_fails_is_an_error_naming_the_key() {
         message.contains("session.preload") && message.contains("status 1") && message.contains("error"),
         "{message}"
     );
+}
+
+#[test]
+fn sandboxes_starting_at_once_on_a_cold_cache_run_the_preload_once() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut config = config_in(cache.path());
+    config.session.preload = Some("i".into());
+    let preloads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            let (config, preloads) = (config.clone(), preloads.clone());
+            std::thread::spawn(move || {
+                // Each sandbox has its own loader, as each process would.
+                let sandbox = WasmSandbox::create(config).unwrap();
+                sandbox.on_compile(move |event| {
+                    if matches!(event, mimobox_wasm::CompileEvent::Preloading { .. }) {
+                        preloads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                });
+                let mut session = sandbox.open_session(counter()).unwrap();
+                turn(&mut session, "p").result.stdout
+            })
+        })
+        .collect();
+    for thread in threads {
+        assert_eq!(thread.join().unwrap(), b"1\n");
+    }
+    assert_eq!(preloads.load(std::sync::atomic::Ordering::SeqCst), 1, "the preload ran more than once");
 }
