@@ -195,7 +195,14 @@ impl WasmSandbox {
         source: &ModuleSource,
     ) -> Result<(Arc<LoadedModule>, Image, ModuleOrigin), SandboxError> {
         let (loader, _, _) = self.parts();
-        match loader.load_derived(source, INSTRUMENTED, instrumented) {
+        // A module that is no session guest is refused before anything is
+        // compiled for it.
+        let build = |binary: &[u8]| {
+            turn_interface_exported(binary)
+                .map_err(|message| SandboxError::Link { module: source.display_name(), message })?;
+            instrumented(binary)
+        };
+        match loader.load_derived(source, INSTRUMENTED, build) {
             Ok((module, origin, hash)) => Ok((module, Image::Module { hash }, origin)),
             Err(SandboxError::Checkpoint { message }) => {
                 let (module, origin) = loader.load(source)?;
@@ -333,6 +340,23 @@ impl WasmSandbox {
             module,
         })
     }
+}
+
+/// Checks, from the export section alone, that `binary` exports the turn
+/// interface.
+fn turn_interface_exported(binary: &[u8]) -> Result<(), String> {
+    let mut exported = std::collections::HashSet::new();
+    for payload in wasmparser::Parser::new(0).parse_all(binary) {
+        if let Ok(wasmparser::Payload::ExportSection(exports)) = payload {
+            exported.extend(exports.into_iter().flatten().map(|e| e.name.to_owned()));
+        }
+    }
+    for name in ["memory", "host_alloc", "turn"] {
+        if !exported.contains(name) {
+            return Err(format!("not a session guest: it must export `{name}` (see docs/sessions.md)"));
+        }
+    }
+    Ok(())
 }
 
 /// The instrumented form of `binary`; an error says why there is none.

@@ -161,8 +161,16 @@ fn a_module_without_the_turn_interface_is_refused() {
         module: Some(ModuleSource::Path(mimobox_fixtures::path("hello"))),
         ..ExecRequest::default()
     };
+    let compiles = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = compiles.clone();
+    sandbox.on_compile(move |event| {
+        if matches!(event, mimobox_wasm::CompileEvent::Started { .. }) {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
     let error = sandbox.open_session(request).unwrap_err();
     assert!(error.to_string().contains("not a session guest"), "{error}");
+    assert_eq!(compiles.load(std::sync::atomic::Ordering::SeqCst), 0, "it was compiled first");
 }
 
 #[test]
