@@ -36,6 +36,10 @@ pub(crate) struct DoorState {
     pub(crate) made: u32,
     /// The record of this turn's calls.
     pub(crate) calls: Vec<ToolCall>,
+    /// Whether the host is inside the guest's `host_alloc`, placing an
+    /// answer: a call from there is refused, so that a guest cannot nest
+    /// calls and take every stack of the shared pool.
+    pub(crate) answering: bool,
 }
 
 impl DoorState {
@@ -66,6 +70,9 @@ async fn call(
     out_ptr: i32,
     out_len: i32,
 ) -> wasmtime::Result<i32> {
+    if caller.data().door.answering {
+        return Ok(FAULT);
+    }
     let Some(tools) = caller.data().door.tools.clone() else { return Ok(NO_HOST) };
     let Some(Extern::Memory(memory)) = caller.get_export("memory") else { return Ok(FAULT) };
     // Read at most one byte past the request limit: the toolbox then
@@ -162,7 +169,10 @@ async fn write_answer(
     else {
         return Ok(FAULT);
     };
-    let at = alloc.call_async(&mut *caller, len).await?;
+    caller.data_mut().door.answering = true;
+    let at = alloc.call_async(&mut *caller, len).await;
+    caller.data_mut().door.answering = false;
+    let at = at?;
     if at == 0 && len > 0 {
         return Ok(FAULT);
     }

@@ -134,3 +134,28 @@ fn python_calls_a_closure_through_the_door() {
     assert!(bad.alive);
     assert_eq!(bad.result.tool_calls[0].error.as_deref(), Some("invalid_arguments"));
 }
+
+/// A guest whose `host_alloc` calls the door again, while the host places
+/// an answer, would nest calls, each on another stack of the pool that all
+/// sandboxes of the process share. The nested call is refused as a fault.
+#[test]
+fn a_call_from_inside_host_alloc_is_refused_not_nested() {
+    let cache = tempfile::tempdir().unwrap();
+    let sandbox = WasmSandbox::create(config_in(cache.path())).unwrap();
+    sandbox.set_tools(toolbox(ToolLimits::default())).unwrap();
+    let module = ModuleSource::Path(mimobox_fixtures::path("door_reentry"));
+    for _ in 0..3 {
+        let result =
+            sandbox.run(ExecRequest { module: Some(module.clone()), ..ExecRequest::default() }).unwrap();
+        // Outer call answered (0), nested one refused (-2).
+        assert_eq!(result.outcome, Outcome::Exited { code: 2 }, "{result:?}");
+    }
+    // The pool's stacks are all back: other runs go on.
+    let hello = sandbox
+        .run(ExecRequest {
+            module: Some(ModuleSource::Path(mimobox_fixtures::path("hello"))),
+            ..ExecRequest::default()
+        })
+        .unwrap();
+    assert_eq!(hello.outcome, Outcome::Exited { code: 0 });
+}
