@@ -7,6 +7,9 @@
 //! memory the guest allocated, and calls `turn` under the turn's deadline,
 //! fuel and output caps; the memory limit and open files hold for the
 //! whole session.
+//!
+//! Sessions run the instrumented form of their module (`checkpoint.rs`),
+//! so that a live session can be checkpointed or forked.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +22,6 @@ use mimobox_core::{
 use wasmtime::{Instance, Store, TypedFunc};
 
 use crate::checkpoint;
-
 use crate::engine::deadline_ticks;
 use crate::loader::{CompileEvent, LoadedModule, ModuleOrigin, one_line};
 use crate::output::CappedPipe;
@@ -132,6 +134,10 @@ impl WasmSandbox {
     /// Opens a session on the request's module (else the config's), with
     /// its arguments and environment; its stdin is what the request gives,
     /// and its sinks are unused (each turn brings its own).
+    ///
+    /// With `session.preload` in the config, the session opens from the
+    /// preload's checkpoint (built on first use, then cached) and runs
+    /// `session.restore` first, unseen.
     ///
     /// Each session holds a pool slot until it is closed; when every slot
     /// is held, opening waits up to `session.open_timeout_secs`, then fails
