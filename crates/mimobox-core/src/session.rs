@@ -121,6 +121,15 @@ pub trait Session: Send {
     /// Whether the session can take another turn.
     fn alive(&self) -> bool;
 
+    /// Opens a second session that starts from this one's current state,
+    /// with the request's arguments, environment and stdin (its `module`
+    /// must be `None`); both go on independently, each with its own
+    /// environment and randomness. A backend refuses, with the reason,
+    /// state it cannot carry (a file the guest holds open, say).
+    fn fork(&mut self, request: crate::ExecRequest) -> Result<Self, crate::SandboxError>
+    where
+        Self: Sized;
+
     /// Closes the session, letting the guest finalise within a short bound.
     fn close(self);
 }

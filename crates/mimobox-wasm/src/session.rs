@@ -660,6 +660,10 @@ impl Session for WasmSession {
         self.ended.is_none()
     }
 
+    fn fork(&mut self, request: ExecRequest) -> Result<Self, SandboxError> {
+        WasmSession::fork(self, request)
+    }
+
     fn close(mut self) {
         self.shut_down();
     }
