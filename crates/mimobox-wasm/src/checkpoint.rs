@@ -45,29 +45,22 @@ pub(crate) fn instrument(binary: &[u8]) -> Result<Vec<u8>, String> {
 /// `binary` with [`RESET_PREOPENS`] exported, if it has the function and
 /// does not export it already.
 fn with_reset_export(binary: &[u8]) -> Result<Vec<u8>, String> {
+    let exported = export_names(binary)?.iter().any(|name| name == RESET_PREOPENS);
     let mut reset = None;
-    let mut exported = false;
     for payload in Parser::new(0).parse_all(binary) {
-        match payload.map_err(|e| e.to_string())? {
-            Payload::ExportSection(exports) => {
-                for export in exports {
-                    exported |= export.map_err(|e| e.to_string())?.name == RESET_PREOPENS;
+        if let Payload::CustomSection(custom) = payload.map_err(|e| e.to_string())?
+            && let KnownCustom::Name(names) = custom.as_known()
+        {
+            for name in names.into_iter().flatten() {
+                if let Name::Function(map) = name {
+                    reset = map
+                        .into_iter()
+                        .flatten()
+                        .find(|n| n.name == WASI_LIBC_RESET)
+                        .map(|n| n.index)
+                        .or(reset);
                 }
             }
-            Payload::CustomSection(custom) => {
-                if let KnownCustom::Name(names) = custom.as_known() {
-                    for name in names.into_iter().flatten() {
-                        if let Name::Function(map) = name {
-                            for naming in map.into_iter().flatten() {
-                                if naming.name == WASI_LIBC_RESET {
-                                    reset = Some(naming.index);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            _ => {}
         }
     }
     let Some(index) = reset.filter(|_| !exported) else { return Ok(binary.to_vec()) };
@@ -103,11 +96,9 @@ pub(crate) async fn quiesce(
 ) -> Result<(), String> {
     let open = store.data().files.open_count();
     if open > 0 {
+        let (files, them) = if open == 1 { ("file", "it") } else { ("files", "them") };
         return Err(format!(
-            "the guest holds {open} file{} open; a copy could not use {}: close {} first",
-            if open == 1 { "" } else { "s" },
-            if open == 1 { "it" } else { "them" },
-            if open == 1 { "it" } else { "them" },
+            "the guest holds {open} {files} open; a copy could not use {them}: close {them} first"
         ));
     }
     match instance.get_typed_func::<(), ()>(&mut *store, RESET_PREOPENS) {
@@ -134,8 +125,10 @@ pub(crate) async fn snapshot(
     let (cx, instrumented) = wizer.instrument(&prepared).map_err(|e| format!("{e:#}"))?;
     // Wizer panics on an export it expects and does not find; the
     // instance must run exactly this instrumented module.
-    let expected = state_exports(&instrumented)?;
-    for name in &expected {
+    let state = export_names(&instrumented)?;
+    let expected =
+        state.iter().filter(|name| name.starts_with(GLOBAL_PREFIX) || name.starts_with(MEMORY_PREFIX));
+    for name in expected {
         if instance.get_export(&mut *store, name).is_none() {
             return Err(format!("the session's instance does not export `{name}`: it runs another module"));
         }
@@ -144,16 +137,13 @@ pub(crate) async fn snapshot(
     wizer.snapshot(&cx, &mut state).await.map_err(|e| format!("{e:#}"))
 }
 
-/// The names of the state exports in an instrumented module.
-fn state_exports(instrumented: &[u8]) -> Result<Vec<String>, String> {
+/// The names a module exports.
+pub(crate) fn export_names(binary: &[u8]) -> Result<Vec<String>, String> {
     let mut names = Vec::new();
-    for payload in Parser::new(0).parse_all(instrumented) {
+    for payload in Parser::new(0).parse_all(binary) {
         if let Payload::ExportSection(exports) = payload.map_err(|e| e.to_string())? {
             for export in exports {
-                let export = export.map_err(|e| e.to_string())?;
-                if export.name.starts_with(GLOBAL_PREFIX) || export.name.starts_with(MEMORY_PREFIX) {
-                    names.push(export.name.to_owned());
-                }
+                names.push(export.map_err(|e| e.to_string())?.name.to_owned());
             }
         }
     }

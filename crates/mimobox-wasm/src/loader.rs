@@ -185,8 +185,7 @@ impl Loader {
 
         // The fingerprint names the content without reading it: first from
         // this sandbox's memory, then from the disk cache.
-        let known = remembered.filter(|(fp, _)| *fp == fingerprint).map(|(_, hash)| hash);
-        let known = known.or_else(|| self.cache.as_ref().and_then(|cache| cache.hash_for(&fingerprint)));
+        let known = self.known_hash(path, &fingerprint);
         if let Some(hash) = known
             && let Some(found) = self.load_compiled(&name, hash)?
         {
@@ -225,14 +224,14 @@ impl Loader {
             material.extend_from_slice(recipe);
             ContentHash::of(&material)
         };
-        let (base, bytes) = self.identify(source)?;
-        if let Some(base) = base
-            && let Some((module, origin)) = self.load_compiled(&name, key_for(&base))?
-        {
+        let (base, read) = self.identify(source)?;
+        if let Some((module, origin)) = self.load_compiled(&name, key_for(&base))? {
             return Ok((module, origin, base));
         }
-        let (base, bytes) = match bytes {
-            Some(bytes) => bytes,
+        // Read now if identifying did not; the bytes decide the hash (the
+        // file may have changed since its fingerprint was recorded).
+        let (base, bytes) = match read {
+            Some(bytes) => (base, bytes),
             None => self.read_source(source)?,
         };
         let key = key_for(&base);
@@ -258,11 +257,7 @@ impl Loader {
             }
             None => None,
         };
-        let syntax = match source {
-            ModuleSource::Path(path) => Syntax::of_path(path),
-            ModuleSource::Bytes { .. } => Syntax::BinaryOrText,
-        };
-        let binary = to_binary(&name, syntax, bytes)?;
+        let binary = to_binary(&name, Syntax::of_source(source), bytes)?;
         let derived = build(&binary)?;
         let (module, origin) = self.load_bytes(&name, key, Syntax::Binary, derived)?;
         Ok((module, origin, base))
@@ -272,38 +267,32 @@ impl Loader {
     pub(crate) fn binary_of(&self, source: &ModuleSource) -> Result<(ContentHash, Vec<u8>), SandboxError> {
         let name = source.display_name();
         let (hash, bytes) = self.read_source(source)?;
-        let syntax = match source {
-            ModuleSource::Path(path) => Syntax::of_path(path),
-            ModuleSource::Bytes { .. } => Syntax::BinaryOrText,
-        };
-        Ok((hash, to_binary(&name, syntax, bytes)?))
+        Ok((hash, to_binary(&name, Syntax::of_source(source), bytes)?))
     }
 
-    /// The content hash of `source` if it is known without reading the
-    /// file, else the bytes read and their hash.
-    #[allow(clippy::type_complexity)]
-    fn identify(
-        &self,
-        source: &ModuleSource,
-    ) -> Result<(Option<ContentHash>, Option<(ContentHash, Vec<u8>)>), SandboxError> {
-        match source {
-            ModuleSource::Bytes { bytes, .. } => Ok((Some(self.hash_of_shared(bytes)), None)),
-            ModuleSource::Path(path) => {
-                let metadata = std::fs::metadata(path).map_err(|e| open_error(path, e))?;
-                let fingerprint = self.check_file(path, &metadata)?;
-                let remembered = self.lock_paths().get(path).copied();
-                let known = remembered.filter(|(fp, _)| *fp == fingerprint).map(|(_, hash)| hash);
-                let known =
-                    known.or_else(|| self.cache.as_ref().and_then(|cache| cache.hash_for(&fingerprint)));
-                match known {
-                    Some(hash) => Ok((Some(hash), None)),
-                    None => {
-                        let (hash, bytes) = self.read_source(source)?;
-                        Ok((Some(hash), Some((hash, bytes))))
-                    }
-                }
-            }
+    /// The content hash of `source`, and its bytes if they had to be read
+    /// to know it (a file whose fingerprint is not on record).
+    fn identify(&self, source: &ModuleSource) -> Result<(ContentHash, Option<Vec<u8>>), SandboxError> {
+        let path = match source {
+            ModuleSource::Bytes { bytes, .. } => return Ok((self.hash_of_shared(bytes), None)),
+            ModuleSource::Path(path) => path,
+        };
+        let metadata = std::fs::metadata(path).map_err(|e| open_error(path, e))?;
+        let fingerprint = self.check_file(path, &metadata)?;
+        match self.known_hash(path, &fingerprint) {
+            Some(hash) => Ok((hash, None)),
+            None => self.read_source(source).map(|(hash, bytes)| (hash, Some(bytes))),
         }
+    }
+
+    /// The content hash recorded for a file with `fingerprint`: in this
+    /// sandbox's memory, else in the disk cache.
+    fn known_hash(&self, path: &Path, fingerprint: &Fingerprint) -> Option<ContentHash> {
+        let remembered = self.lock_paths().get(path).copied();
+        remembered
+            .filter(|(fp, _)| fp == fingerprint)
+            .map(|(_, hash)| hash)
+            .or_else(|| self.cache.as_ref().and_then(|cache| cache.hash_for(fingerprint)))
     }
 
     /// Reads the whole source and hashes it (remembering a file's hash by
@@ -544,6 +533,13 @@ enum Syntax {
 impl Syntax {
     fn of_path(path: &Path) -> Syntax {
         if path.extension().is_some_and(|ext| ext == "wat") { Syntax::BinaryOrText } else { Syntax::Binary }
+    }
+
+    fn of_source(source: &ModuleSource) -> Syntax {
+        match source {
+            ModuleSource::Path(path) => Syntax::of_path(path),
+            ModuleSource::Bytes { .. } => Syntax::BinaryOrText,
+        }
     }
 }
 

@@ -185,8 +185,7 @@ impl WasmSandbox {
 
     /// Compiles what sessions on `source` run (building the preload
     /// checkpoint if the config has one), so that the first session opens
-    /// at full speed.
-    /// Reports where the result came from.
+    /// at full speed, and says where the result came from.
     pub fn prepare_sessions(&self, source: &ModuleSource) -> Result<ModuleOrigin, SandboxError> {
         match self.config().session.preload.clone() {
             Some(preload) => self.preload_checkpoint(source, &preload).map(|(_, origin)| origin),
@@ -351,14 +350,10 @@ impl WasmSandbox {
 /// Checks, from the export section alone, that `binary` exports the turn
 /// interface.
 fn turn_interface_exported(binary: &[u8]) -> Result<(), String> {
-    let mut exported = std::collections::HashSet::new();
-    for payload in wasmparser::Parser::new(0).parse_all(binary) {
-        if let Ok(wasmparser::Payload::ExportSection(exports)) = payload {
-            exported.extend(exports.into_iter().flatten().map(|e| e.name.to_owned()));
-        }
-    }
+    // A module that does not parse is left to the compiler to report.
+    let Ok(exported) = checkpoint::export_names(binary) else { return Ok(()) };
     for name in ["memory", "host_alloc", "turn"] {
-        if !exported.contains(name) {
+        if !exported.iter().any(|e| e == name) {
             return Err(format!("not a session guest: it must export `{name}` (see docs/sessions.md)"));
         }
     }
@@ -528,11 +523,12 @@ impl WasmSession {
     /// (fork it instead).
     pub fn checkpoint(&mut self) -> Result<Checkpoint, SandboxError> {
         self.usable()?;
-        let binary: std::borrow::Cow<'_, [u8]> = match &self.image {
+        // The module the instance runs, before instrumentation.
+        let module = match self.image.clone() {
             Image::Module { hash } => {
                 let (loader, _, _) = self.sandbox.parts();
                 let (now, binary) = loader.binary_of(&self.source)?;
-                if now != *hash {
+                if now != hash {
                     return Err(SandboxError::Checkpoint {
                         message: format!(
                             "{}: the module changed since the session opened",
@@ -540,18 +536,16 @@ impl WasmSession {
                         ),
                     });
                 }
-                binary.into()
+                self.snapshot_on(&binary)?
             }
-            Image::Checkpoint(checkpoint) => checkpoint.module.to_vec().into(),
+            Image::Checkpoint(checkpoint) => self.snapshot_on(&checkpoint.module)?,
             Image::Preload => {
                 return Err(SandboxError::Checkpoint {
                     message: "a session opened from a preload (session.preload) cannot be checkpointed again; fork it instead".into(),
                 });
             }
-            Image::Plain(reason) => return Err(SandboxError::Checkpoint { message: reason.clone() }),
+            Image::Plain(reason) => return Err(SandboxError::Checkpoint { message: reason }),
         };
-        let binary = binary.into_owned();
-        let module = self.snapshot_on(&binary)?;
         Ok(Checkpoint { module: module.into(), name: self.source.display_name() })
     }
 
