@@ -57,6 +57,18 @@ impl Resolved {
 }
 
 /// Applies the flags over `config` and lists the keys they set.
+/// The `--env KEY=VALUE` flags, in order.
+pub fn env_pairs(flags: &LimitFlags) -> Result<Vec<(String, String)>> {
+    flags
+        .envs
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value)) => Ok((name.to_owned(), value.to_owned())),
+            None => bail!("--env: `{pair}` is not KEY=VALUE"),
+        })
+        .collect()
+}
+
 fn apply(flags: &LimitFlags, config: &mut SandboxConfig) -> Result<Vec<(&'static str, &'static str)>> {
     let mut set = Vec::new();
     if let Some(text) = &flags.timeout {
@@ -101,11 +113,8 @@ fn apply(flags: &LimitFlags, config: &mut SandboxConfig) -> Result<Vec<(&'static
         config.fs_readwrite.push(Mount::parse(spec).map_err(|e| anyhow!("--dir: {e}"))?);
         set.push((keys::FS_READWRITE, "--dir"));
     }
-    for pair in &flags.envs {
-        let Some((name, value)) = pair.split_once('=') else {
-            bail!("--env: `{pair}` is not KEY=VALUE");
-        };
-        config.env.insert(name.to_owned(), value.to_owned());
+    for (name, value) in env_pairs(flags)? {
+        config.env.insert(name, value);
         set.push((keys::ENV, "--env"));
     }
     if let Some(dir) = &flags.cache_dir {

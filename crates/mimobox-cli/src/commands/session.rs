@@ -23,12 +23,9 @@ pub fn execute(args: SessionArgs) -> Result<ExitCode> {
     // preload checkpoint, built with the profile's environment, serves
     // sessions with any (the restore turn applies them).
     let mut config = resolved.config.clone();
-    let mut env = Vec::new();
-    for pair in &args.limits.envs {
-        if let Some((name, value)) = pair.split_once('=') {
-            config.env.remove(name);
-            env.push((name.to_owned(), value.to_owned()));
-        }
+    let env = crate::flags::env_pairs(&args.limits)?;
+    for (name, _) in &env {
+        config.env.remove(name);
     }
     let sandbox = WasmSandbox::create(one_shot(config)).map_err(|e| resolved.explain(e))?;
     if std::io::stderr().is_terminal() {
