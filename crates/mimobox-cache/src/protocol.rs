@@ -49,7 +49,7 @@ impl ModuleCache {
     /// the same module compile it once:
     ///
     /// 1. take the key's lock, waiting at most `wait` for another writer;
-    ///    if one held it, use the artifact it stored;
+    ///    if the artifact is there now, use it;
     /// 2. `compile`, count a miss, store the artifact, and `map` it;
     /// 3. if storing or mapping fails, `load` builds the module from the
     ///    compiled bytes: a cache failure never fails the compile.
@@ -64,15 +64,17 @@ impl ModuleCache {
         compile: impl FnOnce() -> Result<Vec<u8>, E>,
         load: impl FnOnce(&[u8]) -> Result<M, E>,
     ) -> Result<Fetched<M>, E> {
+        // Look again once the lock is held, waited for or not: another
+        // writer may have stored the artifact and let go between the
+        // caller's miss and this lock.
         let _writer = match self.lock(engine, key, wait) {
-            LockOutcome::AcquiredAfterWait(lock) => {
+            LockOutcome::AcquiredAfterWait(lock) | LockOutcome::Acquired(lock) => {
                 if let Some((module, pin)) = self.get(engine, key, &map) {
                     tracing::debug!("used the artifact another process compiled");
                     return Ok(Fetched::Cached(module, pin));
                 }
                 Some(lock)
             }
-            LockOutcome::Acquired(lock) => Some(lock),
             LockOutcome::Unavailable => None,
         };
         let artifact = compile()?;

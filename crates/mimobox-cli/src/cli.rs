@@ -38,8 +38,11 @@ pub enum Command {
     /// is `{"code": "..."}`, and each answer line is the object `run --json`
     /// prints plus `turn` (from 1) and `alive`; a line that is not a valid
     /// request gets `{"error": "..."}`. At end of input the session shuts
-    /// down and mimobox exits 0. On a terminal it is a REPL: `>>> ` and
-    /// `... ` prompts, a blank line ends a block.
+    /// down and mimobox exits 0; at the session's idle timeout or lifetime
+    /// it is closed whether or not input comes, and mimobox exits 124. On
+    /// a terminal it is a REPL: `>>> ` and `... ` prompts, a blank line
+    /// ends a block; the guest's output is shown with its control
+    /// characters escaped.
     Session(Box<SessionArgs>),
 }
 
@@ -47,6 +50,11 @@ pub enum Command {
 pub struct SessionArgs {
     #[command(flatten)]
     pub limits: LimitFlags,
+    /// In the REPL, pass the guest's output to the terminal as it is,
+    /// escape sequences and invalid UTF-8 included (by default control
+    /// characters other than newline and tab are escaped).
+    #[arg(long)]
+    pub raw_output: bool,
     /// The module (unless the profile names one), then its arguments.
     #[arg(value_name = "MODULE | ARGS", trailing_var_arg = true)]
     pub command: Vec<String>,

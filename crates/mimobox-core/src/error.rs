@@ -36,6 +36,20 @@ pub enum SandboxError {
         /// The configured limit.
         limit: u64,
     },
+    /// A module built from the guest's state (a preload's checkpoint, or
+    /// the module of a checkpoint a session is opened from) is larger than
+    /// `max_module_size`; it is refused before it is compiled or stored.
+    #[error(
+        "module {module}: its checkpoint is {size} bytes, over the limit of {limit} bytes (max_module_size)"
+    )]
+    CheckpointTooLarge {
+        /// The name of the module the checkpoint was taken of.
+        module: String,
+        /// The checkpoint's size in bytes.
+        size: u64,
+        /// The configured limit.
+        limit: u64,
+    },
     /// The bytes are not a valid module for this backend.
     #[error("module {module}: invalid: {message}")]
     InvalidModule {

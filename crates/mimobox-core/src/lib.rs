@@ -43,5 +43,5 @@ pub use profile::{Profile, ProfileError};
 pub use sandbox::{ExecRequest, ModuleSource, OutputSink, Sandbox, Stdin};
 pub use session::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_LIFETIME, DEFAULT_OPEN_TIMEOUT, RESTORE_ARGV, RESTORE_ENV, Session,
-    SessionConfig, TurnRequest, TurnResult,
+    SessionConfig, TurnRequest, TurnResult, fill_restore,
 };

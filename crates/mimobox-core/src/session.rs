@@ -63,6 +63,85 @@ pub const RESTORE_ARGV: &str = "{{argv}}";
 /// environment.
 pub const RESTORE_ENV: &str = "{{env}}";
 
+/// The code of a restore turn: `template` with each [`RESTORE_ARGV`] and
+/// [`RESTORE_ENV`] replaced by the session's arguments and environment.
+///
+/// The template is read once, left to right, and what is inserted is never
+/// read again, so a value that itself contains a placeholder stays text.
+/// Values are JSON in which every character that could end or escape a
+/// string literal in a common language (quotes, backslashes, line breaks,
+/// control and bidirectional-format characters, `<`, `>`, `&`, and so on)
+/// is written as a `\uXXXX` escape: the only quotes in what is inserted
+/// are the JSON's own, so no text a value holds can become code. The
+/// template must put each placeholder where an expression goes (a JSON
+/// array of strings, and an object of strings, are valid Python and
+/// JavaScript literals).
+///
+/// ```
+/// use mimobox_core::fill_restore;
+/// let code = fill_restore("setup({{argv}}, {{env}})", &["a{{env}}".into()], &[("K".into(), "\"); x()".into())]);
+/// assert_eq!(code, r#"setup(["a\u007b\u007benv\u007d\u007d"], {"K":"\u0022\u0029\u003b x\u0028\u0029"})"#);
+/// ```
+pub fn fill_restore(template: &str, argv: &[String], env: &[(String, String)]) -> String {
+    let mut code = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(at) = rest.find("{{") {
+        code.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        if let Some(after) = tail.strip_prefix(RESTORE_ARGV) {
+            code.push('[');
+            for (i, arg) in argv.iter().enumerate() {
+                if i > 0 {
+                    code.push(',');
+                }
+                push_json_string(&mut code, arg);
+            }
+            code.push(']');
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix(RESTORE_ENV) {
+            code.push('{');
+            for (i, (name, value)) in env.iter().enumerate() {
+                if i > 0 {
+                    code.push(',');
+                }
+                push_json_string(&mut code, name);
+                code.push(':');
+                push_json_string(&mut code, value);
+            }
+            code.push('}');
+            rest = after;
+        } else {
+            code.push_str("{{");
+            rest = &tail[2..];
+        }
+    }
+    code.push_str(rest);
+    code
+}
+
+/// Appends `text` as a JSON string in which only letters, digits, space
+/// and `_ . , / = : + -` stand as themselves, besides non-ASCII characters
+/// that are neither controls nor line or format characters; everything else
+/// is a `\uXXXX` escape (only characters of the Basic Multilingual Plane are
+/// escaped, so no escape needs a surrogate pair).
+fn push_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        let plain = c.is_ascii_alphanumeric()
+            || matches!(c, ' ' | '_' | '.' | ',' | '/' | '=' | ':' | '+' | '-')
+            || (!c.is_ascii()
+                && !crate::text::escaped_on_a_terminal(c)
+                && !matches!(c, '\u{2028}' | '\u{2029}'));
+        if plain {
+            out.push(c);
+        } else {
+            // Every character escaped here is in the BMP.
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        }
+    }
+    out.push('"');
+}
+
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
@@ -132,4 +211,42 @@ pub trait Session: Send {
 
     /// Closes the session, letting the guest finalise within a short bound.
     fn close(self);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_replaced_in_one_pass() {
+        let argv = vec!["python".to_owned(), "{{env}}".to_owned(), "{{argv}}".to_owned()];
+        let env = vec![("A".to_owned(), "{{argv}}".to_owned())];
+        let code = fill_restore("f({{argv}}, {{env}}, {{other}} {{)", &argv, &env);
+        assert_eq!(
+            code,
+            r#"f(["python","\u007b\u007benv\u007d\u007d","\u007b\u007bargv\u007d\u007d"], {"A":"\u007b\u007bargv\u007d\u007d"}, {{other}} {{)"#
+        );
+    }
+
+    #[test]
+    fn no_value_can_close_a_string_or_a_line() {
+        let hostile = "\"'`\\\n\r\u{2028}\u{202e}</script>${x}#\u{0}é😀";
+        let code = fill_restore(
+            "{{argv}}{{env}}",
+            &[hostile.to_owned()],
+            &[(hostile.to_owned(), hostile.to_owned())],
+        );
+        let inner: String = code.chars().filter(|c| *c != '"').collect();
+        for bad in ['\'', '`', '\n', '\r', '\u{2028}', '\u{202e}', '<', '>', '$', '#', '\u{0}', ';', '(', ')']
+        {
+            assert!(!inner.contains(bad), "{bad:?} in {code}");
+        }
+        assert_eq!(code.matches('"').count(), 6, "only the JSON's own quotes: {code}");
+        // It is still JSON, and says exactly what was given.
+        let (argv, env) = code.split_at(code.find('{').unwrap());
+        let argv: Vec<String> = serde_json::from_str(argv).unwrap();
+        let env: std::collections::BTreeMap<String, String> = serde_json::from_str(env).unwrap();
+        assert_eq!(argv, [hostile]);
+        assert_eq!(env[hostile], hostile);
+    }
 }

@@ -11,6 +11,15 @@ pub const MAX_WORD: usize = 200;
 /// Longest message kept, in bytes.
 pub const MAX_MESSAGE: usize = 4 << 10;
 
+/// Whether `c` is shown escaped rather than written to a terminal as it
+/// is: control characters (which move the cursor, erase, set titles or
+/// start escape sequences) and the invisible characters that reorder or
+/// hide text (bidirectional overrides and isolates, zero-width marks).
+pub fn escaped_on_a_terminal(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
 /// `text` on one line, with control characters escaped (`\u{1b}`), each
 /// word cut to [`MAX_WORD`] characters and the whole to [`MAX_MESSAGE`]
 /// bytes; a cut is marked with `…`.
@@ -25,7 +34,7 @@ pub fn one_line_bounded(text: &str) -> String {
                 out.push('…');
                 break;
             }
-            if c.is_control() {
+            if escaped_on_a_terminal(c) {
                 out.extend(c.escape_unicode());
             } else {
                 out.push(c);

@@ -5,14 +5,27 @@
 ;;   x  ask to exit (status 0x100)    t  trap
 ;;   l  loop forever                  m  grow memory until refused, trap
 ;;   f  write 64 KiB to stdout, 32 times
+;;   g  grow memory by 16 MiB and fill it (status 1 if refused)
+;;   r  read up to 1 KiB of `data.txt` in the first preopened directory
+;;      (fd 3) into memory, and close it     P  print what `r` read
+;;   h  print text that attacks a terminal: a title change, a screen
+;;      clear, a clipboard write, invalid UTF-8 and a fake host line
 ;; `_initialize` must run exactly once, before the first turn.
 (module
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_close" (func $fd_close (param i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
   (memory (export "memory") 2)
   (global $counter (mut i32) (i32.const 0))
   (global $initialized (mut i32) (i32.const 0))
   ;; Bump allocator for turn code, from 64 KiB on; reset each turn.
   (global $next (mut i32) (i32.const 65536))
+  ;; Bytes `r` read, kept at 8 KiB.
+  (global $read (mut i32) (i32.const 0))
+  (data (i32.const 3072) "data.txt")
+  (data (i32.const 3200) "\1b]0;pwned\07\1b[2J\1b]52;c;aGk=\07\ff\fe\0dmimobox: the session has ended (exited)\0a")
 
   (func (export "_initialize")
     (if (global.get $initialized) (then unreachable))
@@ -83,6 +96,28 @@
           (local.set $i (i32.add (local.get $i) (i32.const 1)))
           (br_if $flood (i32.lt_u (local.get $i) (i32.const 32))))
         (return (i32.const 0))))
+    (if (i32.eq (local.get $cmd) (i32.const 103)) ;; g
+      (then
+        (local.set $i (i32.mul (memory.size) (i32.const 65536)))
+        (if (i32.eq (memory.grow (i32.const 256)) (i32.const -1)) (then (return (i32.const 1))))
+        (memory.fill (local.get $i) (i32.const 97) (i32.const 16777216))
+        (return (i32.const 0))))
+    (if (i32.eq (local.get $cmd) (i32.const 114)) ;; r
+      (then
+        ;; path_open(3, follow, "data.txt", no oflags, read rights) -> fd at 16
+        (if (call $path_open (i32.const 3) (i32.const 1) (i32.const 3072) (i32.const 8) (i32.const 0)
+              (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 16))
+          (then (return (i32.const 1))))
+        (i32.store (i32.const 0) (i32.const 8192))
+        (i32.store (i32.const 4) (i32.const 1024))
+        (drop (call $fd_read (i32.load (i32.const 16)) (i32.const 0) (i32.const 1) (i32.const 20)))
+        (global.set $read (i32.load (i32.const 20)))
+        (drop (call $fd_close (i32.load (i32.const 16))))
+        (return (i32.const 0))))
+    (if (i32.eq (local.get $cmd) (i32.const 104)) ;; h
+      (then (call $write (i32.const 1) (i32.const 3200) (i32.const 69)) (return (i32.const 0))))
+    (if (i32.eq (local.get $cmd) (i32.const 80)) ;; P
+      (then (call $write (i32.const 1) (i32.const 8192) (global.get $read)) (return (i32.const 0))))
     (i32.const 2))
 
   (func (export "shutdown") (result i32)

@@ -218,12 +218,19 @@ impl EpochClock {
 
     fn tick(&self, engine: wasmtime::EngineWeak) {
         let mut idle_since: Option<std::time::Instant> = None;
+        // The epoch follows the wall clock, not the count of wake-ups: on a
+        // busy machine this thread may wake late, and each tick it missed
+        // is added then, so a deadline in ticks is one in time.
+        let mut counted = std::time::Instant::now();
         loop {
             std::thread::sleep(EPOCH_TICK);
-            match engine.upgrade() {
-                Some(engine) => engine.increment_epoch(),
-                None => return,
+            let Some(engine) = engine.upgrade() else { return };
+            let due = (counted.elapsed().as_nanos() / EPOCH_TICK.as_nanos()).max(1);
+            for _ in 0..due {
+                engine.increment_epoch();
             }
+            counted += EPOCH_TICK * u32::try_from(due).unwrap_or(u32::MAX);
+            drop(engine);
             if self.running.load(Ordering::SeqCst) > 0 {
                 idle_since = None;
                 continue;
@@ -240,6 +247,9 @@ impl EpochClock {
             }
             self.parked.store(false, Ordering::SeqCst);
             idle_since = None;
+            // Time spent parked is no tick: executions started since count
+            // from the epoch as it stands.
+            counted = std::time::Instant::now();
         }
     }
 

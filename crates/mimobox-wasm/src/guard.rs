@@ -17,7 +17,8 @@
 //!   `max_open_files` at once. `EMFILE`.
 //! - **Disk writes** (`fd_write`, `fd_pwrite`, `fd_filestat_set_size`,
 //!   `path_open` with `O_CREAT`, `path_create_directory`, `path_symlink`,
-//!   `path_link`): at most `max_disk_write` bytes per run. `ENOSPC`.
+//!   `path_link`): at most `max_disk_write` bytes per run, or per session
+//!   (all its turns together). `ENOSPC`.
 //! - **Poll size** (`poll_oneoff`): at most [`MAX_POLL_SUBSCRIPTIONS`], so
 //!   one call cannot make the host allocate without bound. `EINVAL`.
 //! - **Sockets** (`sock_*`): refused quietly; Wasmtime's own versions log a
@@ -70,9 +71,11 @@ impl FileGuard {
         }
     }
 
-    /// Starts a session's next turn: a fresh disk quota; open files stay.
-    pub(crate) fn new_turn(&mut self, max_disk_write: u64) {
-        self.disk_left = max_disk_write;
+    /// Starts a session's next turn. The disk quota is the session's, not
+    /// the turn's: what earlier turns wrote stays spent, so no number of
+    /// turns writes more than `max_disk_write` in all. Only the turn's own
+    /// measures start again; open files stay.
+    pub(crate) fn new_turn(&mut self) {
         self.disk_written = 0;
         self.quota_hit = false;
     }
@@ -491,5 +494,15 @@ mod tests {
         assert!(guard.quota_hit());
         guard.charge(4).unwrap();
         assert_eq!(guard.disk_written(), 10);
+    }
+
+    #[test]
+    fn a_new_turn_does_not_refill_the_quota() {
+        let mut guard = FileGuard::new(8, 10);
+        guard.charge(10).unwrap();
+        guard.new_turn();
+        assert_eq!((guard.disk_written(), guard.quota_hit()), (0, false), "the turn's own measures");
+        assert_eq!(guard.charge(1), Err(Errno::Nospc), "what earlier turns wrote stays spent");
+        assert!(guard.quota_hit());
     }
 }

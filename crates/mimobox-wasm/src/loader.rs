@@ -244,14 +244,16 @@ impl Loader {
         let _building = match &self.cache {
             Some(cache) => {
                 let lock_key = ContentHash::of(format!("building {key}").as_bytes());
+                // Look again once the lock is held, waited for or not:
+                // another builder may have finished between the miss above
+                // and this lock.
                 match cache.lock(&self.core.id, &lock_key, self.limits.compile_timeout) {
-                    LockOutcome::AcquiredAfterWait(lock) => {
+                    LockOutcome::AcquiredAfterWait(lock) | LockOutcome::Acquired(lock) => {
                         if let Some((module, origin)) = self.load_compiled(&name, key)? {
                             return Ok((module, origin, base));
                         }
                         Some(lock)
                     }
-                    LockOutcome::Acquired(lock) => Some(lock),
                     LockOutcome::Unavailable => None,
                 }
             }
@@ -259,6 +261,15 @@ impl Loader {
         };
         let binary = to_binary(&name, Syntax::of_source(source), bytes)?;
         let derived = build(&binary)?;
+        // What the guest's state became is bounded like any module file:
+        // its size here, its compile memory in `compile`.
+        if derived.len() as u64 > self.limits.max_module_size {
+            return Err(SandboxError::CheckpointTooLarge {
+                module: name,
+                size: derived.len() as u64,
+                limit: self.limits.max_module_size,
+            });
+        }
         let (module, origin) = self.load_bytes(&name, key, Syntax::Binary, derived)?;
         Ok((module, origin, base))
     }

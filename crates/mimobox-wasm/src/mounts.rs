@@ -156,6 +156,89 @@ fn lexical_absolute(path: &Path) -> PathBuf {
     out
 }
 
+/// Most entries [`read_only_fingerprint`] walks; past it, the build of a
+/// preload checkpoint is refused rather than keyed on part of its inputs.
+pub(crate) const MAX_FINGERPRINT_ENTRIES: usize = 200_000;
+
+/// A fingerprint of everything in the read-only mounts, as seen through
+/// their held handles: each entry's path, type, size, inode, modification
+/// and change times (the change time moves on every write, rename or
+/// `chmod`, and cannot be set back). A preload's checkpoint is keyed on it,
+/// so a file the preload could have read that is replaced or rewritten
+/// makes a new checkpoint. Symlinks are not followed (their target is
+/// read, and the guest cannot follow one out of its mount anyway).
+pub(crate) fn read_only_fingerprint(mounts: &[OpenMount]) -> Result<String, String> {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    let mut left = MAX_FINGERPRINT_ENTRIES;
+    for mount in mounts.iter().filter(|m| m.perms == FsPerms::ReadOnly) {
+        hash.update(mount.guest.as_bytes());
+        hash.update([0]);
+        let dir = rustix::fs::openat(
+            &mount.dir,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| format!("{}: {e}", mount.real.display()))?;
+        walk(dir, &mut Vec::new(), &mut hash, &mut left)
+            .map_err(|e| format!("{}: {e}", mount.real.display()))?;
+    }
+    Ok(format!("{:x}", hash.finalize()))
+}
+
+fn walk(dir: OwnedFd, path: &mut Vec<u8>, hash: &mut sha2::Sha256, left: &mut usize) -> Result<(), String> {
+    use sha2::Digest;
+    use std::os::unix::ffi::OsStrExt;
+    let mut names = Vec::new();
+    let entries = rustix::fs::Dir::read_from(&dir).map_err(|e| e.to_string())?;
+    for entry in entries {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(name.to_vec());
+        }
+    }
+    // The directory's own order is the file system's: sort for one answer.
+    names.sort();
+    for name in names {
+        if *left == 0 {
+            return Err(format!("more than {MAX_FINGERPRINT_ENTRIES} entries"));
+        }
+        *left -= 1;
+        let stat = rustix::fs::statat(&dir, name.as_slice(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| format!("{}: {e}", std::ffi::OsStr::from_bytes(&name).to_string_lossy()))?;
+        let depth = path.len();
+        path.extend_from_slice(&name);
+        hash.update(&*path);
+        hash.update([0]);
+        for field in [
+            u64::from(stat.st_mode),
+            stat.st_size as u64,
+            stat.st_ino,
+            stat.st_mtime as u64,
+            stat.st_mtime_nsec as u64,
+            stat.st_ctime as u64,
+            stat.st_ctime_nsec as u64,
+        ] {
+            hash.update(field.to_le_bytes());
+        }
+        if rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Directory {
+            let inner = rustix::fs::openat(
+                &dir,
+                name.as_slice(),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| e.to_string())?;
+            path.push(b'/');
+            walk(inner, path, hash, left)?;
+        }
+        path.truncate(depth);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -257,6 +257,16 @@ impl WasmSandbox {
         (&self.inner.loader, &self.inner.core, &self.inner.config)
     }
 
+    /// What the read-only mounts hold now, as a fingerprint (see
+    /// `mounts::read_only_fingerprint`), for the key of a preload.
+    pub(crate) fn read_only_fingerprint(&self) -> Result<String, SandboxError> {
+        crate::mounts::read_only_fingerprint(&self.inner.mounts).map_err(|reason| SandboxError::Checkpoint {
+            message: mimobox_core::text::one_line_bounded(&format!(
+                "the read-only mounts a preload sees cannot be fingerprinted for its key: {reason}"
+            )),
+        })
+    }
+
     /// A fresh store for `source`: its WASI context (argv, environment,
     /// stdio, the sandbox's mounts), limiter, file rules and fuel.
     /// The guest's arguments (argv\[0\] first) and environment: the

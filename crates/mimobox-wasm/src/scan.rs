@@ -14,6 +14,9 @@ const COMPILE_BASE: u64 = 48 << 20;
 const COMPILE_PER_FUNCTION: u64 = 6 << 10;
 /// Host memory compiling takes per byte of function bodies.
 const COMPILE_PER_CODE_BYTE: u64 = 24;
+/// Host memory compiling takes per byte of data segments: the artifact
+/// holds a copy of them, and writing it out another.
+const COMPILE_PER_DATA_BYTE: u64 = 2;
 
 /// The default compile budget: 64 MiB plus this many times the module's
 /// size.
@@ -26,6 +29,7 @@ pub(crate) const BUDGET_BASE: u64 = 64 << 20;
 pub(crate) struct ModuleShape {
     pub(crate) functions: u64,
     pub(crate) code_bytes: u64,
+    pub(crate) data_bytes: u64,
     pub(crate) memories: usize,
     pub(crate) tables: usize,
     pub(crate) largest_table: u64,
@@ -51,6 +55,11 @@ impl ModuleShape {
                 Payload::TableSection(tables) => {
                     for table in tables {
                         shape.add_table(table.ok()?.ty.initial);
+                    }
+                }
+                Payload::DataSection(data) => {
+                    for segment in data {
+                        shape.data_bytes += segment.ok()?.data.len() as u64;
                     }
                 }
                 Payload::CodeSectionStart { count, size, .. } => {
@@ -93,6 +102,7 @@ impl ModuleShape {
         COMPILE_BASE
             .saturating_add(self.functions.saturating_mul(COMPILE_PER_FUNCTION))
             .saturating_add(self.code_bytes.saturating_mul(COMPILE_PER_CODE_BYTE))
+            .saturating_add(self.data_bytes.saturating_mul(COMPILE_PER_DATA_BYTE))
     }
 }
 
@@ -129,6 +139,16 @@ mod tests {
         let bytes = wat::parse_str(format!("(module {tables})")).unwrap();
         let reason = ModuleShape::of(&bytes).unwrap().beyond_limits().unwrap();
         assert!(reason.contains("17 tables"), "{reason}");
+    }
+
+    #[test]
+    fn data_segments_count_towards_compile_memory() {
+        let bytes =
+            wat::parse_str(format!(r#"(module (memory 1) (data (i32.const 0) "{}"))"#, "a".repeat(4096)))
+                .unwrap();
+        let shape = ModuleShape::of(&bytes).unwrap();
+        assert_eq!(shape.data_bytes, 4096);
+        assert_eq!(shape.compile_memory(), COMPILE_BASE + 4096 * COMPILE_PER_DATA_BYTE);
     }
 
     #[test]

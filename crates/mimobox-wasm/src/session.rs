@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 
 use mimobox_cache::ContentHash;
 use mimobox_core::{
-    ExecRequest, ModuleSource, Outcome, RESTORE_ARGV, RESTORE_ENV, SandboxError, Session, TurnRequest,
-    TurnResult,
+    ExecRequest, ModuleSource, Outcome, SandboxError, Session, TurnRequest, TurnResult, fill_restore,
 };
 use wasmtime::{Instance, Store, TypedFunc};
 
@@ -233,14 +232,20 @@ impl WasmSandbox {
         // libraries, say), and the checkpoint is keyed on them; read-write
         // mounts are each session's own, so sessions with different
         // workspaces share one checkpoint and none sees another's files.
+        // The key covers what the read-only mounts hold, not only where
+        // they are: a file replaced or rewritten there (another tenant's
+        // data, say) makes a new checkpoint rather than serving what the
+        // old file produced.
         let mounts: Vec<(String, String)> =
             config.fs_readonly.iter().map(|m| (m.guest.clone(), m.host.display().to_string())).collect();
+        let contents = self.read_only_fingerprint()?;
         let recipe = serde_json::json!({
-            "checkpoint": "preload v1",
+            "checkpoint": "preload v2",
             "preload": preload,
             "args": args,
             "env": env,
             "read_only_mounts": mounts,
+            "read_only_contents": contents,
         })
         .to_string();
         let (module, origin, _) = loader.load_derived(source, recipe.as_bytes(), |binary| {
@@ -419,29 +424,41 @@ impl WasmSession {
         self.ended.as_deref()
     }
 
-    /// Ends the session if it has been idle or alive too long.
-    fn check_age(&mut self) {
+    /// When the session is due to close: at its idle timeout after its
+    /// last turn (or its opening), or at the end of its lifetime, whichever
+    /// comes first. A caller that holds a session between turns closes it
+    /// then, whether or not another turn comes; past it, turns, forks and
+    /// checkpoints are refused.
+    pub fn closes_at(&self) -> Instant {
         let session = &self.sandbox.parts().2.session;
-        if self.last_turn.elapsed() > session.idle_timeout {
-            self.ended = Some(format!(
-                "idle for more than {}s (session.idle_timeout_secs)",
+        let idle = self.last_turn.checked_add(session.idle_timeout);
+        let life = self.opened.checked_add(session.lifetime);
+        match (idle, life) {
+            (Some(idle), Some(life)) => idle.min(life),
+            (one, other) => one.or(other).unwrap_or_else(|| self.opened + Duration::from_secs(1 << 40)),
+        }
+    }
+
+    /// Why the session is past its idle timeout or lifetime, if it is.
+    pub fn expired(&self) -> Option<String> {
+        let session = &self.sandbox.parts().2.session;
+        if self.last_turn.elapsed() >= session.idle_timeout {
+            Some(format!(
+                "idle for {}s, its idle timeout (session.idle_timeout_secs)",
                 session.idle_timeout.as_secs_f64()
-            ));
+            ))
         } else if self.opened.elapsed() >= session.lifetime {
-            self.ended = Some(format!(
+            Some(format!(
                 "open for {}s, its lifetime (session.lifetime_secs)",
                 session.lifetime.as_secs_f64()
-            ));
+            ))
+        } else {
+            None
         }
     }
 
     fn run_turn(&mut self, request: TurnRequest) -> Result<TurnResult, SandboxError> {
-        if self.ended.is_none() {
-            self.check_age();
-        }
-        if let Some(reason) = &self.ended {
-            return Err(SandboxError::SessionEnded { reason: reason.clone() });
-        }
+        self.usable()?;
         let (_, core, config) = self.sandbox.parts();
         let (core, config) = (core.clone(), config.clone());
         self.turns += 1;
@@ -449,7 +466,7 @@ impl WasmSession {
         self.stderr.start_turn(request.stderr_sink);
         let state = self.store.data_mut();
         state.limiter.clear_denied();
-        state.files.new_turn(config.max_disk_write);
+        state.files.new_turn();
         state.door.new_turn();
         if let Some(fuel) = config.fuel {
             self.store.set_fuel(fuel).map_err(|e| SandboxError::Internal(one_line(&e)))?;
@@ -576,8 +593,12 @@ impl WasmSession {
         Ok(fork)
     }
 
-    /// Refuses a session that has ended.
-    fn usable(&self) -> Result<(), SandboxError> {
+    /// Refuses a session that has ended, or that is past its idle timeout
+    /// or lifetime (which ends it).
+    fn usable(&mut self) -> Result<(), SandboxError> {
+        if self.ended.is_none() {
+            self.ended = self.expired();
+        }
         match &self.ended {
             Some(reason) => Err(SandboxError::SessionEnded { reason: reason.clone() }),
             None => Ok(()),
@@ -616,11 +637,7 @@ impl WasmSession {
     fn restore(&mut self) -> Result<(), SandboxError> {
         let Some(template) = self.sandbox.config().session.restore.clone() else { return Ok(()) };
         let (argv, env) = &self.command;
-        let env: serde_json::Map<String, serde_json::Value> =
-            env.iter().map(|(n, v)| (n.clone(), serde_json::Value::String(v.clone()))).collect();
-        let code = template
-            .replace(RESTORE_ARGV, &serde_json::to_string(argv).expect("strings serialise"))
-            .replace(RESTORE_ENV, &serde_json::to_string(&env).expect("strings serialise"));
+        let code = fill_restore(&template, argv, env);
         let turn = self.run_turn(TurnRequest::new(code))?;
         self.turns = 0;
         succeeded("the restore turn (session.restore)", &turn)
@@ -651,7 +668,7 @@ impl Session for WasmSession {
     }
 
     fn alive(&self) -> bool {
-        self.ended.is_none()
+        self.ended.is_none() && self.expired().is_none()
     }
 
     fn fork(&mut self, request: ExecRequest) -> Result<Self, SandboxError> {

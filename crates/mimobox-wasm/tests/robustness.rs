@@ -112,12 +112,21 @@ fn random_modules_never_break_the_host() {
             module: Some(ModuleSource::Bytes { name: format!("smith-{seed}"), bytes: bytes.into() }),
             ..ExecRequest::default()
         };
+        // The time bound is on the run: the compile before it takes what
+        // the machine gives it.
         match sandbox.run(request) {
-            Ok(_) => ran += 1,
+            Ok(result) => {
+                ran += 1;
+                assert!(
+                    result.elapsed < TIMEOUT + Duration::from_secs(2),
+                    "seed {seed}: ran for {:?}",
+                    result.elapsed
+                );
+            }
             Err(_) => refused += 1,
         }
         let took = started.elapsed();
-        assert!(took < TIMEOUT + Duration::from_secs(1), "seed {seed}: ran for {took:?}");
+        assert!(took < Duration::from_secs(60), "seed {seed}: compiled and ran for {took:?}");
         peak = peak.max(rss());
         assert!(
             peak < baseline + MEMORY_LIMIT + HOST_SLACK,

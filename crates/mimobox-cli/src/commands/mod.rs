@@ -11,6 +11,7 @@ mod profile;
 mod progress;
 mod run;
 mod session;
+mod terminal;
 
 /// Runs the parsed command line.
 pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use mimobox_core::text::one_line_bounded;
 use mimobox_core::units::DisplaySize;
 use mimobox_wasm::{CompileEvent, WasmSandbox};
 
@@ -21,13 +22,10 @@ pub fn attach(sandbox: &WasmSandbox) {
     sandbox.on_compile(move |event| {
         let mut current = current.lock().unwrap_or_else(|p| p.into_inner());
         match event {
-            CompileEvent::Started { module, bytes } => {
-                let label = format!("compiling {} ({})", file_name(module), DisplaySize(*bytes));
-                *current = Some(start(label));
-            }
-            CompileEvent::Preloading { module } => {
-                let label = format!("running the session preload of {}", file_name(module));
-                *current = Some(start(label));
+            CompileEvent::Started { .. } | CompileEvent::Preloading { .. } => {
+                if let Some(label) = label(event) {
+                    *current = Some(start(label));
+                }
             }
             CompileEvent::Finished => {
                 // Wait for the line to be erased, so that guest output never
@@ -50,6 +48,22 @@ fn start(label: String) -> (Arc<AtomicBool>, JoinHandle<()>) {
     (done, std::thread::spawn(move || show(&flag, &label)))
 }
 
+/// The line shown while `event` goes on. The module's name may hold any
+/// bytes (escape sequences, say): it is escaped and bounded like every
+/// other name in a host message.
+fn label(event: &CompileEvent) -> Option<String> {
+    let text = match event {
+        CompileEvent::Started { module, bytes } => {
+            format!("compiling {} ({})", file_name(module), DisplaySize(*bytes))
+        }
+        CompileEvent::Preloading { module } => {
+            format!("running the session preload of {}", file_name(module))
+        }
+        _ => return None,
+    };
+    Some(one_line_bounded(&text))
+}
+
 fn file_name(module: &str) -> String {
     std::path::Path::new(module).file_name().map_or(module.into(), |n| n.to_string_lossy()).into_owned()
 }
@@ -69,5 +83,23 @@ fn show(done: &AtomicBool, label: &str) {
     if shown {
         eprint!("\r\x1b[K");
         let _ = std::io::stderr().flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines_escape_the_module_name() {
+        let name = "/tmp/evil\x1b]0;owned\x07\r\x1b[2Kmimobox: all good\x1b[8m.wasm";
+        for event in [
+            CompileEvent::Started { module: name.into(), bytes: 26 << 20 },
+            CompileEvent::Preloading { module: name.into() },
+        ] {
+            let line = label(&event).unwrap();
+            assert!(!line.chars().any(char::is_control), "{line:?}");
+            assert!(line.contains("evil\\u{1b}]0;owned"), "{line:?}");
+        }
     }
 }

@@ -1,7 +1,13 @@
 //! `mimobox session`: one live guest, driven by JSON lines or a REPL.
+//!
+//! Input is read on a thread of its own, so that the session is closed at
+//! its idle timeout or lifetime whether or not another line comes: a
+//! silent client that keeps stdin open does not keep the guest alive.
 
-use std::io::{BufRead, IsTerminal, Read, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+use std::time::Instant;
 
 use anyhow::Result;
 use mimobox_core::{ExecRequest, Session, TurnRequest, TurnResult};
@@ -10,10 +16,11 @@ use mimobox_wasm::{WasmSandbox, WasmSession, check_config};
 use crate::cli::SessionArgs;
 use crate::commands::progress;
 use crate::commands::run::{ignore_broken_pipe, module_and_args, one_shot, result_json};
+use crate::commands::terminal::{self, TerminalText};
 use crate::flags::Resolved;
 
 /// Longest request line read; a longer one is answered with an error.
-const MAX_LINE: u64 = 16 << 20;
+const MAX_LINE: usize = 16 << 20;
 
 pub fn execute(args: SessionArgs) -> Result<ExitCode> {
     let resolved = Resolved::new(&args.limits, check_config)?;
@@ -34,41 +41,193 @@ pub fn execute(args: SessionArgs) -> Result<ExitCode> {
     let session = sandbox
         .open_session(ExecRequest { module, args: guest_args, env, ..ExecRequest::default() })
         .map_err(|e| resolved.explain(e))?;
-    if interactive { repl(session) } else { json_lines(session) }
+    let input = read_lines();
+    let live = Live::new(session);
+    if interactive { repl(live, &input, !args.raw_output) } else { json_lines(live, &input) }
 }
 
-/// One request per line, one answer per line, until end of input.
-fn json_lines(mut session: WasmSession) -> Result<ExitCode> {
-    let stdin = std::io::stdin();
-    let mut input = stdin.lock();
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let read = (&mut input).take(MAX_LINE + 1).read_until(b'\n', &mut line)?;
-        if read == 0 {
-            break;
+/// One line of input, as the reading thread found it.
+enum Line {
+    /// A line (without its newline), at most [`MAX_LINE`] bytes.
+    Text(Vec<u8>),
+    /// A line longer than [`MAX_LINE`]; its bytes were read and dropped.
+    TooLong,
+    /// End of input, or an error reading it.
+    End,
+}
+
+/// Starts the thread that reads stdin a line at a time. The channel holds
+/// one line, so the thread reads at most one line ahead of the session.
+fn read_lines() -> Receiver<Line> {
+    let (send, lines) = sync_channel(1);
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        let mut input = stdin.lock();
+        loop {
+            let mut line = Vec::new();
+            let read = match read_line_bounded(&mut input, &mut line, MAX_LINE) {
+                Ok(Some(true)) => Line::Text(line),
+                Ok(Some(false)) => Line::TooLong,
+                Ok(None) | Err(_) => Line::End,
+            };
+            let end = matches!(read, Line::End);
+            if send.send(read).is_err() || end {
+                return;
+            }
         }
-        let answer = if line.len() as u64 > MAX_LINE && !line.ends_with(b"\n") {
-            // Skip the rest of the overlong line.
-            let mut rest = Vec::new();
-            input.read_until(b'\n', &mut rest)?;
-            error_json(&format!("the request line is longer than {MAX_LINE} bytes"))
-        } else if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        } else {
-            match parse_request(&line) {
-                Ok(code) => match session.turn(TurnRequest::new(code)) {
+    });
+    lines
+}
+
+/// Reads one line into `line` (without its newline): `Some(true)` when it
+/// fits in `max` bytes, `Some(false)` when it is longer (then `line` is
+/// empty and the rest of the line has been read in bounded pieces and
+/// dropped, so a line of any length costs at most `max` bytes), `None` at
+/// end of input with nothing read.
+fn read_line_bounded(
+    input: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<bool>> {
+    line.clear();
+    let mut too_long = false;
+    let mut any = false;
+    loop {
+        let available = match input.fill_buf() {
+            Ok(available) => available,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(any.then_some(!too_long));
+        }
+        any = true;
+        let (piece, ends) = match available.iter().position(|&b| b == b'\n') {
+            Some(at) => (&available[..at], Some(at + 1)),
+            None => (available, None),
+        };
+        if !too_long {
+            if line.len() + piece.len() > max {
+                too_long = true;
+                *line = Vec::new();
+            } else {
+                line.extend_from_slice(piece);
+            }
+        }
+        let used = ends.unwrap_or(available.len());
+        input.consume(used);
+        if ends.is_some() {
+            return Ok(Some(!too_long));
+        }
+    }
+}
+
+/// The session while it lives, and what to say once it has ended. An
+/// ended session's instance is dropped at once (its memory and pool slot
+/// freed); later requests are answered that it has ended.
+struct Live {
+    session: Option<WasmSession>,
+    ended: Option<String>,
+    /// When the session closes if no turn comes first.
+    closes_at: Instant,
+}
+
+/// What came of waiting for a line.
+enum Next {
+    Line(Line),
+    /// The session reached its idle timeout or lifetime.
+    Closed(String),
+}
+
+impl Live {
+    fn new(session: WasmSession) -> Live {
+        let closes_at = session.closes_at();
+        Live { session: Some(session), ended: None, closes_at }
+    }
+
+    /// The next line, or the session's closing if it comes first.
+    fn next(&mut self, lines: &Receiver<Line>) -> Next {
+        loop {
+            let wait = self.closes_at.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(wait) {
+                Ok(line) => return Next::Line(line),
+                Err(RecvTimeoutError::Disconnected) => return Next::Line(Line::End),
+                Err(RecvTimeoutError::Timeout) => {
+                    let reason = match &self.session {
+                        Some(session) => session.expired(),
+                        // An ended session closes too: at the idle timeout
+                        // after its last turn.
+                        None => Some(format!(
+                            "{}, and its idle timeout has passed since",
+                            self.ended.as_deref().unwrap_or("it had ended")
+                        )),
+                    };
+                    if let Some(reason) = reason {
+                        self.session = None;
+                        return Next::Closed(reason);
+                    }
+                    // The clock read just short of the deadline.
+                    if let Some(session) = &self.session {
+                        self.closes_at = session.closes_at();
+                    }
+                }
+            }
+        }
+    }
+
+    fn turn(&mut self, request: TurnRequest) -> Result<TurnResult, mimobox_core::SandboxError> {
+        let Some(session) = &mut self.session else {
+            let reason = self.ended.clone().unwrap_or_else(|| "closed".into());
+            return Err(mimobox_core::SandboxError::SessionEnded { reason });
+        };
+        let result = session.turn(request);
+        self.closes_at = session.closes_at();
+        if !session.alive() {
+            self.ended = Some(session.ended().unwrap_or("ended").to_owned());
+            self.session = None;
+        }
+        result
+    }
+
+    fn close(self) {
+        if let Some(session) = self.session {
+            session.close();
+        }
+    }
+}
+
+/// One request per line, one answer per line, until end of input or the
+/// session's closing.
+fn json_lines(mut live: Live, lines: &Receiver<Line>) -> Result<ExitCode> {
+    loop {
+        let line = match live.next(lines) {
+            Next::Line(line) => line,
+            Next::Closed(reason) => return Ok(closed(&reason)),
+        };
+        let answer = match line {
+            Line::End => break,
+            Line::TooLong => error_json(&format!("the request line is longer than {MAX_LINE} bytes")),
+            Line::Text(line) if line.iter().all(u8::is_ascii_whitespace) => continue,
+            Line::Text(line) => match parse_request(&line) {
+                Ok(code) => match live.turn(TurnRequest::new(code)) {
                     Ok(result) => turn_json(&result),
                     Err(e) => error_json(&crate::exit::one_line(&e.into())),
                 },
                 Err(message) => error_json(&message),
-            }
+            },
         };
         let mut out = std::io::stdout().lock();
         ignore_broken_pipe(writeln!(out, "{answer}").and_then(|()| out.flush()))?;
     }
-    session.close();
+    live.close();
     Ok(ExitCode::SUCCESS)
+}
+
+/// Says why the session was closed, and the status that reports it.
+fn closed(reason: &str) -> ExitCode {
+    let message = mimobox_core::text::one_line_bounded(&format!("the session was closed: {reason}"));
+    eprintln!("{}", terminal::host_line(&message, std::io::stderr().is_terminal()));
+    ExitCode::from(crate::exit::TIMED_OUT)
 }
 
 /// The code of a request line `{"code": "..."}`, or why it is not one.
@@ -98,23 +257,41 @@ fn error_json(message: &str) -> serde_json::Value {
 }
 
 /// `>>> ` and `... ` prompts; a line ending in `:` or `\` opens a block,
-/// which a blank line closes. Output appears as the guest writes it.
-fn repl(mut session: WasmSession) -> Result<ExitCode> {
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
+/// which a blank line closes. Output appears as the guest writes it, with
+/// its control characters escaped unless `clean` is false; mimobox's own
+/// lines and prompts are drawn in a way guest output cannot imitate.
+fn repl(mut live: Live, lines: &Receiver<Line>, clean: bool) -> Result<ExitCode> {
+    let marked = std::io::stdout().is_terminal();
+    let read = |live: &mut Live| -> Result<Option<String>, ExitCode> {
+        match live.next(lines) {
+            Next::Line(Line::Text(line)) => Ok(Some(String::from_utf8_lossy(&line).into_owned())),
+            Next::Line(Line::TooLong) => {
+                let message = format!("the line is longer than {MAX_LINE} bytes; it was dropped");
+                eprintln!("{}", terminal::host_line(&message, marked));
+                Ok(Some(String::new()))
+            }
+            Next::Line(Line::End) => Ok(None),
+            Next::Closed(reason) => Err(closed(&reason)),
+        }
+    };
     loop {
-        prompt(">>> ");
-        let Some(first) = lines.next().transpose()? else { break };
+        prompt(">>> ", marked);
+        let first = match read(&mut live) {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
+            Err(status) => return Ok(status),
+        };
         let mut code = first.clone();
         if opens_block(&first) {
             loop {
-                prompt("... ");
-                match lines.next().transpose()? {
-                    Some(line) if !line.trim().is_empty() => {
+                prompt("... ", marked);
+                match read(&mut live) {
+                    Ok(Some(line)) if !line.trim().is_empty() => {
                         code.push('\n');
                         code.push_str(&line);
                     }
-                    _ => break,
+                    Ok(_) => break,
+                    Err(status) => return Ok(status),
                 }
             }
         }
@@ -123,37 +300,120 @@ fn repl(mut session: WasmSession) -> Result<ExitCode> {
         }
         let request = TurnRequest {
             code,
-            stdout_sink: Some(Box::new(|bytes: &[u8]| {
-                let mut out = std::io::stdout().lock();
-                let _ = out.write_all(bytes).and_then(|()| out.flush());
-            })),
-            stderr_sink: Some(Box::new(|bytes: &[u8]| {
-                let _ = std::io::stderr().lock().write_all(bytes);
-            })),
+            stdout_sink: Some(guest_sink(clean, || Box::new(std::io::stdout()))),
+            stderr_sink: Some(guest_sink(clean, || Box::new(std::io::stderr()))),
         };
-        match session.turn(request) {
+        match live.turn(request) {
             Ok(result) if !result.alive => {
-                eprintln!("mimobox: the session has ended ({})", result.result.outcome.name());
+                let message = format!("the session has ended ({})", result.result.outcome.name());
+                eprintln!("{}", terminal::host_line(&message, marked));
                 return Ok(crate::exit::for_outcome(&result.result.outcome));
             }
             Ok(_) => {}
             Err(e) => {
-                eprintln!("mimobox: {}", crate::exit::one_line(&e.into()));
+                eprintln!("{}", terminal::host_line(&crate::exit::one_line(&e.into()), marked));
                 return Ok(ExitCode::from(crate::exit::USAGE));
             }
         }
     }
     println!();
-    session.close();
+    live.close();
     Ok(ExitCode::SUCCESS)
 }
 
-fn prompt(text: &str) {
+/// A live sink for one of the guest's streams on the terminal: cleaned of
+/// control characters and invalid UTF-8 unless `clean` is false.
+fn guest_sink(clean: bool, stream: impl Fn() -> Box<dyn Write> + Send + 'static) -> mimobox_core::OutputSink {
+    let mut text = TerminalText::default();
+    Box::new(move |bytes: &[u8]| {
+        let mut out = stream();
+        let _ = if clean { out.write_all(text.clean(bytes).as_bytes()) } else { out.write_all(bytes) };
+        let _ = out.flush();
+    })
+}
+
+fn prompt(text: &str, marked: bool) {
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    let _ = out.write_all(terminal::prompt(text, marked).as_bytes()).and_then(|()| out.flush());
 }
 
 fn opens_block(line: &str) -> bool {
     let line = line.trim_end();
     line.ends_with(':') || line.ends_with('\\')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that hands out `total` bytes of `fill` and then a newline
+    /// and `tail`, in small pieces, without ever holding them.
+    struct Endless {
+        left: u64,
+        tail: std::io::Cursor<Vec<u8>>,
+        buffer: [u8; 4096],
+        filled: usize,
+        taken: usize,
+    }
+
+    impl std::io::Read for Endless {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            unreachable!("read through BufRead")
+        }
+    }
+
+    impl BufRead for Endless {
+        fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+            if self.taken == self.filled {
+                self.taken = 0;
+                self.filled = if self.left > 0 {
+                    let n = self.left.min(self.buffer.len() as u64) as usize;
+                    self.buffer[..n].fill(b'x');
+                    self.left -= n as u64;
+                    n
+                } else {
+                    std::io::Read::read(&mut self.tail, &mut self.buffer)?
+                };
+            }
+            Ok(&self.buffer[self.taken..self.filled])
+        }
+
+        fn consume(&mut self, n: usize) {
+            self.taken += n;
+        }
+    }
+
+    #[test]
+    fn an_overlong_line_is_dropped_without_being_held() {
+        let mut input = Endless {
+            left: 64 << 20,
+            tail: std::io::Cursor::new(b"\n{\"code\": \"1\"}\nlast".to_vec()),
+            buffer: [0; 4096],
+            filled: 0,
+            taken: 0,
+        };
+        let mut line = Vec::new();
+        assert_eq!(read_line_bounded(&mut input, &mut line, 1 << 20).unwrap(), Some(false));
+        assert!(line.capacity() <= 1 << 20, "held {} bytes", line.capacity());
+        assert_eq!(read_line_bounded(&mut input, &mut line, 1 << 20).unwrap(), Some(true));
+        assert_eq!(line, b"{\"code\": \"1\"}");
+        assert_eq!(
+            read_line_bounded(&mut input, &mut line, 1 << 20).unwrap(),
+            Some(true),
+            "no newline at the end"
+        );
+        assert_eq!(line, b"last");
+        assert_eq!(read_line_bounded(&mut input, &mut line, 1 << 20).unwrap(), None);
+    }
+
+    #[test]
+    fn a_line_of_exactly_the_bound_fits() {
+        let text = format!("{}\n{}\n", "a".repeat(10), "b".repeat(11));
+        let mut input = std::io::BufReader::with_capacity(3, text.as_bytes());
+        let mut line = Vec::new();
+        assert_eq!(read_line_bounded(&mut input, &mut line, 10).unwrap(), Some(true));
+        assert_eq!(line.len(), 10);
+        assert_eq!(read_line_bounded(&mut input, &mut line, 10).unwrap(), Some(false));
+        assert_eq!(read_line_bounded(&mut input, &mut line, 10).unwrap(), None);
+    }
 }

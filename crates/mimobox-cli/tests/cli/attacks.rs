@@ -2,35 +2,10 @@
 //! never reads, a log flood, a compile bomb, a huge stdin, a mount over the
 //! cache.
 
-use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
-use crate::{Cli, fixture, json, stderr};
-
-/// Waits for `child` at most `limit`, killing it past that; returns its
-/// status code (None if killed or signalled) and its peak RSS in KiB.
-fn wait_bounded(mut child: Child, limit: Duration) -> (Option<i32>, i64) {
-    let started = Instant::now();
-    loop {
-        let mut status = 0;
-        // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: the pid is our child's; status and usage are valid
-        // pointers for the call.
-        let pid = unsafe { libc::wait4(child.id() as i32, &mut status, libc::WNOHANG, &mut usage) };
-        if pid > 0 {
-            let status = std::process::ExitStatus::from_raw(status);
-            return (status.code(), usage.ru_maxrss);
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("mimobox was still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use crate::{Cli, fixture, json, stderr, wait_bounded};
 
 #[test]
 fn a_stdout_nobody_reads_cannot_defeat_the_timeout() {

@@ -120,20 +120,33 @@ fn stale_engine_artifacts_are_evicted_first() {
 fn artifacts_in_use_are_never_removed() {
     let cli = Cli::new();
     let mut sleeper = cli
-        .command(&["run", "--timeout", "3s", &fixture("sleep")])
+        .command(&["run", "--timeout", "60s", &fixture("sleep")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until the sleeper has compiled and mapped its module.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while artifacts(&cli).is_empty() && Instant::now() < deadline {
+    // Wait until the sleeper has compiled its module and pinned the
+    // artifact (a shared lock on it, which an exclusive probe cannot take).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pinned = artifacts(&cli).first().is_some_and(|artifact| {
+            let file = std::fs::File::open(artifact).unwrap();
+            // SAFETY: flock on a descriptor this test holds open.
+            let free =
+                unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX | libc::LOCK_NB) }
+                    == 0;
+            !free
+        });
+        if pinned {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the sleeper never pinned its artifact");
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(300));
     let out = cli.run(&["cache", "clear"]);
     assert!(stdout(&out).contains("1 in use"), "{}", stdout(&out));
     assert_eq!(artifacts(&cli).len(), 1, "the mapped artifact stays");
+    sleeper.kill().unwrap();
     sleeper.wait().unwrap();
     let out = cli.run(&["cache", "clear"]);
     assert!(stdout(&out).starts_with("removed 1 modules"), "{}", stdout(&out));

@@ -11,10 +11,13 @@ mod limits;
 mod run;
 mod runtimes;
 mod scientific;
+mod sessions;
 mod tools;
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// A `mimobox` invocation in its own temp directory and cache.
 struct Cli {
@@ -79,4 +82,28 @@ fn stderr(output: &Output) -> String {
 
 fn json(output: &Output) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(output)))
+}
+
+/// Waits for `child` at most `limit`, killing it past that; returns its
+/// status code (None if killed or signalled) and its peak RSS in KiB.
+fn wait_bounded(mut child: Child, limit: Duration) -> (Option<i32>, i64) {
+    let started = Instant::now();
+    loop {
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: the pid is our child's; status and usage are valid
+        // pointers for the call.
+        let pid = unsafe { libc::wait4(child.id() as i32, &mut status, libc::WNOHANG, &mut usage) };
+        if pid > 0 {
+            let status = std::process::ExitStatus::from_raw(status);
+            return (status.code(), usage.ru_maxrss);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("mimobox was still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

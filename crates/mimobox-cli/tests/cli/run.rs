@@ -85,7 +85,7 @@ fn endless_stdin_is_streamed_not_slurped() {
     writer.join().unwrap();
     assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
     assert_eq!(out.stdout.len(), 4096, "the guest ran and its output was capped");
-    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
 }
 
 #[test]
@@ -97,7 +97,7 @@ fn a_guest_waiting_on_silent_stdin_still_times_out() {
     let started = std::time::Instant::now();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(124));
-    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
 }
 
 #[test]
@@ -201,7 +201,8 @@ fn session_on_a_terminal_is_a_repl() {
         .expect("script(1) runs");
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"i\ni:\nmore\n\np\n").unwrap();
     let out = child.wait_with_output().unwrap();
-    let text = stdout(&out);
+    // Prompts are drawn in bold on a terminal.
+    let text = stdout(&out).replace("\x1b[1m", "").replace("\x1b[0m", "");
     assert!(text.contains(">>> 1\r\n"), "{text:?}");
     assert!(text.contains("... "), "a block prompts for more: {text:?}");
     assert!(text.contains("... 2\r\n>>> 2\r\n"), "the block was one turn, then `p`: {text:?}");

@@ -75,9 +75,12 @@ fn python_reads_its_program_from_stdin() {
     assert_eq!(stdout(&out), "42\n");
 }
 
+/// A 1 s timeout ended the run: status 124, and the whole process (start,
+/// load the runtime, run, exit) well short of what an unbounded run would
+/// take. The bound leaves room for a machine whose both cores are busy.
 fn assert_times_out_quickly(out: Output, started: Instant) {
     assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
-    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
 }
 
 #[test]

@@ -112,10 +112,12 @@ fn a_three_turn_session_keeps_its_dataframe() {
 fn a_busy_loop_times_out_on_time_and_ends_the_session() {
     let cli = cli();
     let mut session = Driven::open(&cli, &["--timeout", "2s"]);
-    session.turn("x = 1");
+    let first = session.turn("x = 1");
+    assert_eq!((first["exit_code"].as_i64(), first["alive"].as_bool()), (Some(0), Some(true)), "{first}");
     let started = Instant::now();
     let looped = session.turn("while True: pass");
-    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(looped["elapsed_ms"].as_f64().unwrap() >= 2000.0, "{looped}");
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
     assert_eq!((looped["outcome"].as_str(), looped["alive"].as_bool()), (Some("timed_out"), Some(false)));
     assert_eq!(session.finish(), Some(0));
 }
@@ -310,4 +312,59 @@ fn python_calls_a_profile_tool_and_the_http_tool() {
     let calls: Vec<&str> =
         answer["tool_calls"].as_array().unwrap().iter().map(|c| c["tool"].as_str().unwrap()).collect();
     assert_eq!(calls, ["lookup", "http"], "{answer}");
+}
+
+#[test]
+fn a_session_writes_at_most_its_quota_over_all_its_turns() {
+    let cli = cli();
+    let workspace = tempfile::tempdir().unwrap();
+    let mount = format!("{}::/work", workspace.path().display());
+    let mut session = Driven::open(&cli, &["--dir", &mount, "--max-disk-write", "1MiB"]);
+    // Twenty turns, each trying to write most of the quota to a new file.
+    let mut refused = 0;
+    for i in 0..20 {
+        let answer = session.turn(&format!(
+            "try:\n    open('/work/f{i}', 'wb').write(b'x' * 900_000)\nexcept OSError as e:\n    print(e.errno)"
+        ));
+        assert_eq!(answer["alive"], true, "{answer}");
+        if answer["disk_quota_hit"] == true {
+            refused += 1;
+        }
+    }
+    assert_eq!(session.finish(), Some(0));
+    let on_disk: u64 = mimobox_fixtures::files_under(workspace.path())
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(on_disk <= 1 << 20, "{on_disk} bytes on disk after 20 turns of a 1 MiB quota");
+    assert!(refused >= 18, "only {refused} turns were refused");
+}
+
+#[test]
+fn restore_values_stay_data() {
+    let cli = cli();
+    // An argument holding a placeholder, and a variable whose name and
+    // value were Python code in the restore turn once the placeholder
+    // inside the argument was replaced again:
+    // `"/{" +__import__(..)+ ":" +''+ "}"` is an expression.
+    let name = "+__import__('os').environ.setdefault('PWNED','yes')+";
+    let exploit = format!("{name}=+''+");
+    // (This interpreter takes `/`-prefixed arguments as `sys.path` entries.)
+    let mut session = Driven::open(&cli, &["--env", &exploit, "--", "/{{env}}"]);
+    let answer = session.turn(&format!(
+        "import os, sys, json\nprint(json.dumps([os.environ.get('PWNED'), os.environ.get({name:?}), [p for p in sys.path if 'env' in p]]))"
+    ));
+    assert_eq!(answer["exit_code"], 0, "{answer}");
+    let seen: serde_json::Value = serde_json::from_str(answer["stdout"].as_str().unwrap()).unwrap();
+    assert_eq!(seen, serde_json::json!([null, "+''+", ["/{{env}}"]]), "{answer}");
+    assert_eq!(session.finish(), Some(0));
+
+    // Quotes, backslashes, line breaks and the like arrive as they were.
+    let quoted = "\"\\\n'''$x</script>\u{2028}é";
+    let mut session = Driven::open(&cli, &["--env", &format!("QUOTES={quoted}")]);
+    let answer = session.turn("import os, json\nprint(json.dumps(os.environ.get('QUOTES')))");
+    assert_eq!(answer["exit_code"], 0, "{answer}");
+    let seen: serde_json::Value = serde_json::from_str(answer["stdout"].as_str().unwrap()).unwrap();
+    assert_eq!(seen, quoted, "{answer}");
+    assert_eq!(session.finish(), Some(0));
 }

@@ -95,11 +95,12 @@ fn artifact_of_another_engine_is_rejected() {
     let cache = tempfile::tempdir().unwrap();
     let module = mimobox_fixtures::path("hello");
     prepare(config_in(cache.path()), &module);
+    let plain = artifacts(cache.path()).remove(0);
     prepare(SandboxConfig { fuel: Some(1000), ..config_in(cache.path()) }, &module);
-    let mut found = artifacts(cache.path());
-    found.sort_by_key(|p| fs::metadata(p).unwrap().mtime_nsec());
+    // The fuel engine's artifact is the one the second prepare added.
+    let fueled = artifacts(cache.path()).into_iter().find(|p| *p != plain).expect("a second artifact");
+    let (plain, fueled) = (&plain, &fueled);
     // Plant the fuel engine's artifact where the plain engine looks.
-    let (plain, fueled) = (&found[0], &found[1]);
     plant(plain, &fs::read(fueled).unwrap(), 0o400);
     let result = WasmSandbox::create(config_in(cache.path())).unwrap().run(request(&module, &[])).unwrap();
     assert_eq!(result.outcome, Outcome::Exited { code: 0 });

@@ -139,18 +139,42 @@ fn sessions_move_between_threads_and_run_at_once() {
 
 #[test]
 fn idle_and_lifetime_close_a_session() {
-    let (_cache, _sandbox, mut session) = open_with(|c| c.session.idle_timeout = Duration::from_millis(100));
+    let (_cache, _sandbox, mut session) = open_with(|c| c.session.idle_timeout = Duration::from_secs(1));
     turn(&mut session, "i");
-    std::thread::sleep(Duration::from_millis(250));
+    std::thread::sleep(Duration::from_millis(1200));
     let error = session.turn(TurnRequest::new("p")).unwrap_err();
     assert!(error.to_string().contains("idle"), "{error}");
 
-    let (_cache, _sandbox, mut session) = open_with(|c| c.session.lifetime = Duration::from_millis(300));
+    let (_cache, _sandbox, mut session) = open_with(|c| c.session.lifetime = Duration::from_secs(1));
     turn(&mut session, "i");
     // A turn's deadline never reaches past the lifetime.
     let result = turn(&mut session, "l");
     assert_eq!(result.result.outcome, Outcome::TimedOut);
     assert!(result.result.elapsed < Duration::from_secs(5));
+}
+
+#[test]
+fn fork_and_checkpoint_refuse_a_session_past_its_idle_timeout_or_lifetime() {
+    let idle = Duration::from_secs(1);
+    let (_cache, _sandbox, mut session) = open_with(|c| c.session.idle_timeout = idle);
+    turn(&mut session, "i");
+    let due = session.closes_at();
+    assert!(due <= std::time::Instant::now() + idle, "due at its idle timeout");
+    std::thread::sleep(idle + Duration::from_millis(200));
+    assert!(session.expired().unwrap().contains("session.idle_timeout_secs"));
+    let forked = session.fork(ExecRequest::default()).unwrap_err();
+    assert!(matches!(forked, SandboxError::SessionEnded { .. }), "{forked}");
+    assert!(matches!(session.checkpoint().unwrap_err(), SandboxError::SessionEnded { .. }));
+    assert!(!session.alive());
+
+    let life = Duration::from_secs(1);
+    let (_cache, _sandbox, mut session) = open_with(|c| c.session.lifetime = life);
+    turn(&mut session, "i");
+    std::thread::sleep(life + Duration::from_millis(200));
+    assert!(session.expired().unwrap().contains("session.lifetime_secs"));
+    let checkpoint = session.checkpoint().unwrap_err();
+    assert!(checkpoint.to_string().contains("lifetime"), "{checkpoint}");
+    assert!(matches!(session.fork(ExecRequest::default()).unwrap_err(), SandboxError::SessionEnded { .. }));
 }
 
 #[test]
@@ -317,4 +341,56 @@ fn sandboxes_starting_at_once_on_a_cold_cache_run_the_preload_once() {
         assert_eq!(thread.join().unwrap(), b"1\n");
     }
     assert_eq!(preloads.load(std::sync::atomic::Ordering::SeqCst), 1, "the preload ran more than once");
+}
+
+#[test]
+fn a_checkpoint_over_max_module_size_is_refused_before_it_is_compiled() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut config = config_in(cache.path());
+    // The preload fills 16 MiB of memory: its checkpoint holds it as data.
+    config.session.preload = Some("g".into());
+    config.max_module_size = 8 << 20;
+    let sandbox = WasmSandbox::create(config.clone()).unwrap();
+    let error = sandbox.open_session(counter()).unwrap_err();
+    assert!(matches!(error, SandboxError::CheckpointTooLarge { limit, .. } if limit == 8 << 20), "{error}");
+    assert!(error.to_string().contains("max_module_size"), "{error}");
+    let stored: u64 = mimobox_fixtures::files_under(cache.path())
+        .iter()
+        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .max()
+        .unwrap_or(0);
+    assert!(stored < 8 << 20, "a {stored}-byte file was written into the cache");
+
+    // Under the size bound, the compile memory budget still holds for it.
+    config.max_module_size = 64 << 20;
+    config.max_compile_memory = Some(60 << 20);
+    let error = WasmSandbox::create(config).unwrap().open_session(counter()).unwrap_err();
+    assert!(matches!(error, SandboxError::CompileMemory { .. }), "{error}");
+}
+
+#[test]
+fn a_checkpoint_is_never_reused_after_what_its_preload_read_has_changed() {
+    let cache = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("data.txt"), "tenant a\n").unwrap();
+    let mut config = config_in(cache.path());
+    config.fs_readonly =
+        vec![mimobox_core::Mount::parse(&format!("{}::/data", data.path().display())).unwrap()];
+    // The preload reads the mounted file into memory; the checkpoint keeps it.
+    config.session.preload = Some("r".into());
+    let sandbox = WasmSandbox::create(config.clone()).unwrap();
+    assert_eq!(turn(&mut sandbox.open_session(counter()).unwrap(), "P").result.stdout, b"tenant a\n");
+
+    // The file is replaced (same size, a new inode), then rewritten in
+    // place: new sessions, in this sandbox and in a new one, see each.
+    std::fs::write(data.path().join("next.txt"), "tenant b\n").unwrap();
+    std::fs::rename(data.path().join("next.txt"), data.path().join("data.txt")).unwrap();
+    assert_eq!(turn(&mut sandbox.open_session(counter()).unwrap(), "P").result.stdout, b"tenant b\n");
+    // Timestamps move in the kernel's ticks (a few ms): let one pass, as
+    // any rewrite a moment after a session opened would.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(data.path().join("data.txt"), "tenant c\n").unwrap();
+    let fresh = WasmSandbox::create(config).unwrap();
+    assert_eq!(turn(&mut fresh.open_session(counter()).unwrap(), "P").result.stdout, b"tenant c\n");
+    assert_eq!(turn(&mut sandbox.open_session(counter()).unwrap(), "P").result.stdout, b"tenant c\n");
 }

@@ -57,7 +57,7 @@ fn a_timeout_on_one_thread_does_not_wait_for_another() {
         let sleeping = scope.spawn(|| run("sleep"));
         for result in [spinning.join().unwrap(), sleeping.join().unwrap()] {
             assert_eq!(result.outcome, Outcome::TimedOut);
-            assert!(result.elapsed < std::time::Duration::from_secs(3), "{:?}", result.elapsed);
+            assert!(result.elapsed < std::time::Duration::from_secs(10), "{:?}", result.elapsed);
         }
     });
 }

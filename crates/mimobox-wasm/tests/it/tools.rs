@@ -113,7 +113,7 @@ fn a_tool_still_running_at_the_deadline_ends_the_run_as_timed_out() {
         Duration::from_millis(500),
     );
     assert_eq!(result.outcome, Outcome::TimedOut);
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
     assert_eq!(result.tool_calls[0].error.as_deref(), Some("timeout"), "{:?}", result.tool_calls);
 }
 
