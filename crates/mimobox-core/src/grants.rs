@@ -142,16 +142,21 @@ impl DomainPattern {
         Ok(if below { DomainPattern::Below(name.to_owned()) } else { DomainPattern::Exact(name.to_owned()) })
     }
 
-    /// Whether `host` (as in a URL; lower case) matches.
+    /// Whether `host` (as in a URL) matches, ignoring ASCII case. Any
+    /// string may be given: one that is not a host name matches nothing
+    /// it is not below.
     pub fn matches(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.');
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         match self {
             DomainPattern::Exact(name) => host.eq_ignore_ascii_case(name),
             DomainPattern::Below(suffix) => {
+                // Compared as bytes: the suffix's length may fall inside a
+                // character of `host` (`aéxample.com`).
+                let (host, suffix) = (host.as_bytes(), suffix.as_bytes());
                 host.len() > suffix.len() + 1
                     && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
-                    && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+                    && host[host.len() - suffix.len() - 1] == b'.'
             }
             DomainPattern::Ip(ip) => bare.parse::<std::net::IpAddr>().is_ok_and(|h| h == *ip),
         }
@@ -200,6 +205,17 @@ mod tests {
         for bad in ["", "*.com", "exa mple.com", "*", "a..b", "-a.com", "http://x.com"] {
             assert!(DomainPattern::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_non_ascii_host_neither_matches_nor_panics() {
+        // The suffix's length cuts `aéxample.com` inside the `é`.
+        for pattern in ["*.example.com", "example.com"] {
+            let pattern = DomainPattern::parse(pattern).unwrap();
+            assert!(!pattern.matches("aéxample.com"), "{pattern:?}");
+            assert!(!pattern.matches("é.com"), "{pattern:?}");
+        }
+        assert!(DomainPattern::parse("*.example.com").unwrap().matches("A.EXAMPLE.COM"));
     }
 
     #[test]

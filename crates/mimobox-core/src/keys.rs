@@ -65,6 +65,8 @@ pub const SESSION_OPEN_TIMEOUT: &str = "session.open_timeout_secs";
 pub const SESSION_PRELOAD: &str = "session.preload";
 /// `session.restore`
 pub const SESSION_RESTORE: &str = "session.restore";
+/// `session.shutdown`
+pub const SESSION_SHUTDOWN: &str = "session.shutdown";
 
 /// `tools`, a table of tables, one per tool
 pub const TOOLS: &str = "tools";
@@ -105,6 +107,7 @@ pub const ALL: &[&str] = &[
     SESSION_OPEN_TIMEOUT,
     SESSION_PRELOAD,
     SESSION_RESTORE,
+    SESSION_SHUTDOWN,
     TOOLS,
     ALLOWED_HTTP_DOMAINS,
 ];

@@ -54,6 +54,12 @@ pub struct SessionConfig {
     /// JSON object. Key `session.restore`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restore: Option<String>,
+    /// Whether closing a live session calls the guest's `shutdown` export
+    /// (bounded to a few seconds) before its instance is dropped. Off by
+    /// default: the instance is thrown away whole, so closing takes no
+    /// time (a runtime's own finalisation, CPython's say, can take a
+    /// second). Key `session.shutdown`.
+    pub shutdown: bool,
 }
 
 /// In [`SessionConfig::restore`], the placeholder for the session's
@@ -150,6 +156,7 @@ impl Default for SessionConfig {
             open_timeout: DEFAULT_OPEN_TIMEOUT,
             preload: None,
             restore: None,
+            shutdown: false,
         }
     }
 }
@@ -209,7 +216,8 @@ pub trait Session: Send {
     where
         Self: Sized;
 
-    /// Closes the session, letting the guest finalise within a short bound.
+    /// Closes the session; a backend lets the guest finalise first, within
+    /// a short bound, when the config asks for it (`session.shutdown`).
     fn close(self);
 }
 

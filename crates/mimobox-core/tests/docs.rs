@@ -1,6 +1,9 @@
 //! The profile examples in the documentation load as they are, so the docs
 //! cannot drift from the format.
 
+// The crate's one integration-test binary: random input for every parser.
+mod parsers;
+
 use std::path::Path;
 
 use mimobox_core::Profile;

@@ -1,25 +1,72 @@
 //! Tools that are host commands (`[tools.NAME]` in a profile).
 //!
-//! Each call spawns the command in a process group of its own, with only
-//! the granted environment, writes the JSON arguments to its stdin and
-//! reads one JSON value from its stdout. The call ends at the tool's
-//! timeout: the whole group is killed, so nothing it started outlives the
-//! call.
+//! Each call runs the command with only the granted environment and only
+//! stdin, stdout and stderr open (every other descriptor mimobox has is
+//! closed at the command's exec), writes the JSON arguments to its stdin
+//! and reads one JSON value from its stdout.
+//!
+//! **What contains the process tree.** The command runs as the first
+//! process (PID 1) of a PID namespace of its own. When that process dies,
+//! the kernel kills every other process in the namespace, and no process
+//! can leave its namespace: `setsid`, a process group of its own or a
+//! double fork change nothing, where a kill of the process group misses
+//! all three. Between mimobox and the command stands a *keeper*, a process
+//! forked from mimobox that never execs:
+//!
+//! - it waits for the command, and kills it at the tool's timeout by its
+//!   own clock, so the timeout holds whatever mimobox is doing;
+//! - when mimobox ends a call early (SIGTERM), it kills the command and
+//!   exits only once the command, and with it the whole namespace, is
+//!   gone, so when a call returns every process it started has ended;
+//! - it dies with the thread of mimobox that started it, and the command
+//!   dies with the keeper (`PR_SET_PDEATHSIG` on both), so nothing outlives
+//!   mimobox, even a mimobox killed with SIGKILL.
+//!
+//! mimobox reads the pipes without blocking and only until the call's
+//! deadline, so a process that holds stdout open cannot hold the call
+//! either. The answer is checked to be JSON without building it in memory,
+//! and passed on as (compacted) JSON text: an answer costs host memory in
+//! proportion to its bytes, not to its number of values.
+//!
+//! A PID namespace needs `CAP_SYS_ADMIN`, or else unprivileged user
+//! namespaces (the command then runs in a user namespace of its own as
+//! well, as the same user, with the same rights on the host's files).
+//! Where neither is allowed, every call fails, and
+//! [`command_tools_supported`] says so up front.
+//!
+//! The keeper is a fork of mimobox, not a new program: while a call runs,
+//! the pages that mimobox writes are copied for it (copy on write), which
+//! costs a process with a large heap some time and memory per call.
 
-use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::io::{self, Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use mimobox_core::grants::CommandTool;
 use mimobox_core::text::one_line_bounded;
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::process::{Pid, PidfdFlags, Signal};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
-use crate::{DEFAULT_MAX_RESPONSE, ErrorKind, Tool, ToolError};
+use crate::{Abandoned, Answer, DEFAULT_MAX_RESPONSE, ErrorKind, Tool, ToolError};
 
 /// Most bytes of a failing command's stderr quoted to the guest.
 const STDERR_QUOTED: usize = 2048;
+/// How long past the tool's timeout mimobox waits for the keeper (which
+/// enforces the timeout itself) before it ends the call on its own.
+const KEEPER_GRACE: Duration = Duration::from_secs(1);
+/// How long a keeper that was told to end its call gets to kill the
+/// command and see its namespace empty, before it is killed itself.
+const TEARDOWN: Duration = Duration::from_secs(2);
+/// How often a running call looks whether it has been abandoned.
+const ABANDON_CHECK: Duration = Duration::from_millis(50);
+/// The signal that a keeper dies of when it ended its command at the
+/// timeout, so that mimobox can tell a timeout from the command's status.
+const TIMED_OUT: libc::c_int = libc::SIGALRM;
 
 /// The tool that runs `config`'s command, named `name`.
 pub fn command_tool(name: &str, config: &CommandTool) -> Tool {
@@ -27,9 +74,34 @@ pub fn command_tool(name: &str, config: &CommandTool) -> Tool {
     let env = config.env.clone();
     let timeout = config.timeout;
     let label = name.to_owned();
-    Tool::new(name, config.description.clone(), config.input_schema.clone(), move |args| {
-        run(&label, &command, &env, timeout, &args)
+    Tool::answering(name, config.description.clone(), config.input_schema.clone(), move |args, abandoned| {
+        run(&label, &command, &env, timeout, &args, abandoned).map(Answer::Raw)
     })
+}
+
+/// Whether this host can contain command tools the way every call needs
+/// (a PID namespace of its own; see the module doc), with the reason if
+/// not. It probes once per process, by starting a contained process that
+/// exits at once, and remembers the answer. Where this fails, every call
+/// of a command tool fails with this reason too.
+pub fn command_tools_supported() -> Result<(), String> {
+    static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
+    PROBE.get_or_init(probe).clone()
+}
+
+fn probe() -> Result<(), String> {
+    // The program is never run: the contained process exits before exec.
+    let mut command = Command::new("/bin/true");
+    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: `contain` makes only async-signal-safe calls and does not
+    // allocate, as code between fork and exec must.
+    unsafe { command.pre_exec(keeper(Duration::from_secs(5), true)) };
+    let why = match command.spawn().and_then(|mut keeper| keeper.wait()) {
+        Ok(status) if status.success() => return Ok(()),
+        Ok(status) => format!("the contained process ended with {status}"),
+        Err(e) => e.to_string(),
+    };
+    Err(format!("command tools need a PID namespace of their own, and this host refuses one: {why}"))
 }
 
 fn run(
@@ -38,80 +110,671 @@ fn run(
     env: &std::collections::BTreeMap<String, String>,
     timeout: Duration,
     args: &Value,
-) -> Result<Value, ToolError> {
+    abandoned: &Abandoned,
+) -> Result<Box<RawValue>, ToolError> {
     let (program, rest) = command.split_first().ok_or_else(|| ToolError::failed("no program"))?;
-    let mut child = Command::new(program)
+    let mut spawn = Command::new(program);
+    spawn
         .args(rest)
         .env_clear()
         .envs(env)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| ToolError::failed(format!("`{name}` could not start: {e}")))?;
-    let group = child.id();
-    let kill_group = move || {
-        if let Some(pid) = rustix::process::Pid::from_raw(group as i32) {
-            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-        }
+        .stderr(Stdio::piped());
+    // SAFETY: `contain` makes only async-signal-safe calls and does not
+    // allocate, as code between fork and exec must.
+    unsafe { spawn.pre_exec(keeper(timeout, false)) };
+    let could_not_start = |e: io::Error| {
+        let why = command_tools_supported().err().unwrap_or_else(|| e.to_string());
+        ToolError::failed(format!("`{name}` could not start: {why}"))
     };
-    // Feed and drain on threads of their own, so that a command that
-    // neither reads nor exits cannot block the call past its timeout.
-    let mut stdin = child.stdin.take().expect("piped");
+    let mut call = Call::start(spawn.spawn().map_err(could_not_start)?).map_err(could_not_start)?;
     let input = serde_json::to_vec(args).expect("JSON serialises");
-    std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let stdout = child.stdout.take().expect("piped");
-    let reader = std::thread::spawn(move || read_capped(stdout, DEFAULT_MAX_RESPONSE + 1));
-    let stderr = child.stderr.take().expect("piped");
-    let errors = std::thread::spawn(move || read_capped(stderr, STDERR_QUOTED));
-    let (done, exited) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(child.wait());
-    });
-    let status = match exited.recv_timeout(timeout) {
-        Ok(Ok(status)) => status,
-        Ok(Err(e)) => {
-            kill_group();
-            return Err(ToolError::failed(format!("`{name}`: {e}")));
+    let now = Instant::now();
+    let deadline = now
+        .checked_add(timeout.saturating_add(KEEPER_GRACE))
+        .unwrap_or_else(|| now + Duration::from_secs(u32::MAX.into()));
+    let ended = call.exchange(&input, deadline, abandoned);
+    let status = call.finish();
+    let timed_out = || ToolError {
+        kind: ErrorKind::Timeout,
+        message: format!("`{name}` ran past its timeout of {}s", timeout.as_secs_f64()),
+    };
+    let status = match ended {
+        Ended::Exited => {
+            status.ok_or_else(|| ToolError::failed(format!("`{name}` could not be waited for")))?
         }
-        Err(_) => {
-            kill_group();
+        Ended::TimedOut => return Err(timed_out()),
+        Ended::Abandoned => {
             return Err(ToolError {
                 kind: ErrorKind::Timeout,
-                message: format!("`{name}` ran past its timeout of {}s", timeout.as_secs_f64()),
+                message: format!("`{name}` was abandoned: nobody waits for its answer"),
             });
         }
+        Ended::TooLarge => {
+            return Err(ToolError {
+                kind: ErrorKind::TooLarge,
+                message: format!("`{name}` answered more than {DEFAULT_MAX_RESPONSE} bytes"),
+            });
+        }
+        Ended::Failed(e) => return Err(ToolError::failed(format!("`{name}`: {e}"))),
     };
-    // Whatever the command left running would hold its pipes open.
-    kill_group();
-    let out = reader.join().unwrap_or_default();
-    let err = errors.join().unwrap_or_default();
+    if status.signal() == Some(TIMED_OUT) {
+        return Err(timed_out());
+    }
     if !status.success() {
         let why = match status.code() {
             Some(code) => format!("exited with status {code}"),
             None => "was killed by a signal".to_owned(),
         };
-        let said = String::from_utf8_lossy(&err);
+        let said = String::from_utf8_lossy(&call.err);
         let said = said.trim();
         let said = if said.is_empty() { String::new() } else { format!(": {}", one_line_bounded(said)) };
         return Err(ToolError::failed(format!("`{name}` {why}{said}")));
     }
-    if out.len() > DEFAULT_MAX_RESPONSE {
-        return Err(ToolError {
-            kind: ErrorKind::TooLarge,
-            message: format!("`{name}` answered more than {DEFAULT_MAX_RESPONSE} bytes"),
-        });
-    }
-    serde_json::from_slice(&out).map_err(|e| ToolError::failed(format!("`{name}` did not answer JSON: {e}")))
+    raw_json(std::mem::take(&mut call.out))
+        .map_err(|e| ToolError::failed(format!("`{name}` did not answer JSON: {e}")))
 }
 
-/// Reads up to `cap` bytes, then drains (and drops) the rest.
-fn read_capped(mut from: impl Read, cap: usize) -> Vec<u8> {
-    let mut kept = Vec::new();
-    let _ = from.by_ref().take(cap as u64).read_to_end(&mut kept);
-    let _ = std::io::copy(&mut from, &mut std::io::sink());
-    kept
+/// Checks that `answer` is one JSON value, without building it, and
+/// returns it as JSON text with the whitespace between tokens removed.
+fn raw_json(mut answer: Vec<u8>) -> Result<Box<RawValue>, String> {
+    let text = std::str::from_utf8(&answer).map_err(|e| e.to_string())?;
+    // A borrowed raw value is only validated, never allocated.
+    serde_json::from_str::<&RawValue>(text).map_err(|e| e.to_string())?;
+    compact(&mut answer);
+    let text = String::from_utf8(answer).map_err(|e| e.to_string())?;
+    RawValue::from_string(text).map_err(|e| e.to_string())
+}
+
+/// Removes the whitespace outside strings from valid JSON, in place.
+fn compact(json: &mut Vec<u8>) {
+    let (mut in_string, mut escaped, mut kept) = (false, false, 0);
+    for at in 0..json.len() {
+        let byte = json[at];
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+        } else if matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+            continue;
+        } else if byte == b'"' {
+            in_string = true;
+        }
+        json[kept] = byte;
+        kept += 1;
+    }
+    json.truncate(kept);
+}
+
+/// How the exchange with a command ended.
+enum Ended {
+    /// The keeper exited and the command's pipes reached their end.
+    Exited,
+    /// The call's deadline passed.
+    TimedOut,
+    /// Nobody waits for the answer any more.
+    Abandoned,
+    /// The command wrote more than an answer may hold.
+    TooLarge,
+    /// Waiting on the pipes failed.
+    Failed(io::Error),
+}
+
+/// A running call: the keeper, a descriptor that becomes readable when it
+/// exits, and what the command wrote. Dropping it ends the call.
+struct Call {
+    keeper: Child,
+    exit: OwnedFd,
+    status: Option<ExitStatus>,
+    out: Vec<u8>,
+    err: Vec<u8>,
+}
+
+/// A pipe being polled.
+#[derive(Clone, Copy)]
+enum Slot {
+    In,
+    Out,
+    Err,
+    Exit,
+}
+
+impl Call {
+    fn start(mut keeper: Child) -> io::Result<Call> {
+        let exit = match rustix::process::pidfd_open(Pid::from_child(&keeper), PidfdFlags::empty()) {
+            Ok(exit) => exit,
+            Err(e) => {
+                let _ = keeper.kill();
+                let _ = keeper.wait();
+                return Err(e.into());
+            }
+        };
+        Ok(Call { keeper, exit, status: None, out: Vec::new(), err: Vec::new() })
+    }
+
+    /// Writes `input` to the command's stdin and reads its stdout and
+    /// stderr, until the keeper has exited and both are at their end, or
+    /// the deadline, or the call is abandoned or over the answer's bound.
+    fn exchange(&mut self, input: &[u8], deadline: Instant, abandoned: &Abandoned) -> Ended {
+        let mut stdin = self.keeper.stdin.take().filter(|_| !input.is_empty());
+        let mut stdout = self.keeper.stdout.take();
+        let mut stderr = self.keeper.stderr.take();
+        for pipe in [
+            stdin.as_ref().map(AsFd::as_fd),
+            stdout.as_ref().map(AsFd::as_fd),
+            stderr.as_ref().map(AsFd::as_fd),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Err(e) = rustix::io::ioctl_fionbio(pipe, true) {
+                return Ended::Failed(e.into());
+            }
+        }
+        let mut written = 0;
+        let mut chunk = vec![0; 64 << 10];
+        loop {
+            if self.status.is_some() && stdout.is_none() && stderr.is_none() {
+                return Ended::Exited;
+            }
+            if self.out.len() > DEFAULT_MAX_RESPONSE {
+                return Ended::TooLarge;
+            }
+            if abandoned.is_set() {
+                return Ended::Abandoned;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ended::TimedOut;
+            }
+            let wait = Timespec::try_from((deadline - now).min(ABANDON_CHECK)).unwrap_or_default();
+            let mut slots = Vec::with_capacity(4);
+            let mut fds = Vec::with_capacity(4);
+            if let Some(pipe) = &stdin {
+                slots.push(Slot::In);
+                fds.push(PollFd::new(pipe, PollFlags::OUT));
+            }
+            if let Some(pipe) = &stdout {
+                slots.push(Slot::Out);
+                fds.push(PollFd::new(pipe, PollFlags::IN));
+            }
+            if let Some(pipe) = &stderr {
+                slots.push(Slot::Err);
+                fds.push(PollFd::new(pipe, PollFlags::IN));
+            }
+            if self.status.is_none() {
+                slots.push(Slot::Exit);
+                fds.push(PollFd::new(&self.exit, PollFlags::IN));
+            }
+            match rustix::event::poll(&mut fds, Some(&wait)) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Ended::Failed(e.into()),
+            }
+            let ready: Vec<Slot> = slots
+                .into_iter()
+                .zip(&fds)
+                .filter(|(_, fd)| !fd.revents().is_empty())
+                .map(|(s, _)| s)
+                .collect();
+            drop(fds);
+            for slot in ready {
+                match slot {
+                    Slot::In => {
+                        let pipe = stdin.as_mut().expect("polled");
+                        match pipe.write(&input[written..]) {
+                            Ok(n) => written += n,
+                            Err(e) if is_transient(&e) => {}
+                            // The command closed its stdin: it reads no more.
+                            Err(_) => written = input.len(),
+                        }
+                        if written == input.len() {
+                            stdin = None;
+                        }
+                    }
+                    Slot::Out => {
+                        if !drain(
+                            stdout.as_mut().expect("polled"),
+                            &mut self.out,
+                            DEFAULT_MAX_RESPONSE + 1,
+                            &mut chunk,
+                        ) {
+                            stdout = None;
+                        }
+                    }
+                    Slot::Err => {
+                        if !drain(stderr.as_mut().expect("polled"), &mut self.err, STDERR_QUOTED, &mut chunk)
+                        {
+                            stderr = None;
+                        }
+                    }
+                    Slot::Exit => {
+                        if let Ok(Some(status)) = self.keeper.try_wait() {
+                            self.status = Some(status);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the call: tells the keeper to end the command (it exits once
+    /// every process of the call has), kills it if it has not done so
+    /// within [`TEARDOWN`], and reaps it. Returns its status.
+    fn finish(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            let _ = rustix::process::pidfd_send_signal(&self.exit, Signal::TERM);
+            let mut exited = [PollFd::new(&self.exit, PollFlags::IN)];
+            let limit = Timespec::try_from(TEARDOWN).unwrap_or_default();
+            if !matches!(rustix::event::poll(&mut exited, Some(&limit)), Ok(1)) {
+                let _ = rustix::process::pidfd_send_signal(&self.exit, Signal::KILL);
+            }
+            self.status = self.keeper.wait().ok();
+        }
+        self.status
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Reads what `pipe` has (at most 16 chunks, so that a command that writes
+/// without end cannot keep the caller from its deadline), keeping up to
+/// `cap` bytes in `kept` and dropping the rest. False once the pipe is at
+/// its end (or failed).
+fn drain(pipe: &mut impl Read, kept: &mut Vec<u8>, cap: usize, chunk: &mut [u8]) -> bool {
+    for _ in 0..16 {
+        match pipe.read(chunk) {
+            Ok(0) => return false,
+            Ok(n) => {
+                let room = cap.saturating_sub(kept.len());
+                kept.extend_from_slice(&chunk[..n.min(room)]);
+            }
+            Err(e) if is_transient(&e) => return true,
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+fn is_transient(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
+}
+
+/// The code that runs in the child that `Command` forks, before exec: it
+/// contains the command, and becomes its keeper (see the module doc).
+/// `probe` makes the command exit instead of exec'ing.
+fn keeper(timeout: Duration, probe: bool) -> impl FnMut() -> io::Result<()> + Send + Sync + 'static {
+    // Everything the child needs is made here, before the fork.
+    // SAFETY: getuid and getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let plan = Plan {
+        timeout: libc::timespec {
+            tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        },
+        mimobox: std::process::id() as libc::pid_t,
+        probe,
+        uid_map: format!("{uid} {uid} 1\n"),
+        gid_map: format!("{gid} {gid} 1\n"),
+    };
+    move || {
+        // SAFETY: this runs in the child between fork and exec, where only
+        // async-signal-safe calls are allowed; `contain` makes only those
+        // and does not allocate.
+        unsafe { contain(&plan) }
+    }
+}
+
+/// What the forked child needs, made before the fork.
+struct Plan {
+    /// The tool's timeout.
+    timeout: libc::timespec,
+    /// mimobox's PID, to tell whether it is still the parent.
+    mimobox: libc::pid_t,
+    /// Exit instead of exec'ing (see [`command_tools_supported`]).
+    probe: bool,
+    /// The lines that map mimobox's user and group to themselves in a user
+    /// namespace of the command's own, if it needs one.
+    uid_map: String,
+    gid_map: String,
+}
+
+/// Closes every other descriptor at exec, makes a PID namespace and forks
+/// the command into it as its PID 1. The command returns to exec; this
+/// process stays as the keeper and never returns.
+///
+/// # Safety
+///
+/// Only in a child of mimobox between fork and exec.
+unsafe fn contain(plan: &Plan) -> io::Result<()> {
+    let last = io::Error::last_os_error;
+    // SAFETY: plain system calls on this process and on descriptors and
+    // buffers it owns; see each step.
+    unsafe {
+        // Only stdin, stdout and stderr pass to the command. (Closed at
+        // exec, not now: std reports a failed exec through one of them.)
+        close_from(3, true);
+        // The keeper dies with the thread that started it. If that thread
+        // has already gone, the signal will never come: stop here.
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+            return Err(last());
+        }
+        if libc::getppid() != plan.mimobox {
+            libc::_exit(1);
+        }
+        if libc::unshare(libc::CLONE_NEWPID) != 0 {
+            let denied = last();
+            if denied.raw_os_error() != Some(libc::EPERM)
+                || libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWPID) != 0
+            {
+                return Err(denied);
+            }
+            // Without a mapping the command would see itself as `nobody`;
+            // its rights on the host's files are mimobox's either way.
+            write_file(c"/proc/self/setgroups", b"deny");
+            write_file(c"/proc/self/uid_map", plan.uid_map.as_bytes());
+            write_file(c"/proc/self/gid_map", plan.gid_map.as_bytes());
+        }
+        // The keeper takes these two signals with `sigtimedwait`: SIGCHLD
+        // when the command exits, SIGTERM when mimobox ends the call. The
+        // command gets the mask that mimobox's thread had.
+        let mut waited: libc::sigset_t = std::mem::zeroed();
+        let mut inherited: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut waited);
+        libc::sigaddset(&mut waited, libc::SIGCHLD);
+        libc::sigaddset(&mut waited, libc::SIGTERM);
+        libc::sigprocmask(libc::SIG_BLOCK, &waited, &mut inherited);
+        // An ignored SIGCHLD would reap the command before the keeper saw
+        // its status.
+        default_action(libc::SIGCHLD);
+        // The command holds the reading end: it is at its end once the
+        // keeper is gone.
+        let mut keeper_alive = [0; 2];
+        if libc::pipe2(keeper_alive.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(last());
+        }
+        let command = libc::fork();
+        if command < 0 {
+            return Err(last());
+        }
+        if command == 0 {
+            // The command, PID 1 of the new namespace: it dies with the
+            // keeper, and with it everything in the namespace. If the
+            // keeper died before this was set, stop.
+            libc::close(keeper_alive[1]);
+            libc::sigprocmask(libc::SIG_SETMASK, &inherited, std::ptr::null_mut());
+            let mut gone = libc::pollfd { fd: keeper_alive[0], events: libc::POLLIN, revents: 0 };
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0
+                || libc::poll(&mut gone, 1, 0) != 0
+            {
+                libc::_exit(1);
+            }
+            libc::close(keeper_alive[0]);
+            if plan.probe {
+                libc::_exit(0);
+            }
+            return Ok(());
+        }
+        // The keeper holds nothing of mimobox's, and no end of the
+        // command's pipes; std's spawn waits for its error channel to
+        // close, here and at the command's exec.
+        close_all_but(keeper_alive[1]);
+        libc::_exit(keep(command, plan.timeout, &waited))
+    }
+}
+
+/// The keeper's life: waits for `command` until `timeout`, and returns the
+/// status to exit with (or dies of [`TIMED_OUT`]).
+///
+/// # Safety
+///
+/// Only in the keeper, with `signals` (SIGCHLD and SIGTERM) blocked.
+unsafe fn keep(command: libc::pid_t, timeout: libc::timespec, signals: &libc::sigset_t) -> libc::c_int {
+    // SAFETY: plain system calls on this process and its child.
+    unsafe {
+        let deadline = monotonic_ns().saturating_add(timespec_ns(&timeout));
+        loop {
+            let left = deadline - monotonic_ns();
+            if left <= 0 {
+                break;
+            }
+            let left =
+                libc::timespec { tv_sec: (left / 1_000_000_000) as _, tv_nsec: (left % 1_000_000_000) as _ };
+            match libc::sigtimedwait(signals, std::ptr::null_mut(), &left) {
+                libc::SIGCHLD => {
+                    let mut status = 0;
+                    if libc::waitpid(command, &mut status, libc::WNOHANG) == command {
+                        return passed_on(status);
+                    }
+                }
+                // mimobox ended the call; it does not read this status.
+                libc::SIGTERM => {
+                    end(command);
+                    return 1;
+                }
+                _ => {}
+            }
+        }
+        end(command);
+        // Die of TIMED_OUT, so that mimobox can tell.
+        default_action(TIMED_OUT);
+        let mut timed_out: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut timed_out);
+        libc::sigaddset(&mut timed_out, TIMED_OUT);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &timed_out, std::ptr::null_mut());
+        libc::kill(libc::getpid(), TIMED_OUT);
+        124
+    }
+}
+
+/// Kills `command` and waits for it: as PID 1 of its namespace, it is
+/// reaped only once every other process there has gone.
+///
+/// # Safety
+///
+/// `command` is a child of this process, not yet reaped.
+unsafe fn end(command: libc::pid_t) {
+    // SAFETY: plain system calls on this process's child.
+    unsafe {
+        libc::kill(command, libc::SIGKILL);
+        let mut status = 0;
+        while libc::waitpid(command, &mut status, 0) < 0
+            && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+        {}
+    }
+}
+
+/// The keeper's exit status for the command's wait status: its exit
+/// status, or 128 plus the signal that killed it, as shells report it.
+fn passed_on(status: libc::c_int) -> libc::c_int {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        1
+    }
+}
+
+fn monotonic_ns() -> i64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    timespec_ns(&now)
+}
+
+fn timespec_ns(t: &libc::timespec) -> i64 {
+    t.tv_sec.saturating_mul(1_000_000_000).saturating_add(t.tv_nsec)
+}
+
+/// Writes `bytes` to the file at `path`, if it can.
+///
+/// # Safety
+///
+/// Async-signal-safe; only for files that take one write.
+unsafe fn write_file(path: &std::ffi::CStr, bytes: &[u8]) {
+    // SAFETY: `path` is NUL-terminated and `bytes` valid for its length.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd >= 0 {
+            libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+            libc::close(fd);
+        }
+    }
+}
+
+/// Sets `signal` to its default action.
+///
+/// # Safety
+///
+/// Changes the process's signal disposition; only where no handler is
+/// expected (the forked child).
+unsafe fn default_action(signal: libc::c_int) {
+    // SAFETY: an all-zero sigaction is SIG_DFL with an empty mask and no
+    // flags.
+    unsafe {
+        let action: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, &action, std::ptr::null_mut());
+    }
+}
+
+/// Closes (or, with `at_exec`, marks close-on-exec) every descriptor from
+/// `first` on.
+///
+/// # Safety
+///
+/// Only where nothing else uses those descriptors (the forked child).
+unsafe fn close_from(first: libc::c_uint, at_exec: bool) {
+    let flags = if at_exec { libc::CLOSE_RANGE_CLOEXEC } else { 0 };
+    // SAFETY: close_range takes plain integers.
+    let done = unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, flags) } == 0;
+    if done {
+        return;
+    }
+    // Kernels before 5.11: one descriptor at a time, up to the limit.
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid rlimit for the call to fill.
+    let last = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur.min(1 << 20) as libc::c_int
+    } else {
+        1 << 16
+    };
+    for fd in first as libc::c_int..last {
+        // SAFETY: on a descriptor that is not open, these fail harmlessly.
+        unsafe {
+            if at_exec {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            } else {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
+/// Closes every descriptor but `keep`.
+///
+/// # Safety
+///
+/// Only where nothing else uses those descriptors (the keeper).
+unsafe fn close_all_but(keep: libc::c_int) {
+    // SAFETY: as `close_from`; `keep` stays open.
+    unsafe {
+        for fd in 0..keep {
+            libc::close(fd);
+        }
+        close_from(keep as libc::c_uint + 1, false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_checked_and_compacted_without_a_tree() {
+        let raw = raw_json(b" {\"a\" : [1, 2,\n 3], \"b c\": \"x \\\" y\"}\n".to_vec()).unwrap();
+        assert_eq!(raw.get(), r#"{"a":[1,2,3],"b c":"x \" y"}"#);
+        for bad in [&b"not json"[..], b"{\"a\": 1} trailing", b"", b"\"\xff\"", b"[1,"] {
+            assert!(raw_json(bad.to_vec()).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn this_host_can_contain_command_tools() {
+        command_tools_supported().unwrap();
+    }
+
+    #[test]
+    fn the_command_is_the_first_process_of_its_own_namespace_as_mimobox_s_user() {
+        let script = r#"printf '{"pid": %s, "uid": %s}' $$ $(/usr/bin/id -u)"#;
+        let command = ["/bin/sh".to_owned(), "-c".to_owned(), script.to_owned()];
+        let answer = run(
+            "pid",
+            &command,
+            &Default::default(),
+            Duration::from_secs(5),
+            &Value::Null,
+            &Abandoned::default(),
+        );
+        // SAFETY: getuid cannot fail.
+        let uid = unsafe { libc::getuid() };
+        assert_eq!(answer.unwrap().get(), format!(r#"{{"pid":1,"uid":{uid}}}"#));
+    }
+
+    #[test]
+    fn a_command_that_writes_without_end_cannot_hold_the_call() {
+        let sh = |script: &str| ["/bin/sh".to_owned(), "-c".to_owned(), script.to_owned()];
+        let timeout = Duration::from_secs(1);
+        let started = Instant::now();
+        let answer = run(
+            "yes",
+            &sh("/usr/bin/yes"),
+            &Default::default(),
+            timeout,
+            &Value::Null,
+            &Abandoned::default(),
+        );
+        assert_eq!(answer.unwrap_err().kind, ErrorKind::TooLarge);
+        let answer = run(
+            "yes",
+            &sh("/usr/bin/yes >&2"),
+            &Default::default(),
+            timeout,
+            &Value::Null,
+            &Abandoned::default(),
+        );
+        assert_eq!(answer.unwrap_err().kind, ErrorKind::Timeout);
+        assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    }
+
+    #[test]
+    fn an_abandoned_call_ends_at_once() {
+        let command = ["/bin/sleep".to_owned(), "30".to_owned()];
+        let abandoned = Abandoned::default();
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(200));
+                abandoned.set();
+            });
+            let answer = run(
+                "sleep",
+                &command,
+                &Default::default(),
+                Duration::from_secs(20),
+                &Value::Null,
+                &abandoned,
+            );
+            assert_eq!(answer.unwrap_err().kind, ErrorKind::Timeout);
+        });
+        assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    }
 }

@@ -15,7 +15,8 @@
 //! [`ToolLimits`] bound the calls per turn and the size of requests and
 //! answers. This crate knows no runtime: a backend reads the frame out of
 //! the guest, runs [`PendingCall::run`] where it can be abandoned at the
-//! deadline, and writes the answer back.
+//! deadline (holding the call's [`CallGuard`], so that the call learns it
+//! was abandoned), and writes the answer back.
 //!
 //! ```
 //! use mimobox_tools::{Tool, Toolbox, Request};
@@ -35,14 +36,16 @@
 mod command;
 mod http;
 
-pub use command::command_tool;
+pub use command::{command_tool, command_tools_supported};
 pub use http::{MAX_BODY, MAX_REDIRECTS, REQUEST_TIMEOUT, http_tool, is_public};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mimobox_core::ToolCall;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 /// The protocol version this crate speaks.
@@ -51,13 +54,58 @@ pub const PROTOCOL: u64 = 1;
 /// What a tool's handler does with its (already validated) arguments.
 pub type Handler = Arc<dyn Fn(Value) -> Result<Value, ToolError> + Send + Sync>;
 
+/// A handler as the toolbox runs it: it may answer JSON text, and may learn
+/// that its call was abandoned.
+type Run = Arc<dyn Fn(Value, &Abandoned) -> Result<Answer, ToolError> + Send + Sync>;
+
+/// What a handler answers: a value, or JSON text that goes into the answer
+/// frame as it is, so that a large answer never becomes a tree of values.
+pub(crate) enum Answer {
+    Value(Value),
+    /// Valid, compact JSON.
+    Raw(Box<RawValue>),
+}
+
+/// Whether a call has been abandoned: its [`CallGuard`] was dropped.
+#[derive(Clone, Default)]
+pub(crate) struct Abandoned(Arc<AtomicBool>);
+
+impl Abandoned {
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Held by whoever waits for a call's answer ([`PendingCall::guard`]).
+/// Dropping it tells the call that nobody waits any more: a command tool
+/// then ends its process and every process that it started at once, rather
+/// than at its own timeout. A call that has already answered ignores it.
+#[derive(Debug)]
+pub struct CallGuard(Abandoned);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.0.set();
+    }
+}
+
+impl std::fmt::Debug for Abandoned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Abandoned").field(&self.is_set()).finish()
+    }
+}
+
 /// A host tool.
 #[derive(Clone)]
 pub struct Tool {
     name: String,
     description: String,
     input_schema: Value,
-    handler: Handler,
+    handler: Run,
 }
 
 impl Tool {
@@ -68,6 +116,16 @@ impl Tool {
         description: impl Into<String>,
         input_schema: Value,
         handler: impl Fn(Value) -> Result<Value, ToolError> + Send + Sync + 'static,
+    ) -> Tool {
+        Tool::answering(name, description, input_schema, move |args, _| handler(args).map(Answer::Value))
+    }
+
+    /// A tool whose handler may answer JSON text and watch for abandonment.
+    pub(crate) fn answering(
+        name: impl Into<String>,
+        description: impl Into<String>,
+        input_schema: Value,
+        handler: impl Fn(Value, &Abandoned) -> Result<Answer, ToolError> + Send + Sync + 'static,
     ) -> Tool {
         Tool { name: name.into(), description: description.into(), input_schema, handler: Arc::new(handler) }
     }
@@ -209,8 +267,9 @@ pub struct PendingCall {
     id: Value,
     name: String,
     args: Value,
-    handler: Handler,
+    handler: Run,
     max_response: usize,
+    abandoned: Abandoned,
 }
 
 impl Toolbox {
@@ -308,6 +367,7 @@ impl Toolbox {
                     args,
                     handler: entry.tool.handler.clone(),
                     max_response: self.limits.max_response,
+                    abandoned: Abandoned::default(),
                 })
             }
             _ => Request::Answer(
@@ -327,12 +387,18 @@ impl PendingCall {
         &self.name
     }
 
+    /// The guard of this call, for whoever waits for its answer: dropping
+    /// it (say, when the turn's deadline passes) abandons the call.
+    pub fn guard(&self) -> CallGuard {
+        CallGuard(self.abandoned.clone())
+    }
+
     /// Runs the handler, and returns the answer frame and the record.
     pub fn run(self) -> (Vec<u8>, ToolCall) {
         let started = Instant::now();
-        let outcome = (self.handler)(self.args);
+        let outcome = (self.handler)(self.args, &self.abandoned);
         let answer = match &outcome {
-            Ok(value) => frame_bytes(json!({"v": PROTOCOL, "id": self.id, "ok": true, "value": value})),
+            Ok(answer) => ok_frame(&self.id, answer),
             Err(error) => error_frame(&self.id, error),
         };
         if answer.len() > self.max_response {
@@ -359,6 +425,30 @@ fn record(name: &str, duration: Duration, outcome: Result<(), &ToolError>) -> To
         ok: outcome.is_ok(),
         error: outcome.err().map(|e| e.kind.as_str().to_owned()),
     }
+}
+
+/// `{"id":ID,"ok":true,"v":1,"value":VALUE}`: the keys in the order that
+/// every other frame has (serde_json's maps sort them), with a raw answer
+/// copied in as it is.
+fn ok_frame(id: &Value, answer: &Answer) -> Vec<u8> {
+    let raw_len = match answer {
+        Answer::Raw(raw) => raw.get().len(),
+        Answer::Value(_) => 0,
+    };
+    let mut frame = Vec::with_capacity(raw_len + 64);
+    frame.extend_from_slice(br#"{"id":"#);
+    let _ = serde_json::to_writer(&mut frame, id);
+    frame.extend_from_slice(format!(r#","ok":true,"v":{PROTOCOL},"value":"#).as_bytes());
+    match answer {
+        Answer::Value(value) => {
+            if serde_json::to_writer(&mut frame, value).is_err() {
+                return b"{}".to_vec();
+            }
+        }
+        Answer::Raw(raw) => frame.extend_from_slice(raw.get().as_bytes()),
+    }
+    frame.push(b'}');
+    frame
 }
 
 fn error_frame(id: &Value, error: &ToolError) -> Vec<u8> {
@@ -431,6 +521,44 @@ mod tests {
         );
         let (long, _) = answer(&tools, &long, 0);
         assert_eq!(long["error"]["kind"], "too_large");
+    }
+
+    #[test]
+    fn raw_answers_go_into_the_frame_as_they_are() {
+        let mut tools = Toolbox::with_limits(ToolLimits { max_calls: 4, max_request: 256, max_response: 64 });
+        let raw = |name: &str, text: String| {
+            Tool::answering(name, "Answers raw JSON.", json!({}), move |_, _| {
+                Ok(Answer::Raw(RawValue::from_string(text.clone()).unwrap()))
+            })
+        };
+        tools.add(raw("small", r#"[0,{"b":1,"a":2}]"#.to_owned())).unwrap();
+        tools.add(raw("big", format!("[{}0]", "0,".repeat(20)))).unwrap();
+        let Request::Call(call) = tools.request(br#"{"v":1,"id":3,"op":"call","tool":"small"}"#, 0) else {
+            panic!()
+        };
+        assert_eq!(call.run().0, br#"{"id":3,"ok":true,"v":1,"value":[0,{"b":1,"a":2}]}"#);
+        // The bound applies to the whole frame, raw or not.
+        let (big, _) = answer(&tools, r#"{"v":1,"id":4,"op":"call","tool":"big"}"#, 0);
+        assert_eq!(big["error"]["kind"], "too_large");
+        // A value's frame is the bytes it always was.
+        let frame = br#"{"v":1,"id":2,"op":"call","tool":"lookup","args":{"word":"x"}}"#;
+        let Request::Call(call) = toolbox().request(frame, 0) else { panic!() };
+        assert_eq!(call.run().0, br#"{"id":2,"ok":true,"v":1,"value":"meaning of x"}"#);
+    }
+
+    #[test]
+    fn dropping_the_guard_abandons_the_call() {
+        let mut tools = Toolbox::default();
+        tools
+            .add(Tool::answering("watch", "Reports abandonment.", json!({}), |_, abandoned| {
+                Ok(Answer::Value(json!(abandoned.is_set())))
+            }))
+            .unwrap();
+        let Request::Call(call) = tools.request(br#"{"v":1,"id":1,"op":"call","tool":"watch"}"#, 0) else {
+            panic!()
+        };
+        drop(call.guard());
+        assert_eq!(call.run().0, br#"{"id":1,"ok":true,"v":1,"value":true}"#);
     }
 
     #[test]

@@ -95,6 +95,10 @@ async fn call(
         Request::Call(pending) => {
             let started = Instant::now();
             let name = pending.tool().to_owned();
+            // Held while this call waits: if the turn's timer drops the
+            // wait, the call is abandoned, and a command tool ends its
+            // processes at once rather than at its own timeout.
+            let _abandon_when_dropped = pending.guard();
             // Recorded before it runs, as timed out: if the turn's deadline
             // passes while the tool runs, that is what the record says.
             let door = &mut caller.data_mut().door;

