@@ -3,6 +3,8 @@
 //! failure a tool error in the guest rather than a crash.
 
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::{Cli, fixture, stderr, stdout};
@@ -31,7 +33,7 @@ timeout_secs = 20
 description = "Looks a word up."
 command = ["./lookup.sh"]
 input_schema = { type = "object", properties = { word = { type = "string" } }, required = ["word"] }
-timeout = "1s"
+timeout = "5s"
 env = { GREETING = "hi" }
 "#,
     );
@@ -107,10 +109,11 @@ fn a_command_past_its_timeout_is_killed_and_the_guest_gets_a_timeout() {
     let profile = setup(&cli);
     let started = Instant::now();
     let result = call(&cli, &profile, "sleep");
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(started.elapsed() >= Duration::from_secs(5), "not before its timeout");
+    assert!(started.elapsed() < Duration::from_secs(25), "took {:?}", started.elapsed());
     assert_eq!(answer(&result)["error"]["kind"], "timeout", "{result}");
-    // The command's process group is gone: no `sleep 30` of ours is left.
-    std::thread::sleep(Duration::from_millis(200));
+    // Everything the call started is gone when it returns (its namespace
+    // is empty): no `sleep 30` of ours is left.
     let ps = std::process::Command::new("ps").args(["-eo", "args"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&ps.stdout).lines().any(|l| l.trim() == "/bin/sleep 30"));
 }
@@ -357,7 +360,8 @@ printf '{"answered": true}'
     let started = Instant::now();
     let out = scene.command(true, None).output().unwrap();
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(5), "the call took {took:?}, past the tool's 2 s timeout");
+    // Without the fix the call lasted to the turn's deadline (20 s).
+    assert!(took < Duration::from_secs(12), "the call took {took:?}, far past the tool's 2 s timeout");
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer(&result)["value"], serde_json::json!({"answered": true}), "{result}");
     scene.assert_none_left(Duration::from_secs(2), "after the call");
@@ -367,7 +371,7 @@ printf '{"answered": true}'
     let started = Instant::now();
     let out = scene.command(true, None).output().unwrap();
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(4), "the call took {took:?}, past the tool's 1 s timeout");
+    assert!(took < Duration::from_secs(12), "the call took {took:?}, far past the tool's 1 s timeout");
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer(&result)["error"]["kind"], "timeout", "{result}");
     scene.assert_none_left(Duration::from_secs(2), "after the timeout");
@@ -440,4 +444,110 @@ fn a_sixteen_mebibyte_answer_costs_bounded_host_memory() {
     let cost_mib = (peak_kib - baseline_kib) / 1024;
     assert!(cost_mib < 4 * 16, "one 16 MiB answer cost mimobox {cost_mib} MiB ({baseline_kib} KiB before)");
     assert!(peak_kib < 200 * 1024, "mimobox peaked at {} MiB", peak_kib / 1024);
+}
+
+/// Waits at most `limit` for `child`, the leader of a process group of its
+/// own, and returns its output. Past that, it wakes and kills the whole
+/// group (mimobox may be stopped, with its keeper) and fails, so that a
+/// frozen mimobox cannot hang the test suite.
+fn output_within(mut child: std::process::Child, limit: Duration, what: &str) -> std::process::Output {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let group = child.id() as i32;
+            // SAFETY: kill has no memory effects; the group is our child's
+            // own, and the child is not reaped yet.
+            unsafe {
+                libc::kill(-group, libc::SIGCONT);
+                libc::kill(-group, libc::SIGKILL);
+            }
+            let _ = child.wait();
+            panic!("{what}: mimobox was still running after {limit:?} (stopped or frozen)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// `mimobox run --json` of `scene`, in a process group of its own (so that
+/// where the attack works, it hits mimobox and not the test harness), with
+/// its output bounded to `limit`: the run's `--json` result.
+fn run_in_own_group(scene: &Scene, limit: Duration, what: &str) -> serde_json::Value {
+    let child = scene
+        .command(true, None)
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = output_within(child, limit, what);
+    assert_eq!(out.status.code(), Some(0), "{what}: mimobox ended with {}: {}", out.status, stderr(&out));
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["outcome"], "exited", "{what}: {result}");
+    result
+}
+
+#[test]
+fn a_tool_that_stops_its_process_group_cannot_freeze_mimobox() {
+    // `kill -STOP 0` stops every process of the caller's group. That was
+    // once mimobox's own group, keeper included: neither ran again, not
+    // even to the tool's timeout.
+    let scene = Scene::new("read -r input\nkill -STOP 0\nprintf '{\"stopped\": false}'\n", 20, "2s");
+    let result = run_in_own_group(&scene, Duration::from_secs(15), "after `kill -STOP 0`");
+    // The tool stopped only itself, and was ended at its timeout.
+    let answer = answer(&result);
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert_eq!(answer["error"]["kind"], "timeout", "{answer}");
+    scene.assert_none_left(Duration::from_secs(2), "after the call");
+}
+
+#[test]
+fn a_tool_that_kills_its_process_group_cannot_kill_mimobox() {
+    // `kill -KILL 0`, and the common `trap 'kill 0' EXIT` (SIGTERM), once
+    // killed mimobox and everything else in its process group.
+    // (The guest prints a long answer's head and tail only: the message's
+    // middle is cut, its end is the tool's status, 128 + the signal.)
+    for (script, status) in [
+        ("read -r input\nkill -KILL 0\nprintf '{}'\n", " 137"),
+        ("read -r input\ntrap 'kill 0' EXIT\nprintf '{\"answered\": true}'\n", " 143"),
+    ] {
+        let scene = Scene::new(script, 20, "5s");
+        let result = run_in_own_group(&scene, Duration::from_secs(15), script);
+        // The tool killed only itself: a tool error, like any other death.
+        let answer = answer(&result);
+        assert_eq!(answer["error"]["kind"], "tool_error", "{script}: {answer}");
+        assert!(answer["error"]["message"].as_str().unwrap().ends_with(status), "{script}: {answer}");
+        scene.assert_none_left(Duration::from_secs(2), script);
+    }
+}
+
+#[test]
+fn a_tool_that_clears_its_parent_death_signal_still_dies_with_mimobox() {
+    // The tool clears its own PR_SET_PDEATHSIG (prctl option 1), as a
+    // setuid program's exec would. When it was PID 1 of its namespace, that
+    // was the last link of the chain: with mimobox killed, it lived on.
+    let python = ["/usr/local/bin/python3", "/usr/bin/python3"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("this test needs python3 in /usr/local/bin or /usr/bin");
+    let script = format!(
+        "read -r input\nexec {python} -c 'import ctypes, time; ctypes.CDLL(None).prctl(1, 0, 0, 0, 0); \
+         open(\"cleared\", \"w\").close(); time.sleep(48)'\n"
+    );
+    let scene = Scene::new(&script, 60, "50s");
+    let mut child = scene.command(true, None).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let until = Instant::now() + Duration::from_secs(15);
+    while !scene.cli.path().join("cleared").exists() {
+        if Instant::now() > until || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            scene.assert_none_left(Duration::ZERO, "cleaning up");
+            panic!("the tool did not start, or did not clear its parent-death signal");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // mimobox dies mid-call, without a chance to end it.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    scene.assert_none_left(Duration::from_secs(2), "after mimobox was killed");
 }
