@@ -277,30 +277,6 @@ env = {{ MIMOBOX_TEST_MARK = "{marker}" }}
     }
 }
 
-/// Waits for `child` at most `limit`; its exit code and peak RSS in KiB
-/// (the largest of it and the children it waited for).
-fn wait_with_rusage(mut child: std::process::Child, limit: Duration) -> (Option<i32>, i64) {
-    use std::os::unix::process::ExitStatusExt;
-    let started = Instant::now();
-    loop {
-        let mut status = 0;
-        // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: the pid is our child's; status and usage are valid
-        // pointers for the call.
-        let pid = unsafe { libc::wait4(child.id() as i32, &mut status, libc::WNOHANG, &mut usage) };
-        if pid > 0 {
-            return (std::process::ExitStatus::from_raw(status).code(), usage.ru_maxrss);
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("mimobox was still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn no_tool_process_outlives_mimobox_when_the_turns_deadline_comes_first() {
     // The tool's own timeout (20 s) is far away; the turn's (1 s) ends the
@@ -425,7 +401,7 @@ fn a_sixteen_mebibyte_answer_costs_bounded_host_memory() {
         let mut child = scene.command(false, None).stdout(std::process::Stdio::piped()).spawn().unwrap();
         // What the guest prints is at most about 100 bytes: it fits the pipe.
         let mut pipe = child.stdout.take().unwrap();
-        let (code, peak_kib) = wait_with_rusage(child, Duration::from_secs(60));
+        let (code, peak_kib) = crate::wait_bounded(child, Duration::from_secs(60));
         let mut printed = String::new();
         std::io::Read::read_to_string(&mut pipe, &mut printed).unwrap();
         assert_eq!(code, Some(0), "{printed}");
