@@ -273,6 +273,20 @@ mod tests {
     }
 
     #[test]
+    fn sizes_and_durations_are_exact() {
+        let profile = parse(
+            "max_disk_write = 9007199254740993\nmax_stdout = \"9007199254740993B\"\ntimeout_secs = 7\ncompile_timeout_secs = \"0.1s\"\n",
+        )
+        .unwrap();
+        let config = profile.config();
+        assert_eq!(config.max_disk_write, 9_007_199_254_740_993, "not rounded through a float");
+        assert_eq!(config.max_stdout, 9_007_199_254_740_993);
+        assert_eq!(config.timeout, Duration::from_secs(7));
+        assert_eq!(config.compile_timeout, Duration::from_millis(100));
+        assert!(parse("max_disk_write = 18446744073709551615").is_err(), "too large");
+    }
+
+    #[test]
     fn original_design_keys_load_as_they_are() {
         let profile = parse(
             "memory_limit_mb = 128\ntimeout_secs = 5\nfs_readonly = [\"/srv\"]\nfs_readwrite = [\"/tmp/out::/out\"]\ndeny_network = true\n",

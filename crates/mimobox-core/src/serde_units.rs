@@ -9,10 +9,11 @@ use serde::{Deserializer, Serializer};
 
 use crate::units::{format_duration, format_size, parse_duration, parse_size};
 
-/// Accepts an integer, a float or a string, and hands it on as a number in
-/// the base unit (`f64`) or as text.
+/// Accepts an integer, a float or a string, and hands it on as it came:
+/// an integer stays exact, only a float (TOML's own) is a float.
 enum Raw {
-    Number(f64),
+    Integer(u64),
+    Float(f64),
     Text(String),
 }
 
@@ -28,16 +29,16 @@ impl Visitor<'_> for RawVisitor {
         if v < 0 {
             return Err(E::custom(format_args!("must not be negative, got {v}")));
         }
-        Ok(Raw::Number(v as f64))
+        Ok(Raw::Integer(v as u64))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Raw, E> {
-        Ok(Raw::Number(v as f64))
+        Ok(Raw::Integer(v))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Raw, E> {
         if !(v.is_finite() && v >= 0.0) {
             return Err(E::custom(format_args!("must be a finite, non-negative number, got {v}")));
         }
-        Ok(Raw::Number(v))
+        Ok(Raw::Float(v))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Raw, E> {
         Ok(Raw::Text(v.to_owned()))
@@ -50,7 +51,11 @@ fn size_in<'de, D: Deserializer<'de>>(
     expecting: &'static str,
 ) -> Result<u64, D::Error> {
     match deserializer.deserialize_any(RawVisitor(expecting))? {
-        Raw::Number(n) => {
+        Raw::Integer(n) => n
+            .checked_mul(unit)
+            .filter(|&b| b < u64::MAX)
+            .ok_or_else(|| de::Error::custom("the size is too large")),
+        Raw::Float(n) => {
             let bytes = n * unit as f64;
             if bytes >= u64::MAX as f64 {
                 return Err(de::Error::custom("the size is too large"));
@@ -98,7 +103,8 @@ pub mod seconds {
         match deserializer
             .deserialize_any(RawVisitor("a number of seconds or a duration such as \"1.5s\""))?
         {
-            Raw::Number(n) => {
+            Raw::Integer(n) => Ok(Duration::from_secs(n)),
+            Raw::Float(n) => {
                 Duration::try_from_secs_f64(n).map_err(|_| de::Error::custom("the duration is too large"))
             }
             Raw::Text(text) => parse_duration(&text).map_err(de::Error::custom),

@@ -25,32 +25,63 @@ impl UnitError {
     }
 }
 
-/// Splits `"1.5GiB"` into `(1.5, "GiB")`, refusing negative and non-finite
-/// numbers.
-fn split_number<'a>(what: &'static str, text: &'a str) -> Result<(f64, &'a str), UnitError> {
+/// A number as written: its whole part and up to [`MAX_FRACTION_DIGITS`]
+/// digits of its fraction, exactly (no floating point), so that
+/// `9007199254740993` is that number and `0.1s` is 100 ms.
+struct Decimal {
+    whole: u128,
+    fraction: u128,
+    /// 10 to the number of fraction digits kept.
+    scale: u128,
+}
+
+/// Fraction digits kept; later ones are dropped (rounding down).
+const MAX_FRACTION_DIGITS: usize = 18;
+
+impl Decimal {
+    /// `self × per_unit`, rounded down, if it fits in `u128`.
+    fn times(&self, per_unit: u128) -> Option<u128> {
+        let whole = self.whole.checked_mul(per_unit)?;
+        let fraction = self.fraction.checked_mul(per_unit)? / self.scale;
+        whole.checked_add(fraction)
+    }
+}
+
+/// Splits `"1.5GiB"` into the number `1.5` and the unit `"GiB"`. Digits may
+/// be grouped with `_`; there is no sign, exponent or infinity.
+fn split_number<'a>(what: &'static str, text: &'a str) -> Result<(Decimal, &'a str), UnitError> {
     let trimmed = text.trim();
     let end = trimmed.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_')).unwrap_or(trimmed.len());
     let (number, unit) = trimmed.split_at(end);
+    let malformed = || UnitError::new(what, text, "the number is malformed");
     if number.is_empty() {
         return Err(UnitError::new(what, text, "expected a number followed by a unit"));
     }
-    let value: f64 =
-        number.replace('_', "").parse().map_err(|_| UnitError::new(what, text, "the number is malformed"))?;
-    if !value.is_finite() {
-        return Err(UnitError::new(what, text, "the number is not finite"));
+    let digits: String = number.chars().filter(|&c| c != '_').collect();
+    let (whole, fraction) = match digits.split_once('.') {
+        Some((whole, fraction)) => (whole, fraction),
+        None => (digits.as_str(), ""),
+    };
+    if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
+        return Err(malformed());
     }
-    Ok((value, unit.trim()))
+    let too_large = || UnitError::new(what, text, "the number is too large");
+    let whole = if whole.is_empty() { 0 } else { whole.parse::<u128>().map_err(|_| too_large())? };
+    let kept = &fraction[..fraction.len().min(MAX_FRACTION_DIGITS)];
+    let fraction = if kept.is_empty() { 0 } else { kept.parse::<u128>().map_err(|_| malformed())? };
+    let scale = 10u128.pow(kept.len() as u32);
+    Ok((Decimal { whole, fraction, scale }, unit.trim()))
 }
 
 /// Parses a byte size such as `"64MiB"`, `"1.5 GiB"`, `"512k"` or `"4096"`.
 ///
 /// Binary (`KiB`, `MiB`, `GiB`, `TiB`) and decimal (`kB`, `MB`, `GB`, `TB`)
 /// units are both understood; the single letters `K`, `M`, `G`, `T` mean the
-/// binary units. A bare number is a count of bytes. Fractions are rounded down
-/// to whole bytes.
+/// binary units. A bare number is a count of bytes. The arithmetic is
+/// exact; fractions are rounded down to whole bytes.
 pub fn parse_size(text: &str) -> Result<u64, UnitError> {
     let (value, unit) = split_number("size", text)?;
-    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
+    let multiplier: u128 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "ki" | "kib" => 1 << 10,
         "m" | "mi" | "mib" => 1 << 20,
@@ -62,30 +93,39 @@ pub fn parse_size(text: &str) -> Result<u64, UnitError> {
         "tb" => 1_000_000_000_000,
         _ => return Err(UnitError::new("size", text, "unknown unit (use B, KiB, MiB, GiB, kB, MB or GB)")),
     };
-    let bytes = value * multiplier as f64;
-    if bytes >= u64::MAX as f64 {
-        return Err(UnitError::new("size", text, "the size is too large"));
-    }
-    Ok(bytes as u64)
+    value
+        .times(multiplier)
+        .and_then(|bytes| u64::try_from(bytes).ok())
+        .filter(|&bytes| bytes < u64::MAX)
+        .ok_or_else(|| UnitError::new("size", text, "the size is too large"))
 }
 
 /// Parses a duration such as `"1.5s"`, `"250ms"`, `"2m"` or `"30"` (seconds).
 ///
 /// Units: `ns`, `us`, `ms`, `s`, `m` (minutes) and `h`. A bare number is a
-/// count of seconds.
+/// count of seconds. The arithmetic is exact, to the nanosecond (rounded
+/// down).
 pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let (value, unit) = split_number("duration", text)?;
-    let seconds_per_unit = match unit {
-        "ns" => 1e-9,
-        "us" | "µs" => 1e-6,
-        "ms" => 1e-3,
-        "" | "s" | "sec" | "secs" => 1.0,
-        "m" | "min" | "mins" => 60.0,
-        "h" => 3600.0,
+    let nanos_per_unit: u128 = match unit {
+        "ns" => 1,
+        "us" | "µs" => 1_000,
+        "ms" => 1_000_000,
+        "" | "s" | "sec" | "secs" => 1_000_000_000,
+        "m" | "min" | "mins" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
         _ => return Err(UnitError::new("duration", text, "unknown unit (use ms, s, m or h)")),
     };
-    Duration::try_from_secs_f64(value * seconds_per_unit)
-        .map_err(|_| UnitError::new("duration", text, "the duration is too large"))
+    value
+        .times(nanos_per_unit)
+        .and_then(duration_of_nanos)
+        .ok_or_else(|| UnitError::new("duration", text, "the duration is too large"))
+}
+
+/// `nanos` nanoseconds, if a `Duration` holds them.
+fn duration_of_nanos(nanos: u128) -> Option<Duration> {
+    let secs = u64::try_from(nanos / 1_000_000_000).ok()?;
+    Some(Duration::new(secs, (nanos % 1_000_000_000) as u32))
 }
 
 /// Formats a byte count in the largest binary unit that divides it exactly,
@@ -172,6 +212,23 @@ mod tests {
         assert_eq!(DisplaySize(3_112_424).to_string(), "3.0 MiB");
         assert_eq!(DisplaySize(161).to_string(), "161B");
         assert_eq!(DisplaySize(1536).to_string(), "1.5 KiB");
+    }
+
+    #[test]
+    fn numbers_are_exact() {
+        assert_eq!(parse_size("9007199254740993").unwrap(), 9_007_199_254_740_993);
+        assert_eq!(parse_size("18446744073709551614").unwrap(), u64::MAX - 1);
+        assert!(parse_size("18446744073709551615").is_err(), "u64::MAX is refused as too large");
+        assert!(parse_size("99999999999999999999999999999999999999999").is_err());
+        assert_eq!(parse_size("0.5KiB").unwrap(), 512);
+        assert_eq!(parse_size("1.0000000000000000001GiB").unwrap(), 1 << 30, "digits past 18 are dropped");
+        assert_eq!(parse_duration("0.1s").unwrap(), Duration::from_millis(100));
+        assert_eq!(parse_duration("6981141.123s").unwrap(), Duration::new(6_981_141, 123_000_000));
+        assert_eq!(parse_duration("6981141123ms").unwrap(), Duration::from_millis(6_981_141_123));
+        assert_eq!(parse_duration(".5").unwrap(), Duration::from_millis(500));
+        for bad in [".", "1.2.3", "_", "1e3"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
