@@ -41,8 +41,7 @@ pub(crate) fn check_private_dir(path: &Path, metadata: &Metadata) -> Result<(), 
 
 /// The ownership and permission rule shared by directories and artifacts.
 pub(crate) fn check_owner_and_mode(metadata: &Metadata) -> Result<(), String> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::geteuid() };
+    let uid = rustix::process::geteuid().as_raw();
     if metadata.uid() != uid {
         return Err(format!("owned by uid {}, not by the current user (uid {uid})", metadata.uid()));
     }

@@ -1,7 +1,7 @@
 //! Advisory `flock` locks: one writer per key, and pins on artifacts in use.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 use rustix::fs::OFlags;
@@ -34,13 +34,8 @@ pub enum LockOutcome {
     Unavailable,
 }
 
-pub(crate) fn flock(file: &File, operation: libc::c_int) -> std::io::Result<()> {
-    // SAFETY: `file` owns a valid descriptor for the duration of the call.
-    if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+pub(crate) fn flock(file: &File, operation: rustix::fs::FlockOperation) -> std::io::Result<()> {
+    rustix::fs::flock(file, operation).map_err(std::io::Error::from)
 }
 
 fn would_block(error: &std::io::Error) -> bool {
@@ -64,7 +59,7 @@ pub(crate) fn lock_exclusive(dir: BorrowedFd<'_>, name: &str, wait: Duration) ->
     let started = Instant::now();
     let mut waited = false;
     loop {
-        match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+        match flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) if waited => return LockOutcome::AcquiredAfterWait(KeyLock { _file: file }),
             Ok(()) => return LockOutcome::Acquired(KeyLock { _file: file }),
             Err(e) if would_block(&e) && started.elapsed() < wait => {
@@ -83,16 +78,16 @@ pub(crate) fn lock_exclusive(dir: BorrowedFd<'_>, name: &str, wait: Duration) ->
 /// descriptor, so the caller can hand the original to the runtime.
 pub(crate) fn pin(file: &File) -> Option<ArtifactPin> {
     let duplicate = file.try_clone().ok()?;
-    flock(&duplicate, libc::LOCK_SH | libc::LOCK_NB).ok()?;
+    flock(&duplicate, rustix::fs::FlockOperation::NonBlockingLockShared).ok()?;
     Some(ArtifactPin { _file: duplicate })
 }
 
 /// Whether some process holds a lock on `file` (pinned artifact, or a
 /// writer's key lock). Takes and drops an exclusive lock to find out.
 pub(crate) fn is_locked(file: &File) -> bool {
-    match flock(file, libc::LOCK_EX | libc::LOCK_NB) {
+    match flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => {
-            let _ = flock(file, libc::LOCK_UN);
+            let _ = flock(file, rustix::fs::FlockOperation::Unlock);
             false
         }
         Err(_) => true,

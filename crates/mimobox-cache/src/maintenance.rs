@@ -239,7 +239,7 @@ impl ModuleCache {
 /// miss.
 fn remove_unless_in_use(dir: BorrowedFd<'_>, name: &str) -> std::io::Result<bool> {
     let Some(file) = open_for_probe(dir, name) else { return Ok(true) };
-    if flock(&file, libc::LOCK_EX | libc::LOCK_NB).is_err() {
+    if flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
         return Ok(false);
     }
     match beneath::unlink(dir, name) {

@@ -370,14 +370,8 @@ impl SandboxConfig {
             return Err(ConfigError::new(keys::MAX_MODULE_SIZE, "must be greater than zero"));
         }
         for (name, value) in &self.env {
-            if name.is_empty() || name.contains('=') || name.contains('\0') {
-                return Err(ConfigError::new(keys::ENV, format!("`{name}` is not a valid variable name")));
-            }
-            if value.contains('\0') {
-                return Err(ConfigError::new(
-                    keys::ENV,
-                    format!("the value of `{name}` contains a NUL byte"),
-                ));
+            if let Some(problem) = env_var_problem(name, value) {
+                return Err(ConfigError::new(keys::ENV, problem));
             }
         }
         let mut guests = std::collections::HashSet::new();
@@ -443,6 +437,19 @@ impl SandboxConfig {
             }
         }
         toml::to_string(self).map_err(|e| ConfigError::new("profile", e))
+    }
+}
+
+/// Why `name=value` cannot be an environment variable of a guest or a
+/// tool, if it cannot: an empty name, or one with `=` or a NUL byte, or a
+/// value with a NUL byte. The name is escaped for the message.
+pub fn env_var_problem(name: &str, value: &str) -> Option<String> {
+    if name.is_empty() || name.contains(['=', '\0']) {
+        Some(format!("`{}` is not a valid variable name", crate::text::one_line_bounded(name)))
+    } else if value.contains('\0') {
+        Some(format!("the value of `{}` contains a NUL byte", crate::text::one_line_bounded(name)))
+    } else {
+        None
     }
 }
 

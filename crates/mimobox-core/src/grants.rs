@@ -83,11 +83,8 @@ impl CommandTool {
             return Err(ConfigError::new(format!("{key}.input_schema"), "must be a table (a JSON Schema)"));
         }
         for (name, value) in &self.env {
-            if name.is_empty() || name.contains(['=', '\0']) || value.contains('\0') {
-                return Err(ConfigError::new(
-                    format!("{key}.env"),
-                    format!("`{name}` is not a valid variable"),
-                ));
+            if let Some(problem) = crate::config::env_var_problem(name, value) {
+                return Err(ConfigError::new(format!("{key}.env"), problem));
             }
         }
         Ok(())

@@ -35,7 +35,7 @@ pub mod units;
 pub use config::{
     Backend, CacheConfig, ConfigError, DEFAULT_COMPILE_TIMEOUT, DEFAULT_MAX_DISK_WRITE,
     DEFAULT_MAX_MODULE_SIZE, DEFAULT_MAX_OPEN_FILES, DEFAULT_MAX_OUTPUT, DEFAULT_MEMORY_LIMIT,
-    DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT, Mount, PoolConfig, SandboxConfig,
+    DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT, Mount, PoolConfig, SandboxConfig, env_var_problem,
 };
 pub use error::SandboxError;
 pub use outcome::{Outcome, SandboxResult, ToolCall};

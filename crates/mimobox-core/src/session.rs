@@ -117,8 +117,9 @@ pub fn fill_restore(template: &str, argv: &[String], env: &[(String, String)]) -
             code.push('}');
             rest = after;
         } else {
-            code.push_str("{{");
-            rest = &tail[2..];
+            // Not a placeholder here; one may start at the next brace.
+            code.push('{');
+            rest = &tail[1..];
         }
     }
     code.push_str(rest);
@@ -229,6 +230,7 @@ mod tests {
     fn placeholders_are_replaced_in_one_pass() {
         let argv = vec!["python".to_owned(), "{{env}}".to_owned(), "{{argv}}".to_owned()];
         let env = vec![("A".to_owned(), "{{argv}}".to_owned())];
+        assert_eq!(fill_restore("{{{argv}}}", &[], &[]), "{[]}");
         let code = fill_restore("f({{argv}}, {{env}}, {{other}} {{)", &argv, &env);
         assert_eq!(
             code,

@@ -17,7 +17,10 @@ pub const MAX_MESSAGE: usize = 4 << 10;
 /// hide text (bidirectional overrides and isolates, zero-width marks).
 pub fn escaped_on_a_terminal(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+        || matches!(
+            c,
+            '\u{61c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}'
+        )
 }
 
 /// `text` on one line, with control characters escaped (`\u{1b}`), each

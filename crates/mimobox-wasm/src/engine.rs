@@ -184,6 +184,12 @@ struct EpochClock {
     running: AtomicUsize,
     parked: AtomicBool,
     thread: OnceLock<std::thread::Thread>,
+    /// When the clock started, the base of `entered`.
+    base: std::time::Instant,
+    /// When the latest execution started (nanoseconds after `base`): the
+    /// ticks the clock adds to catch up never count time before it, so no
+    /// deadline set at that start fires early.
+    entered: std::sync::atomic::AtomicU64,
 }
 
 /// How long the clock keeps ticking after the last execution ends, so that
@@ -205,6 +211,8 @@ impl EpochClock {
             running: AtomicUsize::new(0),
             parked: AtomicBool::new(false),
             thread: OnceLock::new(),
+            base: std::time::Instant::now(),
+            entered: std::sync::atomic::AtomicU64::new(0),
         });
         let ticking = clock.clone();
         let engine = engine.weak();
@@ -225,6 +233,11 @@ impl EpochClock {
         loop {
             std::thread::sleep(EPOCH_TICK);
             let Some(engine) = engine.upgrade() else { return };
+            // An execution that started during a late wake-up set its
+            // deadline from the epoch as it stood: the time before its start
+            // is not its to pay (an earlier one's deadline only comes later).
+            let entered = self.base + Duration::from_nanos(self.entered.load(Ordering::SeqCst));
+            counted = counted.max(entered);
             let due = (counted.elapsed().as_nanos() / EPOCH_TICK.as_nanos()).max(1);
             for _ in 0..due {
                 engine.increment_epoch();
@@ -254,6 +267,8 @@ impl EpochClock {
     }
 
     fn enter(&self) {
+        let since = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.entered.fetch_max(since, Ordering::SeqCst);
         if self.running.fetch_add(1, Ordering::SeqCst) == 0
             && self.parked.load(Ordering::SeqCst)
             && let Some(thread) = self.thread.get()

@@ -259,19 +259,30 @@ impl Loader {
             }
             None => None,
         };
+        // A module given as bytes (a checkpoint a caller kept) is bounded
+        // like a module file before anything is built from it; a file was
+        // bounded when it was read.
+        if let ModuleSource::Bytes { .. } = source {
+            self.check_checkpoint_size(&name, bytes.len())?;
+        }
         let binary = to_binary(&name, Syntax::of_source(source), bytes)?;
         let derived = build(&binary)?;
-        // What the guest's state became is bounded like any module file:
-        // its size here, its compile memory in `compile`.
-        if derived.len() as u64 > self.limits.max_module_size {
+        let (module, origin) = self.load_bytes(&name, key, Syntax::Binary, derived)?;
+        Ok((module, origin, base))
+    }
+
+    /// Refuses a checkpoint (a module made of a guest's state) larger than
+    /// `max_module_size`, before it is compiled or stored; its compile
+    /// memory is bounded in `compile`, like any module's.
+    pub(crate) fn check_checkpoint_size(&self, name: &str, size: usize) -> Result<(), SandboxError> {
+        if size as u64 > self.limits.max_module_size {
             return Err(SandboxError::CheckpointTooLarge {
-                module: name,
-                size: derived.len() as u64,
+                module: name.to_owned(),
+                size: size as u64,
                 limit: self.limits.max_module_size,
             });
         }
-        let (module, origin) = self.load_bytes(&name, key, Syntax::Binary, derived)?;
-        Ok((module, origin, base))
+        Ok(())
     }
 
     /// The source as a binary module, with the content hash of its bytes.

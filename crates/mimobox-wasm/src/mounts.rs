@@ -181,60 +181,96 @@ pub(crate) fn read_only_fingerprint(mounts: &[OpenMount]) -> Result<String, Stri
             Mode::empty(),
         )
         .map_err(|e| format!("{}: {e}", mount.real.display()))?;
-        walk(dir, &mut Vec::new(), &mut hash, &mut left)
+        walk(dir, &mut Vec::new(), &mut hash, &mut left, 0)
             .map_err(|e| format!("{}: {e}", mount.real.display()))?;
     }
     Ok(format!("{:x}", hash.finalize()))
 }
 
-fn walk(dir: OwnedFd, path: &mut Vec<u8>, hash: &mut sha2::Sha256, left: &mut usize) -> Result<(), String> {
+/// Deepest directory [`read_only_fingerprint`] walks into; deeper, the
+/// build is refused (each level holds a descriptor while it is walked).
+pub(crate) const MAX_FINGERPRINT_DEPTH: usize = 128;
+
+fn walk(
+    dir: OwnedFd,
+    path: &mut Vec<u8>,
+    hash: &mut sha2::Sha256,
+    left: &mut usize,
+    depth: usize,
+) -> Result<(), String> {
     use sha2::Digest;
-    use std::os::unix::ffi::OsStrExt;
+    if depth > MAX_FINGERPRINT_DEPTH {
+        return Err(format!("directories nested deeper than {MAX_FINGERPRINT_DEPTH}"));
+    }
+    let too_many = || format!("more than {MAX_FINGERPRINT_ENTRIES} entries");
     let mut names = Vec::new();
-    let entries = rustix::fs::Dir::read_from(&dir).map_err(|e| e.to_string())?;
-    for entry in entries {
-        let entry = entry.map_err(|e| e.to_string())?;
-        let name = entry.file_name().to_bytes();
-        if name != b"." && name != b".." {
-            names.push(name.to_vec());
+    // An entry that cannot be read is keyed by its error: the guest cannot
+    // read it either, and a later change to what can be read still shows.
+    match rustix::fs::Dir::read_from(&dir) {
+        Ok(entries) => {
+            for entry in entries {
+                match entry {
+                    Ok(entry) => {
+                        let name = entry.file_name().to_bytes();
+                        if name != b"." && name != b".." {
+                            if names.len() >= *left {
+                                return Err(too_many());
+                            }
+                            names.push(name.to_vec());
+                        }
+                    }
+                    Err(e) => {
+                        hash.update(format!("{}: {e}\0", String::from_utf8_lossy(path)).as_bytes());
+                        break;
+                    }
+                }
+            }
         }
+        Err(e) => hash.update(format!("{}: {e}\0", String::from_utf8_lossy(path)).as_bytes()),
     }
     // The directory's own order is the file system's: sort for one answer.
     names.sort();
     for name in names {
         if *left == 0 {
-            return Err(format!("more than {MAX_FINGERPRINT_ENTRIES} entries"));
+            return Err(too_many());
         }
         *left -= 1;
-        let stat = rustix::fs::statat(&dir, name.as_slice(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| format!("{}: {e}", std::ffi::OsStr::from_bytes(&name).to_string_lossy()))?;
-        let depth = path.len();
+        let end = path.len();
         path.extend_from_slice(&name);
         hash.update(&*path);
         hash.update([0]);
-        for field in [
-            u64::from(stat.st_mode),
-            stat.st_size as u64,
-            stat.st_ino,
-            stat.st_mtime as u64,
-            stat.st_mtime_nsec as u64,
-            stat.st_ctime as u64,
-            stat.st_ctime_nsec as u64,
-        ] {
-            hash.update(field.to_le_bytes());
+        match rustix::fs::statat(&dir, name.as_slice(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => {
+                for field in [
+                    u64::from(stat.st_mode),
+                    stat.st_size as u64,
+                    stat.st_ino,
+                    stat.st_mtime as u64,
+                    stat.st_mtime_nsec,
+                    stat.st_ctime as u64,
+                    stat.st_ctime_nsec,
+                ] {
+                    hash.update(field.to_le_bytes());
+                }
+                if rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Directory {
+                    match rustix::fs::openat(
+                        &dir,
+                        name.as_slice(),
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    ) {
+                        Ok(inner) => {
+                            path.push(b'/');
+                            walk(inner, path, hash, left, depth + 1)?;
+                        }
+                        Err(e) => hash.update(format!(": {e}\0").as_bytes()),
+                    }
+                }
+            }
+            // Gone since it was listed, or unreadable: its error is its key.
+            Err(e) => hash.update(format!(": {e}\0").as_bytes()),
         }
-        if rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Directory {
-            let inner = rustix::fs::openat(
-                &dir,
-                name.as_slice(),
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| e.to_string())?;
-            path.push(b'/');
-            walk(inner, path, hash, left)?;
-        }
-        path.truncate(depth);
+        path.truncate(end);
     }
     Ok(())
 }
@@ -247,5 +283,37 @@ mod tests {
     fn lexical_paths_fold_dots() {
         assert_eq!(lexical_absolute(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
         assert!(lexical_absolute(Path::new("x")).is_absolute());
+    }
+
+    fn fingerprint_of(dir: &Path) -> Result<String, String> {
+        let config = SandboxConfig {
+            fs_readonly: vec![Mount::parse(&format!("{}::/data", dir.display())).unwrap()],
+            ..SandboxConfig::default()
+        };
+        read_only_fingerprint(&open_mounts(&config).unwrap())
+    }
+
+    #[test]
+    fn the_fingerprint_follows_what_the_mount_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/a.txt"), "one").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).unwrap();
+        let first = fingerprint_of(dir.path()).unwrap();
+        assert_eq!(fingerprint_of(dir.path()).unwrap(), first, "the same tree, the same key");
+        std::fs::write(dir.path().join("sub/a.txt"), "two!").unwrap();
+        assert_ne!(fingerprint_of(dir.path()).unwrap(), first, "a file deep inside changed");
+    }
+
+    #[test]
+    fn a_tree_too_deep_is_refused_not_walked_without_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut deep = dir.path().to_owned();
+        for _ in 0..=MAX_FINGERPRINT_DEPTH + 1 {
+            deep.push("d");
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        let error = fingerprint_of(dir.path()).unwrap_err();
+        assert!(error.contains("deeper than"), "{error}");
     }
 }

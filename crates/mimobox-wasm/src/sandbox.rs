@@ -299,8 +299,8 @@ impl WasmSandbox {
     ) -> Result<Store<GuestState>, SandboxError> {
         let inner = &*self.inner;
         for (name, value) in io.env {
-            if name.is_empty() || name.contains(['=', '\0']) || value.contains('\0') {
-                return Err(ConfigError::new("env", format!("`{name}` is not a valid variable")).into());
+            if let Some(problem) = mimobox_core::env_var_problem(name, value) {
+                return Err(ConfigError::new(keys::ENV, problem).into());
             }
         }
         let mut wasi = WasiCtxBuilder::new();

@@ -262,6 +262,7 @@ impl WasmSandbox {
             let turn = turn?;
             succeeded("the preload (session.preload)", &turn)?;
             let snapshot = session.snapshot_on(binary)?;
+            loader.check_checkpoint_size(&source.display_name(), snapshot.len())?;
             instrumented(&snapshot)
         })?;
         Ok((module, origin))

@@ -52,8 +52,10 @@ enum Line {
     Text(Vec<u8>),
     /// A line longer than [`MAX_LINE`]; its bytes were read and dropped.
     TooLong,
-    /// End of input, or an error reading it.
+    /// End of input.
     End,
+    /// Reading stdin failed.
+    Failed(std::io::Error),
 }
 
 /// Starts the thread that reads stdin a line at a time. The channel holds
@@ -68,9 +70,10 @@ fn read_lines() -> Receiver<Line> {
             let read = match read_line_bounded(&mut input, &mut line, MAX_LINE) {
                 Ok(Some(true)) => Line::Text(line),
                 Ok(Some(false)) => Line::TooLong,
-                Ok(None) | Err(_) => Line::End,
+                Ok(None) => Line::End,
+                Err(e) => Line::Failed(e),
             };
-            let end = matches!(read, Line::End);
+            let end = matches!(read, Line::End | Line::Failed(_));
             if send.send(read).is_err() || end {
                 return;
             }
@@ -135,8 +138,11 @@ struct Live {
 /// What came of waiting for a line.
 enum Next {
     Line(Line),
-    /// The session reached its idle timeout or lifetime.
+    /// The live session reached its idle timeout or lifetime.
     Closed(String),
+    /// The session had ended already (a turn ended it), and its idle
+    /// timeout has passed since: the process winds down as at end of input.
+    Done,
 }
 
 impl Live {
@@ -153,23 +159,15 @@ impl Live {
                 Ok(line) => return Next::Line(line),
                 Err(RecvTimeoutError::Disconnected) => return Next::Line(Line::End),
                 Err(RecvTimeoutError::Timeout) => {
-                    let reason = match &self.session {
-                        Some(session) => session.expired(),
-                        // An ended session closes too: at the idle timeout
-                        // after its last turn.
-                        None => Some(format!(
-                            "{}, and its idle timeout has passed since",
-                            self.ended.as_deref().unwrap_or("it had ended")
-                        )),
-                    };
-                    if let Some(reason) = reason {
+                    // An ended session's process goes too: at the idle
+                    // timeout after its last turn.
+                    let Some(session) = &self.session else { return Next::Done };
+                    if let Some(reason) = session.expired() {
                         self.session = None;
                         return Next::Closed(reason);
                     }
                     // The clock read just short of the deadline.
-                    if let Some(session) = &self.session {
-                        self.closes_at = session.closes_at();
-                    }
+                    self.closes_at = session.closes_at();
                 }
             }
         }
@@ -183,7 +181,8 @@ impl Live {
         let result = session.turn(request);
         self.closes_at = session.closes_at();
         if !session.alive() {
-            self.ended = Some(session.ended().unwrap_or("ended").to_owned());
+            let reason = session.ended().map(str::to_owned).or_else(|| session.expired());
+            self.ended = Some(reason.unwrap_or_else(|| "ended".into()));
             self.session = None;
         }
         result
@@ -203,9 +202,14 @@ fn json_lines(mut live: Live, lines: &Receiver<Line>) -> Result<ExitCode> {
         let line = match live.next(lines) {
             Next::Line(line) => line,
             Next::Closed(reason) => return Ok(closed(&reason)),
+            Next::Done => break,
         };
         let answer = match line {
             Line::End => break,
+            Line::Failed(e) => {
+                live.close();
+                return Err(anyhow::Error::new(e).context("reading the request lines on stdin"));
+            }
             Line::TooLong => error_json(&format!("the request line is longer than {MAX_LINE} bytes")),
             Line::Text(line) if line.iter().all(u8::is_ascii_whitespace) => continue,
             Line::Text(line) => match parse_request(&line) {
@@ -261,37 +265,50 @@ fn error_json(message: &str) -> serde_json::Value {
 /// its control characters escaped unless `clean` is false; mimobox's own
 /// lines and prompts are drawn in a way guest output cannot imitate.
 fn repl(mut live: Live, lines: &Receiver<Line>, clean: bool) -> Result<ExitCode> {
-    let marked = std::io::stdout().is_terminal();
-    let read = |live: &mut Live| -> Result<Option<String>, ExitCode> {
-        match live.next(lines) {
-            Next::Line(Line::Text(line)) => Ok(Some(String::from_utf8_lossy(&line).into_owned())),
+    // Prompts go to stdout, mimobox's own lines to stderr: each is marked
+    // when its stream is a terminal.
+    let (prompts_marked, marked) = (std::io::stdout().is_terminal(), std::io::stderr().is_terminal());
+    /// A typed line, or what stops reading them.
+    enum Typed {
+        Text(String),
+        /// Dropped for its length; so is the block it was part of.
+        Dropped,
+        Stop(ExitCode),
+    }
+    let read = |live: &mut Live| -> Result<Typed> {
+        Ok(match live.next(lines) {
+            Next::Line(Line::Text(line)) => Typed::Text(String::from_utf8_lossy(&line).into_owned()),
             Next::Line(Line::TooLong) => {
                 let message = format!("the line is longer than {MAX_LINE} bytes; it was dropped");
                 eprintln!("{}", terminal::host_line(&message, marked));
-                Ok(Some(String::new()))
+                Typed::Dropped
             }
-            Next::Line(Line::End) => Ok(None),
-            Next::Closed(reason) => Err(closed(&reason)),
-        }
+            Next::Line(Line::End) | Next::Done => Typed::Stop(ExitCode::SUCCESS),
+            Next::Line(Line::Failed(e)) => return Err(anyhow::Error::new(e).context("reading stdin")),
+            Next::Closed(reason) => Typed::Stop(closed(&reason)),
+        })
     };
-    loop {
-        prompt(">>> ", marked);
-        let first = match read(&mut live) {
-            Ok(Some(line)) => line,
-            Ok(None) => break,
-            Err(status) => return Ok(status),
+    'turns: loop {
+        prompt(">>> ", prompts_marked);
+        let first = match read(&mut live)? {
+            Typed::Text(line) => line,
+            Typed::Dropped => continue,
+            Typed::Stop(status) if status == ExitCode::SUCCESS => break,
+            Typed::Stop(status) => return Ok(status),
         };
         let mut code = first.clone();
         if opens_block(&first) {
             loop {
-                prompt("... ", marked);
-                match read(&mut live) {
-                    Ok(Some(line)) if !line.trim().is_empty() => {
+                prompt("... ", prompts_marked);
+                match read(&mut live)? {
+                    Typed::Text(line) if !line.trim().is_empty() => {
                         code.push('\n');
                         code.push_str(&line);
                     }
-                    Ok(_) => break,
-                    Err(status) => return Ok(status),
+                    Typed::Text(_) => break,
+                    Typed::Dropped => continue 'turns,
+                    Typed::Stop(status) if status == ExitCode::SUCCESS => break 'turns,
+                    Typed::Stop(status) => return Ok(status),
                 }
             }
         }

@@ -123,9 +123,11 @@ fn an_ended_session_whose_client_goes_silent_is_closed_too() {
     let trapped = client.turn("t");
     assert_eq!((trapped["outcome"].as_str(), trapped["alive"].as_bool()), (Some("trap"), Some(false)));
     let refused = client.turn("i");
-    assert!(refused["error"].as_str().unwrap().contains("ended"), "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("trapped"), "the reason it ended: {refused}");
+    // The instance is gone already; the process winds down at the idle
+    // timeout as it would at end of input.
     let (code, _, stderr) = client.exits_by_itself(Duration::from_secs(30));
-    assert_eq!(code, Some(124), "{stderr}");
+    assert_eq!(code, Some(0), "{stderr}");
 }
 
 /// What `mimobox session ARGS` shows on a pseudo-terminal (from
