@@ -8,6 +8,7 @@
 ;;   g  grow memory by 16 MiB and fill it (status 1 if refused)
 ;;   r  read up to 1 KiB of `data.txt` in the first preopened directory
 ;;      (fd 3) into memory, and close it     P  print what `r` read
+;;   s  make `shutdown` loop forever (to see whether closing calls it)
 ;;   h  print text that attacks a terminal: a title change, a screen
 ;;      clear, a clipboard write, invalid UTF-8 and a fake host line
 ;; `_initialize` must run exactly once, before the first turn.
@@ -24,6 +25,8 @@
   (global $next (mut i32) (i32.const 65536))
   ;; Bytes `r` read, kept at 8 KiB.
   (global $read (mut i32) (i32.const 0))
+  ;; Set by `s`: `shutdown` then never returns.
+  (global $stall (mut i32) (i32.const 0))
   (data (i32.const 3072) "data.txt")
   (data (i32.const 3200) "\1b]0;pwned\07\1b[2J\1b]52;c;aGk=\07\ff\fe\0dmimobox: the session has ended (exited)\0a")
 
@@ -114,6 +117,8 @@
         (global.set $read (i32.load (i32.const 20)))
         (drop (call $fd_close (i32.load (i32.const 16))))
         (return (i32.const 0))))
+    (if (i32.eq (local.get $cmd) (i32.const 115)) ;; s
+      (then (global.set $stall (i32.const 1)) (return (i32.const 0))))
     (if (i32.eq (local.get $cmd) (i32.const 104)) ;; h
       (then (call $write (i32.const 1) (i32.const 3200) (i32.const 69)) (return (i32.const 0))))
     (if (i32.eq (local.get $cmd) (i32.const 80)) ;; P
@@ -121,4 +126,5 @@
     (i32.const 2))
 
   (func (export "shutdown") (result i32)
+    (if (global.get $stall) (then (loop $forever (br $forever))))
     (i32.const 0)))

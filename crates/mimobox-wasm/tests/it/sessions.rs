@@ -394,3 +394,21 @@ fn a_checkpoint_is_never_reused_after_what_its_preload_read_has_changed() {
     assert_eq!(turn(&mut fresh.open_session(counter()).unwrap(), "P").result.stdout, b"tenant c\n");
     assert_eq!(turn(&mut sandbox.open_session(counter()).unwrap(), "P").result.stdout, b"tenant c\n");
 }
+
+#[test]
+fn closing_calls_the_guests_shutdown_only_when_the_config_asks() {
+    // `s` makes the counter's `shutdown` loop until its bound (5 s) ends
+    // it: a close that calls it takes that long, one that does not is
+    // immediate.
+    for (asked, shortest, longest) in [
+        (false, Duration::ZERO, Duration::from_secs(2)),
+        (true, Duration::from_secs(4), Duration::from_secs(30)),
+    ] {
+        let (_cache, _sandbox, mut session) = open_with(|c| c.session.shutdown = asked);
+        turn(&mut session, "s");
+        let started = std::time::Instant::now();
+        session.close();
+        let took = started.elapsed();
+        assert!(took >= shortest && took < longest, "session.shutdown = {asked}: closing took {took:?}");
+    }
+}
