@@ -434,10 +434,8 @@ impl WasmSession {
         let session = &self.sandbox.parts().2.session;
         let idle = self.last_turn.checked_add(session.idle_timeout);
         let life = self.opened.checked_add(session.lifetime);
-        match (idle, life) {
-            (Some(idle), Some(life)) => idle.min(life),
-            (one, other) => one.or(other).unwrap_or_else(|| self.opened + Duration::from_secs(1 << 40)),
-        }
+        // A bound too far to be told apart from none is a year away.
+        idle.into_iter().chain(life).min().unwrap_or(self.opened + Duration::from_secs(365 * 24 * 3600))
     }
 
     /// Why the session is past its idle timeout or lifetime, if it is.
