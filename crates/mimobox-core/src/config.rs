@@ -95,8 +95,10 @@ pub struct SandboxConfig {
     pub fs_readonly: Vec<Mount>,
     /// Directories the guest may read and write. Key `fs_readwrite`.
     pub fs_readwrite: Vec<Mount>,
-    /// Whether network access is denied. Key `deny_network`. No backend of
-    /// this build can grant a network, so `false` is refused.
+    /// Whether the guest is denied sockets of its own. Key `deny_network`.
+    /// No backend of this build can grant guest sockets, so `false` is
+    /// refused. The host's `http` tool is another grant
+    /// (`allowed_http_domains`), which this does not block.
     pub deny_network: bool,
     /// Bound on compiling a module that is not in the cache. Key
     /// `compile_timeout_secs`.

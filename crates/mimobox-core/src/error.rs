@@ -134,6 +134,33 @@ pub enum SandboxError {
         /// What went wrong, on one line.
         message: String,
     },
+    /// The module cannot be instrumented for checkpoints (Wizer refuses
+    /// it). Sessions still run it; checkpoints and forks of them are
+    /// refused with this reason.
+    #[error("checkpoint: {module}: the module cannot be checkpointed: {reason}")]
+    NotCheckpointable {
+        /// The module's name or path.
+        module: String,
+        /// Why it cannot be instrumented, on one line.
+        reason: String,
+    },
+    /// The module does not implement the turn interface a session needs.
+    #[error("module {module}: not a session guest: it must export {missing} (see docs/sessions.md)")]
+    NotSessionGuest {
+        /// The module's name or path.
+        module: String,
+        /// The export it lacks, with its type.
+        missing: String,
+    },
+    /// Instantiating the module (running its data and element segments,
+    /// its start function) took longer than `timeout_secs`.
+    #[error("module {module}: instantiation did not finish within {}s (timeout_secs)", limit.as_secs_f64())]
+    InstantiationTimeout {
+        /// The module's name or path.
+        module: String,
+        /// The bound it ran into.
+        limit: std::time::Duration,
+    },
     /// The command was empty: there is no module to run.
     #[error("no module given")]
     NoModule,

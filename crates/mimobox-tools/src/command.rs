@@ -81,7 +81,8 @@ use rustix::process::{Pid, PidfdFlags, Signal};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::{Abandoned, Answer, DEFAULT_MAX_RESPONSE, ErrorKind, Tool, ToolError};
+use crate::tool::{Abandoned, Answer};
+use crate::{DEFAULT_MAX_RESPONSE, ErrorKind, Tool, ToolError};
 
 /// Most bytes of a failing command's stderr quoted to the guest.
 const STDERR_QUOTED: usize = 2048;

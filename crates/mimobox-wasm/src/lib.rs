@@ -27,26 +27,17 @@
 //! # Ok::<(), mimobox_core::SandboxError>(())
 //! ```
 
-mod cache;
-mod check;
-mod checkpoint;
-mod door;
 mod engine;
-mod guard;
-mod limits;
-mod loader;
-mod mounts;
-mod output;
-mod recent;
+mod exec;
+mod guest;
+mod module;
 mod sandbox;
-mod scan;
 mod session;
-mod slots;
-mod state;
 
-pub use cache::configured_cache;
-pub use check::{MAX_MEMORY_LIMIT, check_config};
-pub use loader::{CompileEvent, CompileObserver, ModuleOrigin};
+pub use guest::check::check_config;
+pub use guest::limits::MAX_MEMORY_LIMIT;
 pub use mimobox_tools::{Tool, ToolError, ToolLimits, Toolbox};
+pub use module::cache::configured_cache;
+pub use module::{CompileEvent, CompileObserver, ModuleOrigin};
 pub use sandbox::WasmSandbox;
 pub use session::{Checkpoint, WasmSession};

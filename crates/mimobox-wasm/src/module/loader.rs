@@ -16,9 +16,9 @@ use mimobox_core::{ModuleSource, SandboxError};
 use wasmtime::{Engine, ExternType, InstancePre, Module, ValType};
 
 use crate::engine::EngineCore;
-use crate::recent::Recent;
-use crate::scan::{ModuleShape, compile_budget};
-use crate::state::GuestState;
+use crate::guest::state::GuestState;
+use crate::module::recent::Recent;
+use crate::module::scan::{ModuleShape, compile_budget};
 
 /// Linked modules a sandbox keeps in memory; past this, the oldest is
 /// dropped (a later run maps it from the disk cache again).

@@ -5,7 +5,7 @@
 
 use wasmparser::{Parser, Payload, TypeRef};
 
-use crate::limits::{MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES};
+use crate::guest::limits::{MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES};
 
 /// Host memory compiling takes on top of the module, whatever its size.
 const COMPILE_BASE: u64 = 48 << 20;

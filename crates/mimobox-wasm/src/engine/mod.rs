@@ -1,6 +1,8 @@
 //! The Wasmtime [`Engine`] of a sandbox, its cache identity and its epoch
 //! clock.
 
+pub(crate) mod slots;
+
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -11,9 +13,9 @@ use mimobox_core::SandboxError;
 use sha2::{Digest, Sha256};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig};
 
-use crate::limits::{MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES};
-use crate::slots::Slots;
-use crate::state::GuestState;
+use crate::engine::slots::Slots;
+use crate::guest::limits::{MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES};
+use crate::guest::state::GuestState;
 
 /// How often the epoch advances. Wall-clock limits are enforced to within
 /// one tick.
@@ -89,7 +91,9 @@ impl EngineSettings {
                 // A slot spans the whole wasm32 range (it reserves that much
                 // address space anyway), so the pool never refuses a module:
                 // the limiter enforces the configured limit, and reports it.
-                .max_memory_size(usize::try_from(crate::check::MAX_MEMORY_LIMIT).unwrap_or(usize::MAX))
+                .max_memory_size(
+                    usize::try_from(crate::guest::limits::MAX_MEMORY_LIMIT).unwrap_or(usize::MAX),
+                )
                 // Keep a little of each slot's memory resident between runs
                 // instead of returning it to the kernel every time.
                 .linear_memory_keep_resident(KEEP_RESIDENT)
@@ -125,7 +129,7 @@ fn engine_id(engine: &Engine, fuel: bool) -> EngineId {
     let mut hasher = ShaHasher(Sha256::new());
     engine.precompile_compatibility_hash().hash(&mut hasher);
     fuel.hash(&mut hasher);
-    hasher.write(crate::cache::ENGINE_TAG.as_bytes());
+    hasher.write(crate::module::cache::ENGINE_TAG.as_bytes());
     EngineId::from_digest(hasher.0.finalize().into())
 }
 
@@ -160,9 +164,9 @@ impl EngineCore {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state: &mut GuestState| &mut state.wasi)
             .map_err(|e| SandboxError::Internal(format!("cannot link WASI: {e}")))?;
-        crate::guard::add_to_linker(&mut linker)
+        crate::guest::wasi_rules::add_to_linker(&mut linker)
             .map_err(|e| SandboxError::Internal(format!("cannot link WASI: {e}")))?;
-        crate::door::add_to_linker(&mut linker)
+        crate::guest::host_call_door::add_to_linker(&mut linker)
             .map_err(|e| SandboxError::Internal(format!("cannot link the host door: {e}")))?;
         let clock = EpochClock::start(&engine)?;
         Ok(EngineCore { engine, id, linker, slots: Slots::new(settings.pool_size), clock })

@@ -21,7 +21,7 @@ use wasmparser::{KnownCustom, Name, Parser, Payload};
 use wasmtime::{AsContextMut, Extern, Instance, Store, Val};
 use wasmtime_wizer::{InstanceState, SnapshotVal, Wizer};
 
-use crate::state::GuestState;
+use crate::guest::state::GuestState;
 
 /// The export under which the instrumented module offers wasi-libc's
 /// `__wasilibc_reset_preopens`.
@@ -103,7 +103,7 @@ pub(crate) async fn quiesce(
     }
     match instance.get_typed_func::<(), ()>(&mut *store, RESET_PREOPENS) {
         Ok(reset) => reset.call_async(&mut *store, ()).await.map_err(|e| {
-            format!("resetting the guest's preopen table trapped: {}", crate::loader::one_line(&e))
+            format!("resetting the guest's preopen table trapped: {}", crate::module::loader::one_line(&e))
         }),
         Err(_) if needs_reset => Err(format!(
             "the module keeps a table of its mounts in its memory and names no `{WASI_LIBC_RESET}` \

@@ -2,9 +2,9 @@
 
 use wasmtime_wasi::p1::WasiP1Ctx;
 
-use crate::door::DoorState;
-use crate::guard::FileGuard;
-use crate::limits::GuestLimiter;
+use crate::guest::host_call_door::DoorState;
+use crate::guest::limits::GuestLimiter;
+use crate::guest::wasi_rules::FileGuard;
 
 /// What a store holds for one execution: its WASI context, its limiter and
 /// the state of mimobox's own file rules.

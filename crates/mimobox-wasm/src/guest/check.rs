@@ -2,8 +2,7 @@
 
 use mimobox_core::{Backend, SandboxConfig, SandboxError, keys};
 
-/// The most linear memory a wasm32 guest can address: 4 GiB.
-pub const MAX_MEMORY_LIMIT: u64 = 4 << 30;
+use super::limits::MAX_MEMORY_LIMIT;
 
 /// Checks that this backend can honour every setting of `config`, on top
 /// of [`SandboxConfig::validate`]. A setting it cannot honour is an error,

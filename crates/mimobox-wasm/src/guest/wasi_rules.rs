@@ -32,7 +32,7 @@ use wasmtime_wasi::p1::wasi_snapshot_preview1 as abi;
 use wasmtime_wasi::p1::wasi_snapshot_preview1::WasiSnapshotPreview1;
 use wiggle::{GuestMemory, GuestPtr};
 
-use crate::state::GuestState;
+use crate::guest::state::GuestState;
 
 /// Most subscriptions one `poll_oneoff` call may pass. The host allocates
 /// a few hundred bytes per subscription; a program polls at most two per

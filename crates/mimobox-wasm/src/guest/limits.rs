@@ -2,11 +2,14 @@
 
 use wasmtime::ResourceLimiter;
 
-/// The per-instance limits, in one place: the limiter enforces them, the
-/// instance pool is sized from them, and the loader checks modules against
-/// them before compiling, so that a module within them always runs and one
-/// beyond them is refused as over the memory limit, never as invalid.
-///
+// The per-instance limits, in one place: the limiter enforces them, the
+// instance pool is sized from them, and the loader checks modules against
+// them before compiling, so that a module within them always runs and one
+// beyond them is refused as over the memory limit, never as invalid.
+
+/// The most linear memory a wasm32 guest can address: 4 GiB. A
+/// `memory_limit` beyond it is refused rather than silently lowered.
+pub const MAX_MEMORY_LIMIT: u64 = 4 << 30;
 /// Most table elements one table may hold. Real modules (CPython among
 /// them) use a few thousand.
 pub(crate) const MAX_TABLE_ELEMENTS: usize = 1 << 20;

@@ -1,0 +1,100 @@
+//! The profile's preload: built once as the first turn of a fresh
+//! session, snapshotted, cached; and the restore turn that gives each
+//! session opened from it its own arguments, environment and randomness.
+
+use std::sync::Arc;
+
+use mimobox_core::{ExecRequest, ModuleSource, Outcome, SandboxError, TurnRequest, TurnResult, fill_restore};
+
+use super::open::instrumented;
+use super::{Image, WasmSession};
+use crate::WasmSandbox;
+use crate::module::{CompileEvent, LoadedModule, ModuleOrigin};
+
+impl WasmSandbox {
+    /// The compiled preload checkpoint of `source`: from memory or the
+    /// cache, else built by running `preload` as the first turn of a fresh
+    /// session and capturing its state. Its key covers the module, the
+    /// preload, what the preload saw (arguments, environment, mounts) and
+    /// the engine.
+    pub(super) fn preload_checkpoint(
+        &self,
+        source: &ModuleSource,
+        preload: &str,
+    ) -> Result<(Arc<LoadedModule>, ModuleOrigin), SandboxError> {
+        let (loader, _, config) = self.parts();
+        let (args, env) = self.guest_command(source, &[], &[]);
+        // The preload sees the read-only mounts only (the runtime's
+        // libraries, say), and the checkpoint is keyed on them; read-write
+        // mounts are each session's own, so sessions with different
+        // workspaces share one checkpoint and none sees another's files.
+        // The key covers what the read-only mounts hold, not only where
+        // they are: a file replaced or rewritten there (another tenant's
+        // data, say) makes a new checkpoint rather than serving what the
+        // old file produced.
+        let mounts: Vec<(String, String)> =
+            config.fs_readonly.iter().map(|m| (m.guest.clone(), m.host.display().to_string())).collect();
+        let contents = self.read_only_fingerprint()?;
+        let recipe = serde_json::json!({
+            "checkpoint": "preload v2",
+            "preload": preload,
+            "args": args,
+            "env": env,
+            "read_only_mounts": mounts,
+            "read_only_contents": contents,
+        })
+        .to_string();
+        let (module, origin, _) = loader.load_derived(source, recipe.as_bytes(), |binary| {
+            let (module, image, _) = self.load_for_session(source)?;
+            if let Image::Plain(reason) = &image {
+                return Err(SandboxError::NotCheckpointable {
+                    module: source.display_name(),
+                    reason: format!("it cannot be preloaded: {reason}"),
+                });
+            }
+            let mut session = self.start(source, module, image, ExecRequest::default(), true)?;
+            loader.notify(&CompileEvent::Preloading { module: source.display_name() });
+            let turn = session.run_turn(TurnRequest::new(preload));
+            loader.notify(&CompileEvent::Finished);
+            let turn = turn?;
+            succeeded("the preload (session.preload)", &turn)?;
+            let snapshot = session.snapshot_on(binary)?;
+            loader.check_checkpoint_size(&source.display_name(), snapshot.len())?;
+            instrumented(&source.display_name(), &snapshot)
+        })?;
+        Ok((module, origin))
+    }
+}
+
+/// Refuses a hidden turn (preload or restore) that did not exit 0 with the
+/// session alive, quoting the end of its stderr.
+fn succeeded(what: &str, turn: &TurnResult) -> Result<(), SandboxError> {
+    if turn.alive && turn.result.outcome == (Outcome::Exited { code: 0 }) {
+        return Ok(());
+    }
+    let how = match &turn.result.outcome {
+        Outcome::Exited { code } => format!("exited with status {code}"),
+        Outcome::Trap { message } => format!("trapped: {message}"),
+        other => other.name().to_owned(),
+    };
+    let stderr = String::from_utf8_lossy(&turn.result.stderr);
+    let tail = stderr.lines().rev().take(3).collect::<Vec<_>>().join(" / ");
+    let tail = if tail.is_empty() { String::new() } else { format!(": {tail}") };
+    Err(SandboxError::Checkpoint {
+        message: mimobox_core::text::one_line_bounded(&format!("{what} did not succeed: {how}{tail}")),
+    })
+}
+
+impl WasmSession {
+    /// Runs the config's `session.restore` code as an unseen turn, with
+    /// this session's arguments and environment; the session's turn count
+    /// starts after it.
+    pub(super) fn restore(&mut self) -> Result<(), SandboxError> {
+        let Some(template) = self.sandbox.config().session.restore.clone() else { return Ok(()) };
+        let (argv, env) = &self.command;
+        let code = fill_restore(&template, argv, env);
+        let turn = self.run_turn(TurnRequest::new(code))?;
+        self.turns = 0;
+        succeeded("the restore turn (session.restore)", &turn)
+    }
+}
