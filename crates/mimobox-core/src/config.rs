@@ -360,6 +360,16 @@ impl SandboxConfig {
                 return Err(ConfigError::new(key, "must be greater than zero"));
             }
         }
+        for (key, value) in [
+            (keys::SESSION_MAX_RESULT_BYTES, self.session.max_result_bytes),
+            (keys::SESSION_MAX_FILE_READ, self.session.max_file_read),
+            (keys::SESSION_WORKSPACE, self.session.workspace.unwrap_or(1)),
+            (keys::SESSION_MAX_RESULTS, u64::from(self.session.max_results)),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(key, "must be greater than zero"));
+            }
+        }
         if self.max_compile_memory == Some(0) {
             return Err(ConfigError::new(keys::MAX_COMPILE_MEMORY, "must be greater than zero"));
         }
@@ -395,6 +405,15 @@ impl SandboxConfig {
                 }
             }
         }
+        if self.session.workspace.is_some()
+            && let Some(taken) =
+                guests.iter().find(|g| ["/workspace", "/tmp"].contains(&g.trim_end_matches('/')))
+        {
+            return Err(ConfigError::new(
+                keys::SESSION_WORKSPACE,
+                format!("the workspace takes `/workspace` and `/tmp`, but a mount is at `{taken}`"),
+            ));
+        }
         grants::validate(&self.tools, &self.allowed_http_domains)
     }
 
@@ -417,6 +436,11 @@ impl SandboxConfig {
         for tool in self.tools.values_mut() {
             tool.resolve_against(base);
         }
+        if let Some(file) = &mut self.session.setup_file
+            && file.is_relative()
+        {
+            *file = base.join(&*file);
+        }
     }
 
     /// Renders the config as a TOML profile that loads back to the same
@@ -424,7 +448,11 @@ impl SandboxConfig {
     /// UTF-8 (a profile in such a directory, say) cannot be written as TOML;
     /// that is an error naming the key.
     pub fn to_toml(&self) -> Result<String, ConfigError> {
-        let paths = [(keys::MODULE, self.module.as_deref()), (keys::CACHE_DIR, self.cache.dir.as_deref())];
+        let paths = [
+            (keys::MODULE, self.module.as_deref()),
+            (keys::CACHE_DIR, self.cache.dir.as_deref()),
+            (keys::SESSION_SETUP_FILE, self.session.setup_file.as_deref()),
+        ];
         let mounts = self.fs_readonly.iter().map(|m| (keys::FS_READONLY, Some(m.host.as_path())));
         let mounts =
             mounts.chain(self.fs_readwrite.iter().map(|m| (keys::FS_READWRITE, Some(m.host.as_path()))));
@@ -511,6 +539,8 @@ mod tests {
         config.cache.max_size = Some(1 << 30);
         config.session.preload = Some("import json".into());
         config.session.restore = Some("setup({{argv}}, {{env}})".into());
+        config.session.setup_file = Some("/kernel.py".into());
+        config.session.workspace = Some(1 << 20);
         config.allowed_http_domains = vec!["example.com".into()];
         let tool: CommandTool =
             toml::from_str("description = \"d\"\ncommand = [\"./t\"]\nenv = { A = \"1\" }").unwrap();

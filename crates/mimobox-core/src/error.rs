@@ -161,6 +161,12 @@ pub enum SandboxError {
         /// The bound it ran into.
         limit: std::time::Duration,
     },
+    /// A session's private workspace (`session.workspace`) cannot be made.
+    #[error("session.workspace: {message}")]
+    Workspace {
+        /// What went wrong, on one line.
+        message: String,
+    },
     /// The command was empty: there is no module to run.
     #[error("no module given")]
     NoModule,

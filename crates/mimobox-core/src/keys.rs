@@ -67,6 +67,16 @@ pub const SESSION_PRELOAD: &str = "session.preload";
 pub const SESSION_RESTORE: &str = "session.restore";
 /// `session.shutdown`
 pub const SESSION_SHUTDOWN: &str = "session.shutdown";
+/// `session.setup_file`
+pub const SESSION_SETUP_FILE: &str = "session.setup_file";
+/// `session.workspace`
+pub const SESSION_WORKSPACE: &str = "session.workspace";
+/// `session.max_result_bytes`
+pub const SESSION_MAX_RESULT_BYTES: &str = "session.max_result_bytes";
+/// `session.max_results`
+pub const SESSION_MAX_RESULTS: &str = "session.max_results";
+/// `session.max_file_read`
+pub const SESSION_MAX_FILE_READ: &str = "session.max_file_read";
 
 /// `tools`, a table of tables, one per tool
 pub const TOOLS: &str = "tools";
@@ -108,6 +118,11 @@ pub const ALL: &[&str] = &[
     SESSION_PRELOAD,
     SESSION_RESTORE,
     SESSION_SHUTDOWN,
+    SESSION_SETUP_FILE,
+    SESSION_WORKSPACE,
+    SESSION_MAX_RESULT_BYTES,
+    SESSION_MAX_RESULTS,
+    SESSION_MAX_FILE_READ,
     TOOLS,
     ALLOWED_HTTP_DOMAINS,
 ];

@@ -21,6 +21,12 @@ use crate::serde_units;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Default lifetime of a session: 1 hour.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(60 * 60);
+/// Default bound on the display results of one turn: 4 MiB.
+pub const DEFAULT_MAX_RESULT_BYTES: u64 = 4 << 20;
+/// Default bound on the number of display results of one turn.
+pub const DEFAULT_MAX_RESULTS: u32 = 64;
+/// Default bound on a file read out of a session: 64 MiB.
+pub const DEFAULT_MAX_FILE_READ: u64 = 64 << 20;
 /// Default wait for room in the pool when opening a session: 30 s.
 pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -60,6 +66,33 @@ pub struct SessionConfig {
     /// time (a runtime's own finalisation, CPython's say, can take a
     /// second). Key `session.shutdown`.
     pub shutdown: bool,
+    /// A file of code that starts the preload (and is the preload when
+    /// `session.preload` is unset), so that every session starts from its
+    /// effects and its cost is paid once, in the checkpoint. A runtime's
+    /// display hooks live here (see `profiles/python-sci/kernel.py`).
+    /// Relative to the profile. Key `session.setup_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub setup_file: Option<std::path::PathBuf>,
+    /// A private workspace of this many bytes: each session gets an empty
+    /// directory at `/workspace` and another at `/tmp`, both writable, both
+    /// its own, removed when it ends; the session's disk writes (to these
+    /// and to any read-write mount, over all its turns) are bounded by
+    /// this size and `max_disk_write`, whichever is smaller. Off when
+    /// unset. Key `session.workspace`.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_units::optional_bytes")]
+    pub workspace: Option<u64>,
+    /// Most bytes of display results (values, figures, errors) one turn
+    /// may return; past it results are dropped, a note says so, and the
+    /// turn is flagged `results_truncated`. Key `session.max_result_bytes`.
+    #[serde(with = "serde_units::bytes")]
+    pub max_result_bytes: u64,
+    /// Most display results one turn may return. Key
+    /// `session.max_results`.
+    pub max_results: u32,
+    /// Most bytes a `read_file` operation may return. Key
+    /// `session.max_file_read`.
+    #[serde(with = "serde_units::bytes")]
+    pub max_file_read: u64,
 }
 
 /// In [`SessionConfig::restore`], the placeholder for the session's
@@ -158,9 +191,47 @@ impl Default for SessionConfig {
             preload: None,
             restore: None,
             shutdown: false,
+            setup_file: None,
+            workspace: None,
+            max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
+            max_results: DEFAULT_MAX_RESULTS,
+            max_file_read: DEFAULT_MAX_FILE_READ,
         }
     }
 }
+
+/// A display result as Jupyter gives one: values keyed by MIME type (text
+/// as a string, PNG and JPEG as base64, JSON as JSON).
+pub type MimeBundle = serde_json::Map<String, serde_json::Value>;
+
+/// The exception a turn raised, as the guest's runtime reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TurnError {
+    /// The exception's type, such as `ZeroDivisionError`.
+    pub name: String,
+    /// Its message, such as `division by zero`.
+    pub value: String,
+    /// The traceback, one entry per line, without line ends.
+    pub traceback: Vec<String>,
+}
+
+/// What a turn produces while it runs, in the order it was produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TurnEvent {
+    /// Bytes the guest wrote to stdout (as captured: within the cap).
+    Stdout(Vec<u8>),
+    /// Bytes the guest wrote to stderr (as captured: within the cap).
+    Stderr(Vec<u8>),
+    /// A display result.
+    Result(MimeBundle),
+    /// The exception the turn raised.
+    Error(TurnError),
+}
+
+/// A live receiver of a turn's [`TurnEvent`]s. It runs on a thread of its
+/// own; one that blocks slows the guest's output down but never holds the
+/// turn past its deadline (what it has not taken by then is dropped).
+pub type EventSink = Box<dyn FnMut(TurnEvent) + Send>;
 
 /// One turn: code for the guest to run in its live state.
 #[derive(Default)]
@@ -171,6 +242,10 @@ pub struct TurnRequest {
     pub stdout_sink: Option<OutputSink>,
     /// Live receiver of this turn's stderr, if any.
     pub stderr_sink: Option<OutputSink>,
+    /// Live receiver of all of this turn's events (stdout, stderr, results
+    /// and the error), in the order the guest produced them. With it set,
+    /// `stdout_sink` and `stderr_sink` are not used.
+    pub events: Option<EventSink>,
 }
 
 impl TurnRequest {
@@ -198,6 +273,18 @@ pub struct TurnResult {
     /// in the guest's code is `Exited { code: 1 }` with the traceback on
     /// stderr, and the session goes on.
     pub result: SandboxResult,
+    /// The turn's display results, in the order they were produced: the
+    /// value of its last expression, figures, what it passed to
+    /// `display`. Only what the guest sent through the host-call door's
+    /// display frames; nothing it printed.
+    pub results: Vec<MimeBundle>,
+    /// Whether results were dropped for `session.max_result_bytes` or
+    /// `session.max_results` (a note stands in the place of each one
+    /// dropped for its size).
+    pub results_truncated: bool,
+    /// The exception the turn raised, when it exited with a non-zero
+    /// status and the guest reported one.
+    pub error: Option<TurnError>,
 }
 
 /// A live session. Dropping it closes it.

@@ -9,6 +9,7 @@ mod compile;
 mod demo;
 mod profile;
 mod progress;
+mod protocol;
 mod run;
 mod session;
 mod terminal;

@@ -15,7 +15,8 @@ use mimobox_wasm::{WasmSandbox, WasmSession, check_config};
 
 use crate::cli::SessionArgs;
 use crate::commands::progress;
-use crate::commands::run::{ignore_broken_pipe, module_and_args, one_shot, result_json};
+use crate::commands::protocol::{self, EventLines, Request, error_json, file_answer, turn_json};
+use crate::commands::run::{ignore_broken_pipe, module_and_args, one_shot};
 use crate::commands::terminal::{self, TerminalText};
 use crate::flags::Resolved;
 
@@ -193,6 +194,79 @@ impl Live {
             session.close();
         }
     }
+
+    /// The answer line to one request.
+    fn answer(&mut self, request: Request) -> serde_json::Value {
+        let one_line = |e: mimobox_core::SandboxError| error_json(&crate::exit::one_line(&e.into()));
+        let file_error = |e: mimobox_wasm::FileOpError| mimobox_core::text::one_line_bounded(&e.to_string());
+        match request {
+            Request::Turn { code, stream } => {
+                let events: Option<mimobox_core::EventSink> = stream.then(|| {
+                    let mut lines = EventLines::default();
+                    Box::new(move |event| {
+                        if let Some(line) = lines.line(event) {
+                            let mut out = std::io::stdout().lock();
+                            let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+                        }
+                    }) as mimobox_core::EventSink
+                });
+                match self.turn(TurnRequest { events, ..TurnRequest::new(code) }) {
+                    Ok(result) => {
+                        let mut answer = turn_json(&result);
+                        if stream {
+                            answer["type"] = "end".into();
+                        }
+                        answer
+                    }
+                    Err(e) => one_line(e),
+                }
+            }
+            Request::WriteFile { path, data } => match self.session_mut() {
+                Err(e) => one_line(e),
+                Ok(session) => file_answer(
+                    session.write_file(&path, &data).map(|bytes| serde_json::json!({ "bytes": bytes })).map_err(file_error),
+                ),
+            },
+            Request::ReadFile { path } => match self.session_mut() {
+                Err(e) => one_line(e),
+                Ok(session) => file_answer(
+                    session
+                        .read_file(&path)
+                        .map(|data| serde_json::json!({ "data": protocol::base64(&data), "bytes": data.len() }))
+                        .map_err(file_error),
+                ),
+            },
+            Request::ListFiles { path } => match self.session_mut() {
+                Err(e) => one_line(e),
+                Ok(session) => file_answer(
+                    session
+                        .list_files(&path)
+                        .map(|listing| {
+                            let entries: Vec<serde_json::Value> = listing
+                                .entries
+                                .iter()
+                                .map(|e| serde_json::json!({ "name": e.name, "kind": e.kind.as_str(), "bytes": e.bytes }))
+                                .collect();
+                            serde_json::json!({ "entries": entries, "truncated": listing.truncated })
+                        })
+                        .map_err(file_error),
+                ),
+            },
+        }
+    }
+
+    /// The live session, or why there is none.
+    fn session_mut(&mut self) -> Result<&mut WasmSession, mimobox_core::SandboxError> {
+        match &mut self.session {
+            Some(session) => {
+                self.closes_at = session.closes_at();
+                Ok(session)
+            }
+            None => Err(mimobox_core::SandboxError::SessionEnded {
+                reason: self.ended.clone().unwrap_or_else(|| "closed".into()),
+            }),
+        }
+    }
 }
 
 /// One request per line, one answer per line, until end of input or the
@@ -212,11 +286,8 @@ fn json_lines(mut live: Live, lines: &Receiver<Line>) -> Result<ExitCode> {
             }
             Line::TooLong => error_json(&format!("the request line is longer than {MAX_LINE} bytes")),
             Line::Text(line) if line.iter().all(u8::is_ascii_whitespace) => continue,
-            Line::Text(line) => match parse_request(&line) {
-                Ok(code) => match live.turn(TurnRequest::new(code)) {
-                    Ok(result) => turn_json(&result),
-                    Err(e) => error_json(&crate::exit::one_line(&e.into())),
-                },
+            Line::Text(line) => match protocol::parse(&line) {
+                Ok(request) => live.answer(request),
                 Err(message) => error_json(&message),
             },
         };
@@ -232,32 +303,6 @@ fn closed(reason: &str) -> ExitCode {
     let message = mimobox_core::text::one_line_bounded(&format!("the session was closed: {reason}"));
     eprintln!("{}", terminal::host_line(&message, std::io::stderr().is_terminal()));
     ExitCode::from(crate::exit::TIMED_OUT)
-}
-
-/// The code of a request line `{"code": "..."}`, or why it is not one.
-fn parse_request(line: &[u8]) -> Result<String, String> {
-    let value: serde_json::Value =
-        serde_json::from_slice(line).map_err(|e| format!("not a JSON request: {e}"))?;
-    let Some(object) = value.as_object() else { return Err("a request is a JSON object".into()) };
-    if let Some(key) = object.keys().find(|k| *k != "code") {
-        return Err(format!("unknown request key `{}`", mimobox_core::text::one_line_bounded(key)));
-    }
-    match object.get("code") {
-        Some(serde_json::Value::String(code)) => Ok(code.clone()),
-        Some(_) => Err("`code` must be a string".into()),
-        None => Err("a request needs `code`".into()),
-    }
-}
-
-fn turn_json(result: &TurnResult) -> serde_json::Value {
-    let mut value = result_json(&result.result);
-    value["turn"] = result.turn.into();
-    value["alive"] = result.alive.into();
-    value
-}
-
-fn error_json(message: &str) -> serde_json::Value {
-    serde_json::json!({ "error": message })
 }
 
 /// `>>> ` and `... ` prompts; a line ending in `:` or `\` opens a block,
@@ -319,8 +364,13 @@ fn repl(mut live: Live, lines: &Receiver<Line>, clean: bool) -> Result<ExitCode>
             code,
             stdout_sink: Some(guest_sink(clean, || Box::new(std::io::stdout()))),
             stderr_sink: Some(guest_sink(clean, || Box::new(std::io::stderr()))),
+            events: None,
         };
-        match live.turn(request) {
+        let turn = live.turn(request);
+        if let Ok(result) = &turn {
+            show_results(result, clean, marked);
+        }
+        match turn {
             Ok(result) if !result.alive => {
                 let message = format!("the session has ended ({})", result.result.outcome.name());
                 eprintln!("{}", terminal::host_line(&message, marked));
@@ -347,6 +397,31 @@ fn guest_sink(clean: bool, stream: impl Fn() -> Box<dyn Write> + Send + 'static)
         let _ = if clean { out.write_all(text.clean(bytes).as_bytes()) } else { out.write_all(bytes) };
         let _ = out.flush();
     })
+}
+
+/// A turn's display results on the terminal: each one's text, or what
+/// kind of data it holds, escaped like guest output.
+fn show_results(result: &TurnResult, clean: bool, marked: bool) {
+    let mut out = std::io::stdout().lock();
+    for bundle in &result.results {
+        let text = match bundle.get("text/plain").and_then(|v| v.as_str()) {
+            Some(text) if !bundle.keys().any(|k| k.starts_with("image/")) => text.to_owned(),
+            _ => {
+                let kinds: Vec<&str> = bundle.keys().map(String::as_str).collect();
+                terminal::host_line(&format!("[display data: {}]", kinds.join(", ")), marked)
+            }
+        };
+        let text = if clean { TerminalText::default().clean(text.as_bytes()) } else { text };
+        let _ = writeln!(out, "{text}");
+    }
+    if result.results_truncated {
+        let _ = writeln!(
+            out,
+            "{}",
+            terminal::host_line("[some results were dropped for their size or number]", marked)
+        );
+    }
+    let _ = out.flush();
 }
 
 fn prompt(text: &str, marked: bool) {

@@ -7,6 +7,7 @@ mod errors;
 mod files;
 mod help;
 mod http;
+mod interpreter;
 mod limits;
 mod run;
 mod runtimes;
@@ -46,6 +47,9 @@ impl Cli {
             .args(args)
             .current_dir(self.dir.path())
             .env("MIMOBOX_CACHE_DIR", self.cache())
+            // Sessions' private workspaces go under the test's own directory.
+            .env("TMPDIR", self.dir.path())
+            .env_remove("XDG_RUNTIME_DIR")
             .env_remove("MIMOBOX_LOG")
             .stdin(Stdio::null());
         command

@@ -11,12 +11,22 @@ use std::time::{Duration, Instant};
 
 use crate::{Cli, stderr, stdout};
 
-fn profile() -> String {
+pub(crate) fn profile() -> String {
     crate::shipped_profile("python-sci")
 }
 
 /// A CLI whose cache holds the compiled scientific CPython, compiled once.
-fn cli() -> Cli {
+/// The text of the python-sci profile with its relative paths made
+/// absolute, to be written anywhere.
+pub(crate) fn relocated_profile() -> String {
+    let base = std::path::Path::new(&profile()).parent().unwrap().to_owned();
+    std::fs::read_to_string(profile())
+        .unwrap()
+        .replace("../target/", &format!("{}/../target/", base.display()))
+        .replace("\"python-sci/", &format!("\"{}/python-sci/", base.display()))
+}
+
+pub(crate) fn cli() -> Cli {
     static WARM: Once = Once::new();
     let mut cli = Cli::new();
     cli.cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("scientific-cache");
@@ -29,14 +39,14 @@ fn cli() -> Cli {
 }
 
 /// A `mimobox session` process driven over JSON lines.
-struct Driven {
-    child: Child,
+pub(crate) struct Driven {
+    pub(crate) child: Child,
     input: ChildStdin,
     output: BufReader<std::process::ChildStdout>,
 }
 
 impl Driven {
-    fn open(cli: &Cli, extra: &[&str]) -> Driven {
+    pub(crate) fn open(cli: &Cli, extra: &[&str]) -> Driven {
         let profile = profile();
         let mut args = vec!["session", "--profile", &profile];
         args.extend_from_slice(extra);
@@ -52,7 +62,7 @@ impl Driven {
         Driven { child, input, output }
     }
 
-    fn send(&mut self, line: &str) -> serde_json::Value {
+    pub(crate) fn send(&mut self, line: &str) -> serde_json::Value {
         writeln!(self.input, "{line}").unwrap();
         self.input.flush().unwrap();
         let mut answer = String::new();
@@ -60,7 +70,26 @@ impl Driven {
         serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer:?}"))
     }
 
-    fn turn(&mut self, code: &str) -> serde_json::Value {
+    /// Sends `line` and reads answer lines up to and with the one that
+    /// has `"type": "end"` (a streamed turn's).
+    pub(crate) fn stream(&mut self, line: &str) -> Vec<serde_json::Value> {
+        writeln!(self.input, "{line}").unwrap();
+        self.input.flush().unwrap();
+        let mut lines = Vec::new();
+        loop {
+            let mut answer = String::new();
+            assert!(self.output.read_line(&mut answer).unwrap() > 0, "the stream ended early: {lines:?}");
+            let value: serde_json::Value =
+                serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer:?}"));
+            let end = value["type"] == "end" || value.get("error").is_some();
+            lines.push(value);
+            if end {
+                return lines;
+            }
+        }
+    }
+
+    pub(crate) fn turn(&mut self, code: &str) -> serde_json::Value {
         self.send(&serde_json::json!({ "code": code }).to_string())
     }
 
@@ -74,7 +103,7 @@ impl Driven {
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
-    fn finish(mut self) -> Option<i32> {
+    pub(crate) fn finish(mut self) -> Option<i32> {
         drop(self.input);
         self.child.wait().unwrap().code()
     }
@@ -254,11 +283,7 @@ fn compile_reports_the_checkpoint_and_a_failing_preload_is_one_line() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(profile()).unwrap();
-    let base = std::path::Path::new(&profile()).parent().unwrap().to_owned();
-    let text = text
-        .replace("../target/", &format!("{}/../target/", base.display()))
-        .replace("import numpy, pandas", "import no_such_module, numpy, pandas");
+    let text = relocated_profile().replace("import numpy, pandas", "import no_such_module, numpy, pandas");
     let broken = dir.path().join("broken.toml");
     std::fs::write(&broken, text).unwrap();
     let out = cli.run(&["session", "--profile", broken.to_str().unwrap()]);
@@ -285,10 +310,7 @@ fn python_calls_a_profile_tool_and_the_http_tool() {
                 stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhowdy");
         }
     });
-    let base = std::path::Path::new(&profile()).parent().unwrap().to_owned();
-    let text = std::fs::read_to_string(profile())
-        .unwrap()
-        .replace("../target/", &format!("{}/../target/", base.display()));
+    let text = relocated_profile();
     let text = format!(
         "allowed_http_domains = [\"127.0.0.1\"]\n{text}\n[tools.lookup]\ndescription = \"Echoes.\"\ncommand = [\"./lookup.sh\"]\n\
          input_schema = {{ type = \"object\", properties = {{ word = {{ type = \"string\" }} }} }}\n"

@@ -8,7 +8,7 @@ use wasmtime::{InstancePre, Store};
 
 use crate::WasmSandbox;
 use crate::engine::deadline_ticks;
-use crate::guest::output::CappedPipe;
+use crate::guest::output::{CappedPipe, Delivery, Stream};
 use crate::guest::{GuestIo, GuestState, LIVE_FLUSH_GRACE};
 use crate::module::{EntryPoint, LoadedModule, NO_ENTRY_POINT};
 
@@ -53,10 +53,13 @@ impl WasmSandbox {
             }
         };
 
-        let stdout = CappedPipe::new(inner.config.max_stdout, request.stdout_sink);
-        let stderr = CappedPipe::new(inner.config.max_stderr, request.stderr_sink);
+        let stdout = CappedPipe::new(Stream::Stdout, inner.config.max_stdout);
+        let stderr = CappedPipe::new(Stream::Stderr, inner.config.max_stderr);
+        let (delivery, _) =
+            Delivery::connect(&stdout, &stderr, None, request.stdout_sink, request.stderr_sink);
         let guest = GuestIo {
             writable_mounts: true,
+            workspace: None,
             args: &request.args,
             env: &request.env,
             stdin: request.stdin,
@@ -78,8 +81,7 @@ impl WasmSandbox {
         // Live output gets until the deadline (and a moment to flush) to
         // reach its sink; what it has not taken by then is dropped.
         let flush_by = started + timeout + LIVE_FLUSH_GRACE;
-        stdout.finish(flush_by);
-        stderr.finish(flush_by);
+        delivery.finish(flush_by, &stdout, &stderr);
         let elapsed = started.elapsed();
 
         let outcome = match ran {

@@ -19,6 +19,7 @@ use mimobox_core::ToolCall;
 use mimobox_tools::{Request, Toolbox};
 use wasmtime::{Caller, Extern, Linker};
 
+use super::results::{FrameKind, RESULTS_FULL, TurnResults};
 use crate::guest::state::GuestState;
 
 /// The answer of a host with no tools.
@@ -40,6 +41,9 @@ pub(crate) struct DoorState {
     /// answer: a call from there is refused, so that a guest cannot nest
     /// calls and take every stack of the shared pool.
     pub(crate) answering: bool,
+    /// This turn's display results, in a session (a one-shot run takes
+    /// none: its door is for tools only).
+    pub(crate) results: Option<TurnResults>,
 }
 
 impl DoorState {
@@ -72,6 +76,11 @@ async fn call(
 ) -> wasmtime::Result<i32> {
     if caller.data().door.answering {
         return Ok(FAULT);
+    }
+    if caller.data().door.results.is_some()
+        && let Some(code) = receive_result(caller, request, request_len).await?
+    {
+        return Ok(code);
     }
     let Some(tools) = caller.data().door.tools.clone() else { return Ok(NO_HOST) };
     let Some(Extern::Memory(memory)) = caller.get_export("memory") else { return Ok(FAULT) };
@@ -153,6 +162,44 @@ async fn call(
         }
     };
     write_answer(caller, &memory, &answer, out_ptr, out_len).await
+}
+
+/// Takes a display or error frame (see `results.rs`), if the request is
+/// one: `None` leaves it to the tools. The answer is empty (0, nothing
+/// written), so a result costs no allocation in the guest.
+async fn receive_result(
+    caller: &mut Caller<'_, GuestState>,
+    request: i32,
+    request_len: i32,
+) -> wasmtime::Result<Option<i32>> {
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else { return Ok(Some(FAULT)) };
+    let Ok(len) = usize::try_from(request_len) else { return Ok(Some(FAULT)) };
+    let mut head = [0u8; 32];
+    let head = &mut head[..len.min(32)];
+    if memory.read(&*caller, request as u32 as usize, head).is_err() {
+        return Ok(Some(FAULT));
+    }
+    let Some(kind) = FrameKind::of(head) else { return Ok(None) };
+    let Some(results) = caller.data().door.results.as_ref() else { return Ok(None) };
+    if kind == FrameKind::Display && results.full() {
+        caller.data_mut().door.results.as_mut().expect("checked above").truncated = true;
+        return Ok(Some(RESULTS_FULL));
+    }
+    let mut frame = vec![0; len.min(results.read_limit(kind))];
+    if memory.read(&*caller, request as u32 as usize, &mut frame).is_err() {
+        return Ok(Some(FAULT));
+    }
+    let results = caller.data_mut().door.results.as_mut().expect("checked above");
+    let Some(event) = results.receive(kind, &frame, len) else { return Ok(Some(0)) };
+    // Delivered live in order with the guest's output, waiting for room
+    // as output does (the turn's deadline still ends the wait).
+    if let Some(mut live) = results.live.take() {
+        live.send(event).await;
+        if let Some(results) = caller.data_mut().door.results.as_mut() {
+            results.live = Some(live);
+        }
+    }
+    Ok(Some(0))
 }
 
 /// Copies `answer` into memory from the guest's `host_alloc`, and stores

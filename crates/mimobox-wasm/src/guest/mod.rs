@@ -8,6 +8,7 @@ pub(crate) mod host_call_door;
 pub(crate) mod limits;
 pub(crate) mod mounts;
 pub(crate) mod output;
+pub(crate) mod results;
 pub(crate) mod state;
 mod store;
 pub(crate) mod wasi_rules;

@@ -11,56 +11,213 @@ use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::Instant;
 
 use bytes::Bytes;
-use mimobox_core::OutputSink;
+use mimobox_core::{EventSink, OutputSink, TurnEvent};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 /// How much a guest may hand over in one write. It only sizes the guest's
 /// chunks; the cap is enforced on every byte.
 const WRITE_BUDGET: usize = 64 << 10;
-/// Chunks of live output that may wait for the sink; with WASI's 4 KiB
-/// writes, about 1 MiB.
-const LIVE_QUEUE: usize = 256;
+/// Events that may wait for the sink; with WASI's 4 KiB writes, about
+/// 1 MiB of output.
+pub(crate) const LIVE_QUEUE: usize = 256;
+
+/// Which stream a pipe is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Stream {
+    Stdout,
+    Stderr,
+}
 
 /// One output stream of a guest: captured up to a cap, and optionally passed
-/// on live to a sink. Past the cap, output is dropped and the stream is
-/// flagged truncated; the guest is not told, so it is never killed for
-/// writing too much.
+/// on live to a [`LiveStream`]. Past the cap, output is dropped and the
+/// stream is flagged truncated; the guest is not told, so it is never
+/// killed for writing too much.
 #[derive(Clone)]
 pub(crate) struct CappedPipe {
     state: Arc<Mutex<PipeState>>,
 }
 
 struct PipeState {
+    stream: Stream,
     captured: Vec<u8>,
     cap: usize,
     truncated: bool,
-    live: Option<Live>,
+    live: Option<LiveSender>,
 }
 
-/// The writing end of a live sink's queue.
-struct Live {
-    queue: tokio::sync::mpsc::Sender<Vec<u8>>,
+/// The writing end of a live stream's queue, as one writer holds it.
+pub(crate) struct LiveSender {
+    queue: tokio::sync::mpsc::Sender<TurnEvent>,
     /// Room in the queue, reserved by `ready` for the next `write`.
-    permit: Option<tokio::sync::mpsc::OwnedPermit<Vec<u8>>>,
+    permit: Option<tokio::sync::mpsc::OwnedPermit<TurnEvent>>,
+}
+
+impl LiveSender {
+    /// Sends `event` into reserved room, else into free room; `false` when
+    /// the queue is full (the event is dropped).
+    fn send_now(&mut self, event: TurnEvent) -> bool {
+        match self.permit.take() {
+            Some(permit) => {
+                permit.send(event);
+                true
+            }
+            None => self.queue.try_send(event).is_ok(),
+        }
+    }
+
+    /// Sends `event`, waiting (asynchronously, so the turn's deadline still
+    /// ends the wait) for room; `false` when the stream has ended.
+    pub(crate) async fn send(&mut self, event: TurnEvent) -> bool {
+        if let Some(permit) = self.permit.take() {
+            permit.send(event);
+            return true;
+        }
+        self.queue.send(event).await.is_ok()
+    }
+}
+
+/// Live delivery to a caller's sink: one bounded queue, which any number of
+/// writers (stdout, stderr, the door's results) share, so the sink sees
+/// events in the order they were produced, and one thread that feeds the
+/// sink. The guest waits only when the queue is full, so a sink that blocks
+/// forever, such as a pipe nobody reads, can slow a guest down but never
+/// stop the run from ending on time.
+pub(crate) struct LiveStream {
+    queue: tokio::sync::mpsc::Sender<TurnEvent>,
     /// Set when the run is over: the drain thread drops what it still has.
     abandoned: Arc<AtomicBool>,
     /// Says when the drain thread has delivered everything.
     drained: mpsc::Receiver<()>,
 }
 
+impl LiveStream {
+    /// Starts the thread that feeds `sink`. Without a thread, output is
+    /// still captured, just not delivered live.
+    pub(crate) fn start(mut sink: EventSink) -> Option<LiveStream> {
+        let (queue, mut receiver) = tokio::sync::mpsc::channel::<TurnEvent>(LIVE_QUEUE);
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let (done, drained) = mpsc::channel();
+        let stop = abandoned.clone();
+        let spawned = std::thread::Builder::new().name("mimobox-output".into()).spawn(move || {
+            while let Some(event) = receiver.blocking_recv() {
+                if !stop.load(Ordering::SeqCst) {
+                    sink(event);
+                }
+            }
+            let _ = done.send(());
+        });
+        match spawned {
+            Ok(_) => Some(LiveStream { queue, abandoned, drained }),
+            Err(e) => {
+                tracing::warn!("cannot start a live output thread: {e}");
+                None
+            }
+        }
+    }
+
+    /// A stream that passes one pipe's bytes to an [`OutputSink`].
+    pub(crate) fn of_bytes(mut sink: OutputSink) -> Option<LiveStream> {
+        LiveStream::start(Box::new(move |event| {
+            if let TurnEvent::Stdout(bytes) | TurnEvent::Stderr(bytes) = event {
+                sink(&bytes);
+            }
+        }))
+    }
+
+    /// A writer of this stream.
+    pub(crate) fn sender(&self) -> LiveSender {
+        LiveSender { queue: self.queue.clone(), permit: None }
+    }
+
+    /// Ends delivery once every writer has let go of its sender: waits
+    /// until `deadline` for the sink to take what is queued, and drops
+    /// whatever it has not taken by then. `false` when something was
+    /// dropped.
+    pub(crate) fn finish(self, deadline: Instant) -> bool {
+        let LiveStream { queue, abandoned, drained } = self;
+        drop(queue);
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if drained.recv_timeout(wait).is_err() {
+            abandoned.store(true, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+}
+
+/// The live streams of one run or turn, and the pipes that write to them.
+#[derive(Default)]
+pub(crate) struct Delivery {
+    streams: Vec<LiveStream>,
+}
+
+impl Delivery {
+    /// Connects the pipes to their sinks: every event to `events` when it is
+    /// given (one stream, in order), else stdout and stderr each to its own
+    /// byte sink. Returns the delivery and, with `events`, a writer for
+    /// the door's results.
+    pub(crate) fn connect(
+        stdout: &CappedPipe,
+        stderr: &CappedPipe,
+        events: Option<EventSink>,
+        stdout_sink: Option<OutputSink>,
+        stderr_sink: Option<OutputSink>,
+    ) -> (Delivery, Option<LiveSender>) {
+        let mut delivery = Delivery::default();
+        if let Some(events) = events {
+            let Some(stream) = LiveStream::start(events) else { return (delivery, None) };
+            stdout.attach(Some(stream.sender()));
+            stderr.attach(Some(stream.sender()));
+            let results = stream.sender();
+            delivery.streams.push(stream);
+            return (delivery, Some(results));
+        }
+        for (pipe, sink) in [(stdout, stdout_sink), (stderr, stderr_sink)] {
+            let stream = sink.and_then(LiveStream::of_bytes);
+            pipe.attach(stream.as_ref().map(LiveStream::sender));
+            delivery.streams.extend(stream);
+        }
+        (delivery, None)
+    }
+
+    /// Ends live delivery (see [`LiveStream::finish`]); output that did not
+    /// reach its sink by `deadline` flags both pipes truncated. The door's
+    /// writer must have been dropped first.
+    pub(crate) fn finish(self, deadline: Instant, stdout: &CappedPipe, stderr: &CappedPipe) {
+        stdout.attach(None);
+        stderr.attach(None);
+        for stream in self.streams {
+            if !stream.finish(deadline) {
+                stdout.lock().truncated = true;
+                stderr.lock().truncated = true;
+            }
+        }
+    }
+}
+
 impl CappedPipe {
-    pub(crate) fn new(cap: u64, sink: Option<OutputSink>) -> CappedPipe {
+    pub(crate) fn new(stream: Stream, cap: u64) -> CappedPipe {
         let cap = usize::try_from(cap).unwrap_or(usize::MAX);
-        let live = sink.and_then(Live::start);
         CappedPipe {
-            state: Arc::new(Mutex::new(PipeState { captured: Vec::new(), cap, truncated: false, live })),
+            state: Arc::new(Mutex::new(PipeState {
+                stream,
+                captured: Vec::new(),
+                cap,
+                truncated: false,
+                live: None,
+            })),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, PipeState> {
         // A sink that panicked poisons the lock; the bytes are still sound.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sets (or with `None`, ends) where kept bytes go live.
+    fn attach(&self, live: Option<LiveSender>) {
+        self.lock().live = live;
     }
 
     fn push(&self, bytes: &[u8]) {
@@ -74,18 +231,14 @@ impl CappedPipe {
             return;
         }
         state.captured.extend_from_slice(kept);
-        let kept = kept.to_vec();
-        if let Some(live) = state.live.as_mut() {
-            let sent = match live.permit.take() {
-                Some(permit) => {
-                    permit.send(kept);
-                    true
-                }
-                None => live.queue.try_send(kept).is_ok(),
-            };
-            if !sent {
-                state.truncated = true;
-            }
+        let event = match state.stream {
+            Stream::Stdout => TurnEvent::Stdout(kept.to_vec()),
+            Stream::Stderr => TurnEvent::Stderr(kept.to_vec()),
+        };
+        if let Some(live) = state.live.as_mut()
+            && !live.send_now(event)
+        {
+            state.truncated = true;
         }
     }
 
@@ -111,59 +264,19 @@ impl CappedPipe {
         }
     }
 
-    /// Ends live delivery: waits until `deadline` for the sink to take what
-    /// is queued, and drops (and flags) whatever it has not taken by then.
-    pub(crate) fn finish(&self, deadline: Instant) {
-        let Some(live) = self.lock().live.take() else { return };
-        let Live { queue, permit, abandoned, drained } = live;
-        drop((queue, permit));
-        let wait = deadline.saturating_duration_since(Instant::now());
-        if drained.recv_timeout(wait).is_err() {
-            abandoned.store(true, Ordering::SeqCst);
-            self.lock().truncated = true;
-        }
-    }
-
     /// Starts a new turn of a session: nothing captured, nothing
-    /// truncated, the full cap again, and this turn's live sink.
-    pub(crate) fn start_turn(&self, sink: Option<OutputSink>) {
-        let live = sink.and_then(Live::start);
+    /// truncated, the full cap again.
+    pub(crate) fn start_turn(&self) {
         let mut state = self.lock();
         state.captured.clear();
         state.truncated = false;
-        state.live = live;
+        state.live = None;
     }
 
     /// The captured bytes and whether anything was dropped.
     pub(crate) fn take(&self) -> (Vec<u8>, bool) {
         let mut state = self.lock();
         (std::mem::take(&mut state.captured), state.truncated)
-    }
-}
-
-impl Live {
-    /// Starts the thread that feeds `sink`. Without a thread, output is
-    /// still captured, just not delivered live.
-    fn start(mut sink: OutputSink) -> Option<Live> {
-        let (queue, mut receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(LIVE_QUEUE);
-        let abandoned = Arc::new(AtomicBool::new(false));
-        let (done, drained) = mpsc::channel();
-        let stop = abandoned.clone();
-        let spawned = std::thread::Builder::new().name("mimobox-output".into()).spawn(move || {
-            while let Some(chunk) = receiver.blocking_recv() {
-                if !stop.load(Ordering::SeqCst) {
-                    sink(&chunk);
-                }
-            }
-            let _ = done.send(());
-        });
-        match spawned {
-            Ok(_) => Some(Live { queue, permit: None, abandoned, drained }),
-            Err(e) => {
-                tracing::warn!("cannot start a live output thread: {e}");
-                None
-            }
-        }
     }
 }
 
@@ -235,9 +348,14 @@ impl tokio::io::AsyncWrite for CappedPipe {
 mod tests {
     use super::*;
 
+    fn bytes_sink(seen: &Arc<Mutex<Vec<u8>>>) -> OutputSink {
+        let seen = seen.clone();
+        Box::new(move |b: &[u8]| seen.lock().unwrap().extend_from_slice(b))
+    }
+
     #[test]
     fn keeps_bytes_up_to_the_cap_and_flags_the_rest() {
-        let pipe = CappedPipe::new(5, None);
+        let pipe = CappedPipe::new(Stream::Stdout, 5);
         pipe.push(b"abc");
         pipe.push(b"defg");
         pipe.push(b"h");
@@ -247,34 +365,57 @@ mod tests {
     #[test]
     fn sink_sees_only_what_is_kept() {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let seen2 = seen.clone();
-        let pipe =
-            CappedPipe::new(4, Some(Box::new(move |b: &[u8]| seen2.lock().unwrap().extend_from_slice(b))));
-        pipe.push(b"xy");
-        pipe.push(b"zzzz");
-        pipe.finish(Instant::now() + std::time::Duration::from_secs(10));
+        let (stdout, stderr) = (CappedPipe::new(Stream::Stdout, 4), CappedPipe::new(Stream::Stderr, 4));
+        let (delivery, _) = Delivery::connect(&stdout, &stderr, None, Some(bytes_sink(&seen)), None);
+        stdout.push(b"xy");
+        stdout.push(b"zzzz");
+        delivery.finish(Instant::now() + std::time::Duration::from_secs(10), &stdout, &stderr);
         assert_eq!(&*seen.lock().unwrap(), b"xyzz");
-        assert_eq!(pipe.take(), (b"xyzz".to_vec(), true));
+        assert_eq!(stdout.take(), (b"xyzz".to_vec(), true));
+    }
+
+    #[test]
+    fn one_event_sink_sees_both_streams_and_results_in_order() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        let (stdout, stderr) = (CappedPipe::new(Stream::Stdout, 64), CappedPipe::new(Stream::Stderr, 64));
+        let sink: EventSink = Box::new(move |e| seen2.lock().unwrap().push(e));
+        let (delivery, results) = Delivery::connect(&stdout, &stderr, Some(sink), None, None);
+        let mut results = results.unwrap();
+        stdout.push(b"a");
+        stderr.push(b"b");
+        assert!(results.send_now(TurnEvent::Result(Default::default())));
+        stdout.push(b"c");
+        drop(results);
+        delivery.finish(Instant::now() + std::time::Duration::from_secs(10), &stdout, &stderr);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                TurnEvent::Stdout(b"a".to_vec()),
+                TurnEvent::Stderr(b"b".to_vec()),
+                TurnEvent::Result(Default::default()),
+                TurnEvent::Stdout(b"c".to_vec())
+            ]
+        );
     }
 
     #[test]
     fn a_stuck_sink_cannot_hold_the_run() {
         let (release, stuck) = mpsc::channel::<()>();
         let stuck = Mutex::new(stuck);
-        let pipe = CappedPipe::new(
-            1 << 20,
-            Some(Box::new(move |_: &[u8]| {
-                let _ = stuck.lock().unwrap().recv();
-            })),
-        );
+        let (stdout, stderr) = (CappedPipe::new(Stream::Stdout, 1 << 20), CappedPipe::new(Stream::Stderr, 1));
+        let sink: OutputSink = Box::new(move |_: &[u8]| {
+            let _ = stuck.lock().unwrap().recv();
+        });
+        let (delivery, _) = Delivery::connect(&stdout, &stderr, None, Some(sink), None);
         // Fill the queue past what the sink will ever take.
         for _ in 0..LIVE_QUEUE + 8 {
-            pipe.push(b"x");
+            stdout.push(b"x");
         }
         let started = Instant::now();
-        pipe.finish(Instant::now() + std::time::Duration::from_millis(50));
+        delivery.finish(Instant::now() + std::time::Duration::from_millis(50), &stdout, &stderr);
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
-        let (captured, truncated) = pipe.take();
+        let (captured, truncated) = stdout.take();
         assert_eq!(captured.len(), LIVE_QUEUE + 8, "capture is unaffected");
         assert!(truncated, "undelivered output is flagged");
         drop(release);

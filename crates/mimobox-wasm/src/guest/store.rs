@@ -85,12 +85,22 @@ impl WasmSandbox {
                 SandboxError::Mount { host: mount.real.clone(), source: std::io::Error::other(one_line(&e)) }
             })?;
         }
+        let mut disk_quota = inner.config.max_disk_write;
+        if let Some(workspace) = io.workspace {
+            for (guest, dir) in [("/workspace", workspace.workspace_dir()), ("/tmp", workspace.tmp_dir())] {
+                wasi.preopened_dir(dir, guest, FsPerms::ReadWrite).map_err(|e| SandboxError::Mount {
+                    host: dir.to_path_buf(),
+                    source: std::io::Error::other(one_line(&e)),
+                })?;
+            }
+            disk_quota = disk_quota.min(inner.config.session.workspace.unwrap_or(u64::MAX));
+        }
         wasi.allow_blocking_current_thread(false);
         let config = &inner.config;
         let state = GuestState {
             wasi: wasi.build_p1(),
             limiter: GuestLimiter::new(config.memory_limit, config.trap_on_memory_limit),
-            files: FileGuard::new(config.max_open_files, config.max_disk_write),
+            files: FileGuard::new(config.max_open_files, disk_quota),
             door: DoorState { tools: self.tools(), ..DoorState::default() },
         };
         let mut store = Store::new(&inner.core.engine, state);
@@ -114,6 +124,9 @@ pub(crate) struct GuestIo<'a> {
     /// Whether the read-write mounts are given too (a preload sees only
     /// the read-only ones).
     pub(crate) writable_mounts: bool,
+    /// A session's private workspace, preopened at `/workspace` and
+    /// `/tmp`, whose size bounds the disk quota too.
+    pub(crate) workspace: Option<&'a mimobox_files::Workspace>,
 }
 
 /// How long past the deadline live output may still take to reach its

@@ -95,6 +95,18 @@ impl FileGuard {
         self.quota_hit
     }
 
+    /// What is left of the session's disk quota.
+    pub(crate) fn disk_left(&self) -> u64 {
+        self.disk_left
+    }
+
+    /// Takes `bytes` that the host wrote for the session (a file
+    /// operation, checked against [`FileGuard::disk_left`] first) from the
+    /// quota.
+    pub(crate) fn spend(&mut self, bytes: u64) {
+        self.disk_left = self.disk_left.saturating_sub(bytes);
+    }
+
     /// Takes `bytes` from the quota, or records that it ran out.
     fn charge(&mut self, bytes: u64) -> Result<(), Errno> {
         if bytes > self.disk_left {

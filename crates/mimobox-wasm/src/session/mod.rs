@@ -19,17 +19,20 @@ use mimobox_core::{ExecRequest, ModuleSource, Outcome, SandboxError, Session, Tu
 use wasmtime::{Instance, Store, TypedFunc};
 
 mod checkpoint;
+mod files;
 mod open;
 mod preload;
 mod snapshot;
 
 pub use checkpoint::Checkpoint;
+pub use files::FileOpError;
 
 use crate::WasmSandbox;
 use crate::engine::deadline_ticks;
 use crate::engine::slots::OwnedSlot;
 use crate::exec::{block_on, classify, measured};
-use crate::guest::output::CappedPipe;
+use crate::guest::output::{CappedPipe, Delivery};
+use crate::guest::results::TurnResults;
 use crate::guest::{GuestState, LIVE_FLUSH_GRACE};
 use crate::module::{LoadedModule, one_line};
 
@@ -75,6 +78,10 @@ pub struct WasmSession {
     _slot: OwnedSlot,
     /// Keeps the module (and its cache pin) alive with the instance.
     module: Arc<LoadedModule>,
+    /// The session's private `/workspace` and `/tmp`, removed with it.
+    workspace: Option<mimobox_files::Workspace>,
+    /// The guest's file view for file operations, opened on first use.
+    files: Option<mimobox_files::GuestFiles>,
 }
 
 /// What a session's instance runs.
@@ -153,12 +160,21 @@ impl WasmSession {
         let sandbox = self.sandbox.clone();
         let (_, core, config) = sandbox.parts();
         self.turns += 1;
-        self.stdout.start_turn(request.stdout_sink);
-        self.stderr.start_turn(request.stderr_sink);
+        self.stdout.start_turn();
+        self.stderr.start_turn();
+        let (delivery, live_results) = Delivery::connect(
+            &self.stdout,
+            &self.stderr,
+            request.events,
+            request.stdout_sink,
+            request.stderr_sink,
+        );
         let state = self.store.data_mut();
         state.limiter.clear_denied();
         state.files.new_turn();
         state.door.new_turn();
+        state.door.results =
+            Some(TurnResults::new(config.session.max_result_bytes, config.session.max_results, live_results));
         if let Some(fuel) = config.fuel {
             self.store.set_fuel(fuel).map_err(|e| SandboxError::Internal(one_line(&e)))?;
         }
@@ -192,9 +208,11 @@ impl WasmSession {
             })
             .await
         })?;
+        let results = self.store.data_mut().door.results.take().expect("set for the turn");
+        let TurnResults { bundles, truncated, error, live, .. } = results;
+        drop(live);
         let flush_by = started + timeout + LIVE_FLUSH_GRACE;
-        self.stdout.finish(flush_by);
-        self.stderr.finish(flush_by);
+        delivery.finish(flush_by, &self.stdout, &self.stderr);
         let elapsed = started.elapsed();
         self.last_turn = Instant::now();
 
@@ -217,8 +235,18 @@ impl WasmSession {
                 other => format!("turn {} ended it: {}", self.turns, other.name()),
             });
         }
+        // The exception stands only beside a failed turn: a guest cannot
+        // make a turn that succeeded look as if it raised.
+        let error = error.filter(|_| !matches!(outcome, Outcome::Exited { code: 0 }));
         let result = measured(outcome, elapsed, config.fuel, &mut self.store, &self.stdout, &self.stderr);
-        Ok(TurnResult { turn: self.turns, alive, result })
+        Ok(TurnResult {
+            turn: self.turns,
+            alive,
+            result,
+            results: bundles,
+            results_truncated: truncated,
+            error,
+        })
     }
 
     /// Refuses a session that has ended, or that is past its idle timeout

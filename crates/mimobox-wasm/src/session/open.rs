@@ -12,7 +12,7 @@ use crate::engine::deadline_ticks;
 use crate::engine::slots::Slots;
 use crate::exec::{block_on, classify};
 use crate::guest::GuestIo;
-use crate::guest::output::CappedPipe;
+use crate::guest::output::{CappedPipe, Stream};
 use crate::module::{LoadedModule, ModuleOrigin};
 
 /// The recipe tag of the instrumented form of a module.
@@ -33,7 +33,7 @@ impl WasmSandbox {
     /// with [`SandboxError::SessionCapacity`].
     pub fn open_session(&self, mut request: ExecRequest) -> Result<WasmSession, SandboxError> {
         let source = self.source_of(request.module.take())?;
-        match self.config().session.preload.clone() {
+        match self.preload_code()? {
             Some(preload) => {
                 let (module, _) = self.preload_checkpoint(&source, &preload)?;
                 let mut session = self.start(&source, module, Image::Preload, request, false)?;
@@ -78,7 +78,7 @@ impl WasmSandbox {
     /// checkpoint if the config has one), so that the first session opens
     /// at full speed, and says where the result came from.
     pub fn prepare_sessions(&self, source: &ModuleSource) -> Result<ModuleOrigin, SandboxError> {
-        match self.config().session.preload.clone() {
+        match self.preload_code()? {
             Some(preload) => self.preload_checkpoint(source, &preload).map(|(_, origin)| origin),
             None => self.load_for_session(source).map(|(_, _, origin)| origin),
         }
@@ -133,11 +133,13 @@ impl WasmSandbox {
                 slots: core.slots.size(),
                 waited: config.session.open_timeout,
             })?;
-        let stdout = CappedPipe::new(config.max_stdout, None);
-        let stderr = CappedPipe::new(config.max_stderr, None);
+        let stdout = CappedPipe::new(Stream::Stdout, config.max_stdout);
+        let stderr = CappedPipe::new(Stream::Stderr, config.max_stderr);
         let command = self.guest_command(source, &request.args, &request.env);
+        let workspace = self.new_workspace()?;
         let io = GuestIo {
             writable_mounts: !preloading,
+            workspace: workspace.as_ref(),
             args: &request.args,
             env: &request.env,
             stdin: request.stdin,
@@ -186,6 +188,8 @@ impl WasmSandbox {
             command,
             _slot: slot,
             module,
+            workspace,
+            files: None,
         })
     }
 }

@@ -11,7 +11,26 @@ use super::{Image, WasmSession};
 use crate::WasmSandbox;
 use crate::module::{CompileEvent, LoadedModule, ModuleOrigin};
 
+/// Most bytes of a `session.setup_file`.
+const MAX_SETUP_FILE: u64 = 1 << 20;
+
 impl WasmSandbox {
+    /// The code of the preload: the setup file's, then `session.preload`'s;
+    /// `None` when the config has neither.
+    pub(super) fn preload_code(&self) -> Result<Option<String>, SandboxError> {
+        let session = &self.config().session;
+        let setup = match &session.setup_file {
+            None => None,
+            Some(path) => Some(read_setup_file(path)?),
+        };
+        Ok(match (setup, &session.preload) {
+            (None, None) => None,
+            (Some(setup), None) => Some(setup),
+            (None, Some(preload)) => Some(preload.clone()),
+            (Some(setup), Some(preload)) => Some(format!("{setup}\n{preload}")),
+        })
+    }
+
     /// The compiled preload checkpoint of `source`: from memory or the
     /// cache, else built by running `preload` as the first turn of a fresh
     /// session and capturing its state. Its key covers the module, the
@@ -42,6 +61,7 @@ impl WasmSandbox {
             "env": env,
             "read_only_mounts": mounts,
             "read_only_contents": contents,
+            "workspace": config.session.workspace.is_some(),
         })
         .to_string();
         let (module, origin, _) = loader.load_derived(source, recipe.as_bytes(), |binary| {
@@ -97,4 +117,21 @@ impl WasmSession {
         self.turns = 0;
         succeeded("the restore turn (session.restore)", &turn)
     }
+}
+
+/// The text of a setup file, bounded, or an error naming the key.
+fn read_setup_file(path: &std::path::Path) -> Result<String, SandboxError> {
+    use std::io::Read;
+    let key = mimobox_core::keys::SESSION_SETUP_FILE;
+    let problem = |what: String| mimobox_core::ConfigError::new(key, format!("{}: {what}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| problem(e.to_string()))?;
+    if !file.metadata().map_err(|e| problem(e.to_string()))?.is_file() {
+        return Err(problem("not a regular file".into()).into());
+    }
+    let mut text = String::new();
+    file.take(MAX_SETUP_FILE + 1).read_to_string(&mut text).map_err(|e| problem(e.to_string()))?;
+    if text.len() as u64 > MAX_SETUP_FILE {
+        return Err(problem(format!("over {} bytes", MAX_SETUP_FILE)).into());
+    }
+    Ok(text)
 }

@@ -6,6 +6,7 @@ mod cache;
 mod checkpoints;
 mod errors;
 mod fs;
+mod interpreter;
 mod io;
 mod limits;
 mod sessions;

@@ -1,0 +1,229 @@
+# Display hooks for CPython sessions of mimobox, in the manner of Jupyter.
+#
+# Runs once per checkpoint, at the start of the profile's preload
+# (`session.setup_file`). From then on every turn returns, beside its
+# output:
+#   - the value of its last expression, as a MIME bundle (text/plain, and
+#     text/html, image/png, ... where the object has `_repr_*_` methods);
+#   - each matplotlib figure shown with plt.show() or left open at the end
+#     of the turn, as image/png and text/plain (and closed afterwards);
+#   - what it passes to display(obj), a builtin as in IPython;
+#   - the exception it raised, as name, value and traceback.
+# Each is one frame through the host-call door (`_host.call`); the host
+# bounds their size and number, and nothing printed ever becomes one.
+#
+# Everything is defined inside one function, so that the session's
+# `__main__` gets only `display` (as a builtin) and nothing the caller's
+# code could rebind to break the hooks.
+
+
+def _mimobox_setup():
+    import base64
+    import builtins
+    import gc
+    import io
+    import json
+    import sys
+    import traceback
+
+    import _host
+    import _reactor
+
+    # Text values are cut to this many characters before they are encoded,
+    # so that displaying a huge string never builds a huge frame here.
+    max_text = 1 << 20
+    reprs = (
+        ("text/html", "_repr_html_"),
+        ("text/markdown", "_repr_markdown_"),
+        ("text/latex", "_repr_latex_"),
+        ("image/svg+xml", "_repr_svg_"),
+        ("image/png", "_repr_png_"),
+        ("image/jpeg", "_repr_jpeg_"),
+        ("application/json", "_repr_json_"),
+    )
+    binary = ("image/png", "image/jpeg")
+    # Whether the bundle being built was cut; the frame then says so, and
+    # the host flags the turn.
+    cut_state = {"cut": False}
+
+    def send(op, fields):
+        """Sends one frame; False when the host takes no more this turn."""
+        # Output written so far goes first, so that a stream keeps its order.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        frame = {"v": 1, "op": op}
+        frame.update(fields)
+        try:
+            _host.call(json.dumps(frame, separators=(",", ":")).encode("ascii"))
+            return True
+        except Exception:
+            return False
+
+    def send_bundle(bundle):
+        fields = {"data": bundle}
+        if cut_state["cut"]:
+            fields["truncated"] = True
+            cut_state["cut"] = False
+        return send("display", fields)
+
+    def cut(text):
+        if len(text) > max_text:
+            cut_state["cut"] = True
+            return text[:max_text] + "…"
+        return text
+
+    def plain(obj):
+        if isinstance(obj, (str, bytes, bytearray)) and len(obj) > max_text:
+            cut_state["cut"] = True
+            return repr(obj[:max_text]) + "…"
+        try:
+            return cut(repr(obj))
+        except Exception as e:
+            return "<repr failed: %s>" % type(e).__name__
+
+    def figure_bundle(figure):
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
+        return {
+            "image/png": base64.b64encode(buffer.getvalue()).decode("ascii"),
+            "text/plain": plain(figure),
+        }
+
+    def is_figure(obj):
+        module = sys.modules.get("matplotlib.figure")
+        return module is not None and isinstance(obj, module.Figure)
+
+    def bundle_of(obj):
+        if is_figure(obj):
+            return figure_bundle(obj)
+        data = {}
+        for mime, name in reprs:
+            method = getattr(type(obj), name, None)
+            if not callable(method):
+                continue
+            try:
+                value = method(obj)
+            except Exception:
+                continue
+            if isinstance(value, tuple):
+                value = value[0]
+            if value is None:
+                continue
+            if mime in binary:
+                if isinstance(value, (bytes, bytearray)):
+                    value = base64.b64encode(value).decode("ascii")
+                elif not isinstance(value, str):
+                    continue
+            elif mime == "application/json":
+                try:
+                    json.dumps(value)
+                except Exception:
+                    continue
+            else:
+                value = cut(str(value))
+            data[mime] = value
+        data["text/plain"] = plain(obj)
+        return data
+
+    def display_one(obj):
+        try:
+            bundle = bundle_of(obj)
+        except Exception as e:
+            bundle = {"text/plain": "<display failed: %s>" % type(e).__name__}
+        send_bundle(bundle)
+
+    def display(*objs, **_options):
+        """Shows each object as a display result of this turn."""
+        for obj in objs:
+            display_one(obj)
+
+    def displayhook(value):
+        if value is None:
+            return
+        builtins._ = value
+        display_one(value)
+
+    def show_figures():
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is None:
+            return
+        try:
+            numbers = pyplot.get_fignums()
+        except Exception:
+            return
+        # Drawn in order until the host takes no more; all are closed.
+        for number in numbers:
+            manager = pyplot._pylab_helpers.Gcf.get_fig_manager(number)
+            if manager is None:
+                continue
+            try:
+                bundle = figure_bundle(manager.canvas.figure)
+            except Exception as e:
+                bundle = {"text/plain": "<figure failed: %s: %s>" % (type(e).__name__, cut(str(e)))}
+            if not send_bundle(bundle):
+                break
+        pyplot.close("all")
+
+    def show(*_args, **_kwargs):
+        show_figures()
+
+    run_turn = _reactor._run_turn
+    report = _reactor._report
+
+    def turn(text, name):
+        try:
+            return run_turn(text, name)
+        finally:
+            show_figures()
+
+    def report_error(exc, script):
+        # Frames of the reactor and of the wrapper above are the host's
+        # machinery, not the caller's code.
+        tb = exc.__traceback__
+        while tb is not None and (tb.tb_frame.f_code is turn.__code__ or tb.tb_frame.f_code.co_filename == "<reactor>"):
+            tb = tb.tb_next
+        exc.__traceback__ = tb
+        try:
+            lines = "".join(traceback.format_exception(type(exc), exc, tb)).splitlines()
+            send("error", {"name": type(exc).__name__, "value": cut(str(exc)), "traceback": lines[-1000:]})
+        except Exception:
+            pass
+        return report(exc, script)
+
+    # Each line reaches the host as it is printed, so that stdout, stderr
+    # and results stay in the order they were made.
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(line_buffering=True)
+
+    _reactor._run_turn = turn
+    _reactor._report = report_error
+    sys.displayhook = displayhook
+    builtins.display = display
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.font_manager
+    import matplotlib.pyplot
+
+    matplotlib.pyplot.show = show
+    # A first figure, drawn and thrown away, loads the renderer and the
+    # fonts into the checkpoint, so that a session's first chart is fast.
+    figure = matplotlib.pyplot.figure()
+    figure.gca().plot([0, 1], [0, 1])
+    figure.gca().set_title("warm-up")
+    figure_bundle(figure)
+    matplotlib.pyplot.close("all")
+    del figure
+    # matplotlib's font cache holds the font files open, and a checkpoint
+    # carries no open files: they are let go (what was parsed from them
+    # stays; reopening one later costs little).
+    matplotlib.font_manager._get_font.cache_clear()
+    gc.collect()
+
+
+_mimobox_setup()
+del _mimobox_setup
