@@ -166,7 +166,7 @@ fn session(c: &mut Criterion) {
     config.cache.dir = Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-cache"));
     let sandbox = WasmSandbox::create(config).unwrap();
     let mut live = sandbox.open_session(ExecRequest::default()).unwrap();
-    let first = live.turn(TurnRequest::new("x = 1")).unwrap();
+    let first = live.turn(TurnRequest::new("import matplotlib.pyplot as plt\nx = 1")).unwrap();
     assert!(first.alive, "{:?}", first.result);
 
     let mut group = c.benchmark_group("session");
@@ -180,8 +180,78 @@ fn session(c: &mut Criterion) {
         b.iter(|| {
             let mut fresh = sandbox.open_session(ExecRequest::default()).unwrap();
             let turn = fresh.turn(TurnRequest::new("1+1")).unwrap();
-            assert_eq!(turn.result.stdout, b"2\n");
+            assert_eq!(turn.results[0]["text/plain"], "2");
             drop(fresh);
+        })
+    });
+    group.finish();
+
+    // The interpreter's own costs: a turn whose last expression comes back
+    // as a result, beside the trivial turn; and a new session's first
+    // chart, drawn and returned as a PNG.
+    let mut group = c.benchmark_group("interpreter");
+    group.bench_function(BenchmarkId::new("turn", "x=1"), |b| {
+        b.iter(|| live.turn(TurnRequest::new("x = 1")).unwrap())
+    });
+    group.bench_function(BenchmarkId::new("turn", "1+1-result"), |b| {
+        b.iter(|| {
+            let turn = live.turn(TurnRequest::new("1+1")).unwrap();
+            assert_eq!(turn.results.len(), 1);
+        })
+    });
+    group.sample_size(10);
+    group.bench_function(BenchmarkId::new("first-chart", "new-session"), |b| {
+        b.iter(|| {
+            let mut fresh = sandbox.open_session(ExecRequest::default()).unwrap();
+            let turn = fresh
+                .turn(TurnRequest::new("import matplotlib.pyplot as plt\nplt.plot(range(10))\nNone"))
+                .unwrap();
+            assert!(turn.results[0].contains_key("image/png"), "{:?}", turn.result);
+            drop(fresh);
+        })
+    });
+    group.bench_function(BenchmarkId::new("second-chart", "same-session"), |b| {
+        b.iter(|| {
+            let turn = live.turn(TurnRequest::new("plt.plot(range(10))\nNone")).unwrap();
+            assert!(turn.results[0].contains_key("image/png"));
+        })
+    });
+    group.finish();
+
+    // Pause and resume of a session holding a pandas frame of 10^5 rows:
+    // the pause (quiesce, difference against a fresh instance, zstd, MAC),
+    // and a resume with its next trivial turn.
+    let key = [7u8; 32];
+    let binding = mimobox_wasm::PauseBinding { session: "bench".into(), owner: "bench".into() };
+    let setup = "import pandas; df = pandas.DataFrame({'a': range(10**5)})";
+    let mut group = c.benchmark_group("pause");
+    group.sample_size(20);
+    let mut size = 0;
+    group.bench_function(BenchmarkId::new("pause", "pandas-1e5"), |b| {
+        b.iter_batched(
+            || {
+                let mut fresh = sandbox.open_session(ExecRequest::default()).unwrap();
+                fresh.turn(TurnRequest::new(setup)).unwrap();
+                fresh
+            },
+            |mut fresh| {
+                size = fresh.pause(&key, &binding).unwrap().len();
+                fresh
+            },
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    eprintln!("paused_bytes {size}");
+    let mut fresh = sandbox.open_session(ExecRequest::default()).unwrap();
+    fresh.turn(TurnRequest::new(setup)).unwrap();
+    let paused = fresh.pause(&key, &binding).unwrap();
+    drop(fresh);
+    group.bench_function(BenchmarkId::new("resume", "pandas-1e5-and-turn"), |b| {
+        b.iter(|| {
+            let mut resumed = sandbox.resume_session(&paused, &key, &binding).unwrap();
+            let turn = resumed.turn(TurnRequest::new("x = len(df)")).unwrap();
+            assert!(turn.alive);
+            resumed
         })
     });
     group.finish();

@@ -57,7 +57,8 @@ def _mimobox_setup():
         frame = {"v": 1, "op": op}
         frame.update(fields)
         try:
-            _host.call(json.dumps(frame, separators=(",", ":")).encode("ascii"))
+            text = json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+            _host.call(text.encode("utf-8", "replace"))
             return True
         except Exception:
             return False
@@ -117,6 +118,8 @@ def _mimobox_setup():
                     value = base64.b64encode(value).decode("ascii")
                 elif not isinstance(value, str):
                     continue
+            elif isinstance(value, (bytes, bytearray)):
+                value = cut(bytes(value).decode("utf-8", "replace"))
             elif mime == "application/json":
                 try:
                     json.dumps(value)
@@ -187,11 +190,34 @@ def _mimobox_setup():
             tb = tb.tb_next
         exc.__traceback__ = tb
         try:
-            lines = "".join(traceback.format_exception(type(exc), exc, tb)).splitlines()
-            send("error", {"name": type(exc).__name__, "value": cut(str(exc)), "traceback": lines[-1000:]})
+            send("error", error_fields(exc, tb))
         except Exception:
             pass
         return report(exc, script)
+
+    def error_fields(exc, tb):
+        # Cut to fit the host's bound on an error frame (256 KiB): the
+        # value to 16,000 characters, each traceback line to 4,000, and the
+        # traceback to its last lines that fit in 200,000 bytes.
+        try:
+            value = str(exc)
+        except Exception:
+            value = "<str() of the exception failed>"
+        if len(value) > 16000:
+            value = value[:16000] + "…"
+        try:
+            lines = "".join(traceback.format_exception(type(exc), exc, tb)).splitlines()
+        except Exception:
+            lines = ["%s: %s" % (type(exc).__name__, value)]
+        lines = [line if len(line) <= 4000 else line[:4000] + "…" for line in lines[-1000:]]
+        kept, size = [], 0
+        for line in reversed(lines):
+            size += len(line.encode("utf-8", "replace")) + 8
+            if size > 200000:
+                break
+            kept.append(line)
+        kept.reverse()
+        return {"name": type(exc).__name__[:200], "value": value, "traceback": kept}
 
     # Each line reaches the host as it is printed, so that stdout, stderr
     # and results stay in the order they were made.

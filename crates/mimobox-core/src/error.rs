@@ -167,6 +167,12 @@ pub enum SandboxError {
         /// What went wrong, on one line.
         message: String,
     },
+    /// A session could not be paused, or a paused state was refused.
+    #[error("pause: {message}")]
+    Pause {
+        /// What went wrong, on one line.
+        message: String,
+    },
     /// The command was empty: there is no module to run.
     #[error("no module given")]
     NoModule,

@@ -64,9 +64,16 @@ pub(crate) fn names(dir: BorrowedFd<'_>) -> rustix::io::Result<Vec<CString>> {
 }
 
 /// Removes the entry `name` of `dir` and, if it is a directory, everything
-/// in it. A symlink met anywhere is removed itself, never followed. The
-/// depth it can handle is bounded by the open-file limit, as for
-/// `std::fs::remove_dir_all`, since each level holds one descriptor.
+/// in it. A symlink met anywhere is removed itself, never followed.
+///
+/// The walk is a loop, not a recursion, and holds two descriptors at a
+/// time whatever the depth: it descends into one subdirectory at a time,
+/// and climbs back through `..`, checking each time (device and inode)
+/// that it came back to the directory it left, so a tree a guest made as
+/// deep as its quota allows neither overflows the stack nor runs out of
+/// descriptors. It is meant for trees nobody else writes to (a session's,
+/// once its guest is gone); a directory swapped meanwhile stops it with an
+/// error rather than leading it elsewhere.
 pub(crate) fn remove_tree(dir: BorrowedFd<'_>, name: &CStr) -> std::io::Result<()> {
     match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
         Ok(()) | Err(Errno::NOENT) => return Ok(()),
@@ -74,19 +81,67 @@ pub(crate) fn remove_tree(dir: BorrowedFd<'_>, name: &CStr) -> std::io::Result<(
         Err(Errno::ISDIR) => {}
         Err(e) => return Err(e.into()),
     }
-    // O_NOFOLLOW: if the directory was swapped for a symlink since the
-    // unlink, this fails instead of descending into the link's target.
-    let sub = rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    for child in names(sub.as_fd())? {
-        remove_tree(sub.as_fd(), &child)?;
-    }
-    match rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
-        Ok(()) | Err(Errno::NOENT) => Ok(()),
-        Err(e) => Err(e.into()),
+    let open_dir = |parent: BorrowedFd<'_>, name: &CStr| {
+        // O_NOFOLLOW: a directory swapped for a symlink is not entered.
+        rustix::fs::openat(
+            parent,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    };
+    let top = rustix::fs::fstat(dir)?;
+    // The path from `dir` down to the current directory: each step's name
+    // and the identity of the directory it was entered from.
+    let mut path: Vec<(CString, (u64, u64))> = vec![(name.to_owned(), (top.st_dev, top.st_ino))];
+    let mut current = open_dir(dir, name)?;
+    loop {
+        // The first entry left here: a subdirectory is entered, anything
+        // else removed; an empty directory is left for its parent to remove.
+        let mut entered = false;
+        let mut reader = rustix::fs::Dir::read_from(current.as_fd())?;
+        while let Some(entry) = reader.read() {
+            let entry = entry?;
+            let child = entry.file_name();
+            if child.to_bytes() == b"." || child.to_bytes() == b".." {
+                continue;
+            }
+            match rustix::fs::unlinkat(current.as_fd(), child, AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => continue,
+                Err(Errno::ISDIR) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let here = rustix::fs::fstat(current.as_fd())?;
+            let child = child.to_owned();
+            let next = open_dir(current.as_fd(), &child)?;
+            path.push((child, (here.st_dev, here.st_ino)));
+            current = next;
+            entered = true;
+            break;
+        }
+        if entered {
+            continue;
+        }
+        // Empty: climb to the parent and remove it from there.
+        let (name, parent_id) = path.pop().expect("the path holds the top entry");
+        let parent = if path.is_empty() {
+            None
+        } else {
+            let parent = open_dir(current.as_fd(), c"..")?;
+            let seen = rustix::fs::fstat(parent.as_fd())?;
+            if (seen.st_dev, seen.st_ino) != parent_id {
+                return Err(std::io::Error::other("a directory being removed was moved"));
+            }
+            Some(parent)
+        };
+        let from = parent.as_ref().map_or(dir, |p| p.as_fd());
+        match rustix::fs::unlinkat(from, &name, AtFlags::REMOVEDIR) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match parent {
+            Some(parent) => current = parent,
+            None => return Ok(()),
+        }
     }
 }

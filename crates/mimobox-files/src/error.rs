@@ -19,6 +19,9 @@ pub enum PathProblem {
     /// It is longer than [`MAX_PATH_BYTES`](crate::MAX_PATH_BYTES).
     #[error("a path may be at most {} bytes", crate::MAX_PATH_BYTES)]
     TooLong,
+    /// It names a file, but ends as a directory does (`/` or `/.`).
+    #[error("a file's path may not end in \"/\" or \"/.\"")]
+    DirectorySuffix,
 }
 
 /// Why a [`GuestFiles`](crate::GuestFiles) operation did not happen.

@@ -66,6 +66,7 @@ impl GuestFiles {
     /// [`FileError::NotRegular`]; opening never blocks.
     pub fn read(&self, guest_path: &str, max: u64) -> Result<Vec<u8>, FileError> {
         let target = self.resolve(guest_path)?;
+        file_path(guest_path)?;
         let parent = open_parent(&target, guest_path)?;
         let Some(name) = target.name else {
             return Err(FileError::NotRegular { path: guest_path.to_owned(), kind: EntryKind::Dir });
@@ -120,6 +121,7 @@ impl GuestFiles {
     /// and the old file, if any, is unchanged.
     pub fn write(&self, guest_path: &str, data: &[u8], budget: u64) -> Result<u64, FileError> {
         let target = self.resolve(guest_path)?;
+        file_path(guest_path)?;
         if !target.mount.is_writable() {
             return Err(FileError::ReadOnly { path: guest_path.to_owned() });
         }
@@ -298,4 +300,15 @@ impl Drop for TempFile<'_> {
             let _ = rustix::fs::unlinkat(self.dir, self.name.as_str(), rustix::fs::AtFlags::empty());
         }
     }
+}
+
+/// Refuses a file's path that ends as a directory's does, as POSIX does.
+fn file_path(guest_path: &str) -> Result<(), FileError> {
+    if guest_path.ends_with('/') || guest_path.ends_with("/.") {
+        return Err(FileError::InvalidPath {
+            path: guest_path.to_owned(),
+            reason: crate::PathProblem::DirectorySuffix,
+        });
+    }
+    Ok(())
 }

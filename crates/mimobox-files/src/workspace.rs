@@ -275,6 +275,10 @@ fn sweep_one(base: BorrowedFd<'_>, id: &str) -> io::Result<bool> {
 fn prepare_base(base: &Path) -> Result<(PathBuf, OwnedFd), WorkspaceError> {
     let (parent, name) = split_base(base)?;
     DirBuilder::new().recursive(true).mode(0o700).create(&parent).map_err(io_at(&parent))?;
+    // A symlink on the way that another user planted (in a shared,
+    // sticky temp directory, say) would move the base where they chose:
+    // only links of this user's or root's are followed.
+    check_links(&parent)?;
     let parent = std::fs::canonicalize(&parent).map_err(io_at(&parent))?;
     check_ancestors(&parent)?;
     let parent_fd = open_path_dir(&parent)?;
@@ -336,6 +340,18 @@ fn open_checked(parent: BorrowedFd<'_>, name: &OsStr, path: &Path) -> Result<Own
         return Err(WorkspaceError::OpenToOthers { path: path.to_owned(), mode: stat.st_mode & 0o7777 });
     }
     Ok(fd)
+}
+
+/// Refuses a path on which a symlink belongs to another user.
+fn check_links(dir: &Path) -> Result<(), WorkspaceError> {
+    let euid = rustix::process::geteuid().as_raw();
+    for ancestor in dir.ancestors() {
+        let meta = std::fs::symlink_metadata(ancestor).map_err(io_at(ancestor))?;
+        if meta.file_type().is_symlink() && meta.uid() != euid && meta.uid() != 0 {
+            return Err(WorkspaceError::UnsafeParent { path: ancestor.to_owned() });
+        }
+    }
+    Ok(())
 }
 
 /// Checks that no directory from `dir` up to the root lets another user

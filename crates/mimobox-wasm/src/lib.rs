@@ -41,4 +41,4 @@ pub use mimobox_tools::{Tool, ToolError, ToolLimits, Toolbox};
 pub use module::cache::configured_cache;
 pub use module::{CompileEvent, CompileObserver, ModuleOrigin};
 pub use sandbox::WasmSandbox;
-pub use session::{Checkpoint, FileOpError, WasmSession};
+pub use session::{Checkpoint, FileOpError, PauseBinding, ResumeError, WasmSession};

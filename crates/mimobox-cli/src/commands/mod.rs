@@ -7,6 +7,7 @@ use crate::cli::{Cli, Command};
 mod cache;
 mod compile;
 mod demo;
+mod pause;
 mod profile;
 mod progress;
 mod protocol;

@@ -14,10 +14,10 @@ use mimobox_core::{ExecRequest, Session, TurnRequest, TurnResult};
 use mimobox_wasm::{WasmSandbox, WasmSession, check_config};
 
 use crate::cli::SessionArgs;
-use crate::commands::progress;
 use crate::commands::protocol::{self, EventLines, Request, error_json, file_answer, turn_json};
 use crate::commands::run::{ignore_broken_pipe, module_and_args, one_shot};
 use crate::commands::terminal::{self, TerminalText};
+use crate::commands::{pause, progress};
 use crate::flags::Resolved;
 
 /// Longest request line read; a longer one is answered with an error.
@@ -35,15 +35,36 @@ pub fn execute(args: SessionArgs) -> Result<ExitCode> {
     for (name, _) in &env {
         config.env.remove(name);
     }
-    let sandbox = WasmSandbox::create(one_shot(config)).map_err(|e| resolved.explain(e))?;
+    let mut config = one_shot(config);
+    // Pausing compares the session with a fresh instance of its image,
+    // which takes a second slot.
+    if args.pause_to.is_some() {
+        config.pool.size = config.pool.size.max(2);
+    }
+    let sandbox = WasmSandbox::create(config).map_err(|e| resolved.explain(e))?;
     if std::io::stderr().is_terminal() {
         progress::attach(&sandbox);
     }
-    let session = sandbox
-        .open_session(ExecRequest { module, args: guest_args, env, ..ExecRequest::default() })
-        .map_err(|e| resolved.explain(e))?;
+    let key = if args.pause_to.is_some() || args.resume.is_some() {
+        Some(pause::state_key(args.state_key.as_deref(), &sandbox)?)
+    } else {
+        None
+    };
+    let session = match &args.resume {
+        Some(file) => {
+            let paused = pause::read_paused(file, sandbox.config())?;
+            let key = key.as_deref().expect("read above");
+            sandbox
+                .resume_session(&paused, key, &pause::binding())
+                .map_err(|e| anyhow::Error::new(e).context(format!("resuming {}", file.display())))?
+        }
+        None => sandbox
+            .open_session(ExecRequest { module, args: guest_args, env, ..ExecRequest::default() })
+            .map_err(|e| resolved.explain(e))?,
+    };
     let input = read_lines();
-    let live = Live::new(session);
+    let mut live = Live::new(session);
+    live.pause_to = args.pause_to.clone().zip(key);
     if interactive { repl(live, &input, !args.raw_output) } else { json_lines(live, &input) }
 }
 
@@ -131,6 +152,8 @@ fn read_line_bounded(
 /// freed); later requests are answered that it has ended.
 struct Live {
     session: Option<WasmSession>,
+    /// Where to pause the session at the end of input, and the key.
+    pause_to: Option<(std::path::PathBuf, Vec<u8>)>,
     ended: Option<String>,
     /// When the session closes if no turn comes first.
     closes_at: Instant,
@@ -149,7 +172,7 @@ enum Next {
 impl Live {
     fn new(session: WasmSession) -> Live {
         let closes_at = session.closes_at();
-        Live { session: Some(session), ended: None, closes_at }
+        Live { session: Some(session), pause_to: None, ended: None, closes_at }
     }
 
     /// The next line, or the session's closing if it comes first.
@@ -193,6 +216,23 @@ impl Live {
         if let Some(session) = self.session {
             session.close();
         }
+    }
+
+    /// The end of input: the session is paused to its file when
+    /// `--pause-to` asks, else closed.
+    fn finish(mut self) -> Result<()> {
+        let Some((file, key)) = self.pause_to.take() else {
+            self.close();
+            return Ok(());
+        };
+        let Some(mut session) = self.session.take() else {
+            let reason = self.ended.unwrap_or_else(|| "closed".into());
+            anyhow::bail!("cannot pause to {}: the session has ended: {reason}", file.display());
+        };
+        let paused = session
+            .pause(&key, &pause::binding())
+            .map_err(|e| anyhow::Error::new(e).context(format!("pausing to {}", file.display())))?;
+        pause::write_paused(&file, &paused)
     }
 
     /// The answer line to one request.
@@ -294,7 +334,7 @@ fn json_lines(mut live: Live, lines: &Receiver<Line>) -> Result<ExitCode> {
         let mut out = std::io::stdout().lock();
         ignore_broken_pipe(writeln!(out, "{answer}").and_then(|()| out.flush()))?;
     }
-    live.close();
+    live.finish()?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -368,7 +408,7 @@ fn repl(mut live: Live, lines: &Receiver<Line>, clean: bool) -> Result<ExitCode>
         };
         let turn = live.turn(request);
         if let Ok(result) = &turn {
-            show_results(result, clean, marked);
+            show_results(result, clean, prompts_marked);
         }
         match turn {
             Ok(result) if !result.alive => {
@@ -384,7 +424,7 @@ fn repl(mut live: Live, lines: &Receiver<Line>, clean: bool) -> Result<ExitCode>
         }
     }
     println!();
-    live.close();
+    live.finish()?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -399,19 +439,27 @@ fn guest_sink(clean: bool, stream: impl Fn() -> Box<dyn Write> + Send + 'static)
     })
 }
 
-/// A turn's display results on the terminal: each one's text, or what
-/// kind of data it holds, escaped like guest output.
+/// A turn's display results on the terminal: each one's text (escaped
+/// like guest output), or mimobox's own line saying what kinds of data it
+/// holds (marked when stdout is a terminal, as the prompts are).
 fn show_results(result: &TurnResult, clean: bool, marked: bool) {
     let mut out = std::io::stdout().lock();
     for bundle in &result.results {
         let text = match bundle.get("text/plain").and_then(|v| v.as_str()) {
-            Some(text) if !bundle.keys().any(|k| k.starts_with("image/")) => text.to_owned(),
+            Some(text) if !bundle.keys().any(|k| k.starts_with("image/")) => {
+                if clean {
+                    TerminalText::default().clean(text.as_bytes())
+                } else {
+                    text.to_owned()
+                }
+            }
             _ => {
+                // MIME types are checked tokens: no control character can
+                // reach the terminal through them.
                 let kinds: Vec<&str> = bundle.keys().map(String::as_str).collect();
                 terminal::host_line(&format!("[display data: {}]", kinds.join(", ")), marked)
             }
         };
-        let text = if clean { TerminalText::default().clean(text.as_bytes()) } else { text };
         let _ = writeln!(out, "{text}");
     }
     if result.results_truncated {

@@ -179,7 +179,8 @@ fn a_stream_keeps_the_order_of_output_and_results() {
     let mut kinds: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
     // The traceback may come in several pieces of stderr.
     kinds.dedup();
-    assert_eq!(kinds, ["stdout", "stderr", "result", "stdout", "error", "stderr", "end"], "{lines:?}");
+    // The error comes last, once the turn's outcome says it stands.
+    assert_eq!(kinds, ["stdout", "stderr", "result", "stdout", "stderr", "error", "end"], "{lines:?}");
     assert_eq!(lines[0]["text"], "one\n");
     assert_eq!(lines[1]["text"], "two\n");
     assert_eq!(lines[2]["data"], json!({"text/plain": "3"}));
@@ -288,8 +289,9 @@ fn a_write_over_the_quota_changes_nothing() {
         STANDARD.decode(read_file(&mut session, "/workspace/f")["data"].as_str().unwrap()).unwrap(),
         b"old"
     );
-    // Host writes and guest writes share the quota.
-    assert_eq!(write_file(&mut session, "/workspace/g", &vec![b'y'; 60 << 10])["ok"], true);
+    // Host writes and guest writes share the quota; a file the host
+    // creates costs its entry, as the guest's own do.
+    assert_eq!(write_file(&mut session, "/workspace/g", &vec![b'y'; 50 << 10])["ok"], true);
     let guest = session.turn("open('h', 'wb').write(b'z' * 8192)");
     assert_eq!(guest["disk_quota_hit"], true, "{guest}");
 }
@@ -325,4 +327,59 @@ fn a_killed_sessions_workspace_is_removed_at_the_next_start() {
     assert_eq!(next.turn("print(1)")["stdout"], "1\n");
     assert!(leftover.iter().all(|p| !p.exists()), "the next start removed them");
     assert_eq!(next.finish(), Some(0));
+}
+
+#[test]
+fn a_tree_as_deep_as_the_quota_allows_is_removed_without_harm() {
+    let cli = cli();
+    let mut session = Driven::open(&cli, &[]);
+    // Renames are free: each level costs one directory's entry.
+    let deep = session.turn("import os\nos.mkdir('t')\nfor i in range(20000):\n    os.mkdir('n'); os.rename('t', 'n/t'); os.rename('n', 't')");
+    assert_eq!(deep["exit_code"], 0, "{}", deep["stderr"]);
+    assert_eq!(session.finish(), Some(0), "closing removed the tree without overflowing a stack");
+    let sessions = sessions_dir(cli.path());
+    assert_eq!(std::fs::read_dir(&sessions).unwrap().count(), 0, "and nothing is left");
+}
+
+#[test]
+fn an_error_stands_only_beside_a_failed_exit_and_is_streamed_last() {
+    let cli = cli();
+    let mut session = Driven::open(&cli, &["--timeout", "2s"]);
+    let forge = r#"import _host
+for i in range(3000):
+    _host.call(b'{"v":1,"op":"error","name":"Forged","value":"x","traceback":["fake"]}')
+print("done")"#;
+    let lines = session.stream(&json!({"code": forge, "stream": true}).to_string());
+    assert!(lines.iter().all(|l| l["type"] != "error"), "a forged error of a good turn is not streamed");
+    assert_eq!(lines.last().unwrap()["error"], Value::Null);
+    // A stop the host decided carries no guest-named cause.
+    let timed_out = session.turn(
+        r#"import _host
+_host.call(b'{"v":1,"op":"error","name":"MemoryError","value":"the host ran out","traceback":[]}')
+while True: pass"#,
+    );
+    assert_eq!((timed_out["outcome"].as_str(), &timed_out["error"]), (Some("timed_out"), &Value::Null));
+}
+
+#[test]
+fn a_huge_exception_is_cut_to_fit_not_lost() {
+    let cli = cli();
+    let mut session = Driven::open(&cli, &[]);
+    for code in ["raise ValueError('x' * 300000)", "raise ValueError('é' * 300000)"] {
+        let failed = session.turn(code);
+        let error = &failed["error"];
+        assert_eq!(error["name"], "ValueError", "{code}: {}", failed["error"]);
+        assert!(error["value"].as_str().unwrap().chars().count() <= 16001);
+    }
+}
+
+#[test]
+fn a_file_path_that_ends_as_a_directory_is_refused() {
+    let cli = cli();
+    let mut session = Driven::open(&cli, &[]);
+    for path in ["/workspace/new/", "/workspace/new/."] {
+        let answer = write_file(&mut session, path, b"x");
+        assert!(answer["error"].as_str().unwrap().contains("may not end"), "{path}: {answer}");
+    }
+    assert_eq!(session.send(r#"{"op": "list_files", "path": "/workspace/"}"#)["entries"], json!([]));
 }

@@ -150,7 +150,10 @@ mod paths {
     fn empty_and_dot_components_are_skipped() {
         let f = fixture();
         f.files.write("//workspace/./f", b"x", 10).unwrap();
-        assert_eq!(f.files.read("/workspace//f/.", 10).unwrap(), b"x");
+        assert_eq!(f.files.read("/workspace/.//f", 10).unwrap(), b"x");
+        // A file's path may not end as a directory's does.
+        let err = f.files.read("/workspace//f/.", 10).unwrap_err();
+        assert!(matches!(err, FileError::InvalidPath { reason: PathProblem::DirectorySuffix, .. }), "{err}");
     }
 
     #[test]

@@ -328,3 +328,72 @@ fn default_base_ends_in_sessions_below_an_existing_private_dir() {
     assert_eq!(base.file_name().unwrap(), "sessions");
     assert!(base.parent().unwrap().is_dir());
 }
+
+/// A guest can nest directories as deep as its quota allows (renames are
+/// free): removing them must neither recurse nor hold a descriptor per
+/// level. 30,000 levels overflow a recursive walk's stack and exceed a
+/// 1,024-descriptor limit many times over.
+#[test]
+fn a_tree_deeper_than_the_stack_or_the_descriptor_limit_is_removed() {
+    use std::os::fd::AsFd;
+    let scratch = tempfile::tempdir().unwrap();
+    let base = scratch.path().join("sessions");
+    let workspace = mimobox_files::Workspace::create(&base).unwrap();
+    let mut current = rustix::fs::open(
+        workspace.workspace_dir(),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    for _ in 0..30_000 {
+        rustix::fs::mkdirat(current.as_fd(), "d", rustix::fs::Mode::RWXU).unwrap();
+        current = rustix::fs::openat(
+            current.as_fd(),
+            "d",
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+    }
+    rustix::fs::openat(
+        current.as_fd(),
+        "leaf",
+        rustix::fs::OFlags::CREATE | rustix::fs::OFlags::WRONLY,
+        rustix::fs::Mode::RUSR,
+    )
+    .unwrap();
+    drop(current);
+    // Removed on a thread with a small stack, as a recursion could not be.
+    let removed =
+        std::thread::Builder::new().stack_size(256 << 10).spawn(move || drop(workspace)).unwrap().join();
+    assert!(removed.is_ok(), "the removal overflowed its stack");
+    assert_eq!(std::fs::read_dir(&base).unwrap().count(), 0, "everything was removed");
+}
+
+/// Another user's symlink where the base's parent should be (planted in a
+/// shared sticky temp directory) is refused, not followed.
+#[test]
+fn a_symlink_another_user_planted_on_the_way_is_refused() {
+    if !rustix::process::geteuid().is_root() {
+        return; // Needs a second user to own the link.
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let shared = scratch.path().join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+    let victim = scratch.path().join("victim");
+    fs::create_dir(&victim).unwrap();
+    let planted = shared.join("mimobox-0");
+    symlink(&victim, &planted).unwrap();
+    rustix::fs::chownat(
+        rustix::fs::CWD,
+        &planted,
+        Some(rustix::process::Uid::from_raw(65534)),
+        Some(rustix::process::Gid::from_raw(65534)),
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+    let error = Workspace::create(&planted.join("sessions")).unwrap_err();
+    assert!(matches!(error, WorkspaceError::UnsafeParent { .. }), "{error}");
+    assert!(!victim.join("sessions").exists(), "nothing was made where the link points");
+}

@@ -181,7 +181,7 @@ async fn receive_result(
     }
     let Some(kind) = FrameKind::of(head) else { return Ok(None) };
     let Some(results) = caller.data().door.results.as_ref() else { return Ok(None) };
-    if kind == FrameKind::Display && results.full() {
+    if results.full(kind) {
         caller.data_mut().door.results.as_mut().expect("checked above").truncated = true;
         return Ok(Some(RESULTS_FULL));
     }

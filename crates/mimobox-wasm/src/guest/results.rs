@@ -33,7 +33,8 @@ pub(crate) const ERROR_PREFIX: &[u8] = br#"{"v":1,"op":"error","#;
 /// The door's answer to a display frame once the turn takes no more
 /// results (CPython's `_host.call` raises `OSError`).
 pub(crate) const RESULTS_FULL: i32 = -3;
-/// Most bytes of an error frame: its traceback is cut to fit.
+/// Most bytes of an error frame (the kernel cuts its traceback to fit);
+/// a larger one is dropped and the turn flagged.
 pub(crate) const MAX_ERROR_FRAME: usize = 256 << 10;
 /// Most bytes of an error's name, value and each traceback line.
 const MAX_ERROR_NAME: usize = 256;
@@ -99,13 +100,21 @@ impl TurnResults {
         }
     }
 
-    /// Whether the turn takes no more display results.
-    pub(crate) fn full(&self) -> bool {
-        self.bundles.len() >= self.max_count || self.bytes >= self.max_bytes
+    /// Whether the turn takes no more frames of `kind`. Error frames are
+    /// always taken, each in place of the one before: the runtime's own
+    /// report of the turn's exception comes last, so no frame the guest's
+    /// code sent before it can take its place.
+    pub(crate) fn full(&self, kind: FrameKind) -> bool {
+        match kind {
+            FrameKind::Display => self.bundles.len() >= self.max_count || self.bytes >= self.max_bytes,
+            FrameKind::Error => false,
+        }
     }
 
     /// Takes a frame of `kind` whose first `frame.len()` bytes were read
-    /// out of `len`; returns the event to deliver live, if any.
+    /// out of `len`; returns the event to deliver live, if any. An error is
+    /// never delivered live: only the turn's outcome decides whether it
+    /// stands (see `WasmSession::turn`).
     pub(crate) fn receive(&mut self, kind: FrameKind, frame: &[u8], len: usize) -> Option<TurnEvent> {
         match kind {
             FrameKind::Display => {
@@ -139,12 +148,11 @@ impl TurnResults {
                 Some(TurnEvent::Result(bundle))
             }
             FrameKind::Error => {
-                if len > frame.len() {
-                    return None;
+                match parse_error(frame).filter(|_| len == frame.len()) {
+                    Some(error) => self.error = Some(error),
+                    None => self.truncated = true,
                 }
-                let error = parse_error(frame)?;
-                self.error = Some(error.clone());
-                Some(TurnEvent::Error(error))
+                None
             }
         }
     }

@@ -41,7 +41,7 @@ use crate::guest::state::GuestState;
 pub(crate) const MAX_POLL_SUBSCRIPTIONS: u32 = 4096;
 /// What a created file, directory or link is charged against the disk
 /// quota, for the inode and block it takes.
-const ENTRY_CHARGE: u64 = 4096;
+pub(crate) const ENTRY_CHARGE: u64 = 4096;
 /// Longest symlink target a guest may create.
 const MAX_LINK_TARGET: u32 = 4096;
 /// Most buffers one write to a file may pass, as Linux's `IOV_MAX`; the

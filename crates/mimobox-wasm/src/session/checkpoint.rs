@@ -75,7 +75,7 @@ impl WasmSession {
                 self.snapshot_on(&binary)?
             }
             Image::Checkpoint(checkpoint) => self.snapshot_on(&checkpoint.module)?,
-            Image::Preload => {
+            Image::Preload { .. } => {
                 return Err(SandboxError::Checkpoint {
                     message: "a session opened from a preload (session.preload) cannot be checkpointed again; fork it instead".into(),
                 });
@@ -118,7 +118,7 @@ impl WasmSession {
     }
 
     /// Readies the live state to be copied (see `checkpoint::quiesce`).
-    fn quiesce(&mut self) -> Result<(), SandboxError> {
+    pub(super) fn quiesce(&mut self) -> Result<(), SandboxError> {
         let needs_reset = match &*self.module {
             LoadedModule::Ready { pre, .. } => {
                 pre.module().imports().any(|import| import.name() == "fd_prestat_get")

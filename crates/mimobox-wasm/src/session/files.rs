@@ -11,6 +11,8 @@ use wasmtime_wasi::FsPerms;
 use super::WasmSession;
 use crate::WasmSandbox;
 
+/// What creating a file costs the quota, as for the guest's own files.
+const ENTRY_COST: u64 = crate::guest::wasi_rules::ENTRY_CHARGE;
 /// Most entries a listing returns; it says when there were more.
 const MAX_LISTING: usize = 10_000;
 
@@ -76,9 +78,18 @@ impl WasmSession {
     /// a write over it changes nothing.
     pub fn write_file(&mut self, path: &str, data: &[u8]) -> Result<u64, FileOpError> {
         self.usable()?;
-        let budget = self.store.data().files.disk_left();
-        let written = self.files()?.write(path, data, budget)?;
-        self.store.data_mut().files.spend(written);
+        // The entry costs what a file the guest creates costs.
+        let left = self.store.data().files.disk_left();
+        if left < ENTRY_COST {
+            return Err(FileError::OverQuota {
+                path: path.to_owned(),
+                bytes: data.len() as u64 + ENTRY_COST,
+                budget: left,
+            }
+            .into());
+        }
+        let written = self.files()?.write(path, data, left - ENTRY_COST)?;
+        self.store.data_mut().files.spend(written + ENTRY_COST);
         Ok(written)
     }
 

@@ -21,11 +21,13 @@ use wasmtime::{Instance, Store, TypedFunc};
 mod checkpoint;
 mod files;
 mod open;
+mod pause;
 mod preload;
 mod snapshot;
 
 pub use checkpoint::Checkpoint;
 pub use files::FileOpError;
+pub use pause::{PauseBinding, ResumeError};
 
 use crate::WasmSandbox;
 use crate::engine::deadline_ticks;
@@ -92,8 +94,9 @@ enum Image {
     Module { hash: ContentHash },
     /// The instrumented form of a checkpoint the caller holds.
     Checkpoint(Checkpoint),
-    /// The instrumented form of the profile's preload checkpoint.
-    Preload,
+    /// The instrumented form of the profile's preload checkpoint, which
+    /// this names (its module and recipe).
+    Preload { identity: ContentHash },
     /// The module itself: it cannot be instrumented, for this reason.
     Plain(String),
 }
@@ -208,13 +211,10 @@ impl WasmSession {
             })
             .await
         })?;
+        let elapsed = started.elapsed();
         let results = self.store.data_mut().door.results.take().expect("set for the turn");
         let TurnResults { bundles, truncated, error, live, .. } = results;
-        drop(live);
         let flush_by = started + timeout + LIVE_FLUSH_GRACE;
-        delivery.finish(flush_by, &self.stdout, &self.stderr);
-        let elapsed = started.elapsed();
-        self.last_turn = Instant::now();
 
         let denied = self.store.data().limiter.memory_denied();
         let (outcome, alive) = match ran {
@@ -235,9 +235,19 @@ impl WasmSession {
                 other => format!("turn {} ended it: {}", self.turns, other.name()),
             });
         }
-        // The exception stands only beside a failed turn: a guest cannot
-        // make a turn that succeeded look as if it raised.
-        let error = error.filter(|_| !matches!(outcome, Outcome::Exited { code: 0 }));
+        // The exception stands only beside a turn that exited with a
+        // failure status: a guest cannot make a turn that succeeded look
+        // as if it raised, nor name a cause for a stop the host decided.
+        let error = error.filter(|_| matches!(outcome, Outcome::Exited { code } if code != 0));
+        // Delivered live last, once it is known to stand.
+        if let (Some(mut live), Some(error)) = (live, &error) {
+            let wait = flush_by.saturating_duration_since(Instant::now());
+            let _ = block_on(async {
+                tokio::time::timeout(wait, live.send(mimobox_core::TurnEvent::Error(error.clone()))).await
+            });
+        }
+        delivery.finish(flush_by, &self.stdout, &self.stderr);
+        self.last_turn = Instant::now();
         let result = measured(outcome, elapsed, config.fuel, &mut self.store, &self.stdout, &self.stderr);
         Ok(TurnResult {
             turn: self.turns,

@@ -35,8 +35,8 @@ impl WasmSandbox {
         let source = self.source_of(request.module.take())?;
         match self.preload_code()? {
             Some(preload) => {
-                let (module, _) = self.preload_checkpoint(&source, &preload)?;
-                let mut session = self.start(&source, module, Image::Preload, request, false)?;
+                let (module, _, identity) = self.preload_checkpoint(&source, &preload)?;
+                let mut session = self.start(&source, module, Image::Preload { identity }, request, false)?;
                 session.restore()?;
                 Ok(session)
             }
@@ -79,7 +79,7 @@ impl WasmSandbox {
     /// at full speed, and says where the result came from.
     pub fn prepare_sessions(&self, source: &ModuleSource) -> Result<ModuleOrigin, SandboxError> {
         match self.preload_code()? {
-            Some(preload) => self.preload_checkpoint(source, &preload).map(|(_, origin)| origin),
+            Some(preload) => self.preload_checkpoint(source, &preload).map(|(_, origin, _)| origin),
             None => self.load_for_session(source).map(|(_, _, origin)| origin),
         }
     }

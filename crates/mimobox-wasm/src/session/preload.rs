@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use mimobox_core::{ExecRequest, ModuleSource, Outcome, SandboxError, TurnRequest, TurnResult, fill_restore};
 
+use mimobox_cache::ContentHash;
+
 use super::open::instrumented;
 use super::{Image, WasmSession};
 use crate::WasmSandbox;
@@ -40,7 +42,7 @@ impl WasmSandbox {
         &self,
         source: &ModuleSource,
         preload: &str,
-    ) -> Result<(Arc<LoadedModule>, ModuleOrigin), SandboxError> {
+    ) -> Result<(Arc<LoadedModule>, ModuleOrigin, ContentHash), SandboxError> {
         let (loader, _, config) = self.parts();
         let (args, env) = self.guest_command(source, &[], &[]);
         // The preload sees the read-only mounts only (the runtime's
@@ -64,7 +66,7 @@ impl WasmSandbox {
             "workspace": config.session.workspace.is_some(),
         })
         .to_string();
-        let (module, origin, _) = loader.load_derived(source, recipe.as_bytes(), |binary| {
+        let (module, origin, base) = loader.load_derived(source, recipe.as_bytes(), |binary| {
             let (module, image, _) = self.load_for_session(source)?;
             if let Image::Plain(reason) = &image {
                 return Err(SandboxError::NotCheckpointable {
@@ -82,7 +84,8 @@ impl WasmSandbox {
             loader.check_checkpoint_size(&source.display_name(), snapshot.len())?;
             instrumented(&source.display_name(), &snapshot)
         })?;
-        Ok((module, origin))
+        let identity = ContentHash::of(format!("{base}\0{recipe}").as_bytes());
+        Ok((module, origin, identity))
     }
 }
 

@@ -29,8 +29,8 @@ pub(crate) const RESET_PREOPENS: &str = "mimobox:reset-preopens";
 /// wasi-libc's function that empties its preopen table.
 const WASI_LIBC_RESET: &str = "__wasilibc_reset_preopens";
 /// Wizer's names for the exported state.
-const GLOBAL_PREFIX: &str = "__wizer_global_";
-const MEMORY_PREFIX: &str = "__wizer_memory_";
+pub(crate) const GLOBAL_PREFIX: &str = "__wizer_global_";
+pub(crate) const MEMORY_PREFIX: &str = "__wizer_memory_";
 
 /// The instrumented form of `binary`: wasi-libc's reset function exported
 /// (when the name section names it), then every memory and mutable global
