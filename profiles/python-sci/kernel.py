@@ -85,13 +85,25 @@ def _mimobox_setup():
         except Exception as e:
             return "<repr failed: %s>" % type(e).__name__
 
-    def figure_bundle(figure):
+    def figure_formats():
+        # The formats this turn asks for (PNG always; SVG on request).
+        try:
+            return json.loads(_host.call(b'{"v":1,"op":"options"}'))["figure_formats"]
+        except Exception:
+            return ["png"]
+
+    def figure_bundle(figure, formats=("png",)):
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png")
-        return {
+        bundle = {
             "image/png": base64.b64encode(buffer.getvalue()).decode("ascii"),
             "text/plain": plain(figure),
         }
+        if "svg" in formats:
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format="svg")
+            bundle["image/svg+xml"] = buffer.getvalue().decode("utf-8", "replace")
+        return bundle
 
     def is_figure(obj):
         module = sys.modules.get("matplotlib.figure")
@@ -99,7 +111,7 @@ def _mimobox_setup():
 
     def bundle_of(obj):
         if is_figure(obj):
-            return figure_bundle(obj)
+            return figure_bundle(obj, figure_formats())
         data = {}
         for mime, name in reprs:
             method = getattr(type(obj), name, None)
@@ -158,12 +170,13 @@ def _mimobox_setup():
         except Exception:
             return
         # Drawn in order until the host takes no more; all are closed.
+        formats = figure_formats() if numbers else ()
         for number in numbers:
             manager = pyplot._pylab_helpers.Gcf.get_fig_manager(number)
             if manager is None:
                 continue
             try:
-                bundle = figure_bundle(manager.canvas.figure)
+                bundle = figure_bundle(manager.canvas.figure, formats)
             except Exception as e:
                 bundle = {"text/plain": "<figure failed: %s: %s>" % (type(e).__name__, cut(str(e)))}
             if not send_bundle(bundle):

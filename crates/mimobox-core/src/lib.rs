@@ -43,6 +43,6 @@ pub use profile::{Profile, ProfileError};
 pub use sandbox::{ExecRequest, ModuleSource, OutputSink, Sandbox, Stdin};
 pub use session::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_LIFETIME, DEFAULT_MAX_FILE_READ, DEFAULT_MAX_RESULT_BYTES,
-    DEFAULT_MAX_RESULTS, DEFAULT_OPEN_TIMEOUT, EventSink, MimeBundle, RESTORE_ARGV, RESTORE_ENV, Session,
-    SessionConfig, TurnError, TurnEvent, TurnRequest, TurnResult, fill_restore,
+    DEFAULT_MAX_RESULTS, DEFAULT_OPEN_TIMEOUT, EventSink, FigureFormat, MimeBundle, RESTORE_ARGV,
+    RESTORE_ENV, Session, SessionConfig, TurnError, TurnEvent, TurnRequest, TurnResult, fill_restore,
 };

@@ -246,6 +246,39 @@ pub struct TurnRequest {
     /// and the error), in the order the guest produced them. With it set,
     /// `stdout_sink` and `stderr_sink` are not used.
     pub events: Option<EventSink>,
+    /// The formats figures are returned in, besides PNG, which is always
+    /// given: [`FigureFormat::Svg`] adds `image/svg+xml`.
+    pub figure_formats: Vec<FigureFormat>,
+}
+
+/// A format a figure may be returned in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum FigureFormat {
+    /// `image/png`, base64.
+    Png,
+    /// `image/svg+xml`, text.
+    Svg,
+}
+
+impl FigureFormat {
+    /// The format named `name` (`png`, `svg`).
+    pub fn parse(name: &str) -> Option<FigureFormat> {
+        match name {
+            "png" => Some(FigureFormat::Png),
+            "svg" => Some(FigureFormat::Svg),
+            _ => None,
+        }
+    }
+
+    /// Its name, as [`FigureFormat::parse`] reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FigureFormat::Png => "png",
+            FigureFormat::Svg => "svg",
+        }
+    }
 }
 
 impl TurnRequest {

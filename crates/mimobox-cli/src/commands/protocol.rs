@@ -12,7 +12,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use mimobox_core::{TurnError, TurnEvent, TurnResult};
+use mimobox_core::{FigureFormat, TurnError, TurnEvent, TurnResult};
 use serde_json::{Map, Value, json};
 
 use crate::commands::run::result_json;
@@ -20,8 +20,9 @@ use crate::commands::run::result_json;
 /// One request line.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Request {
-    /// Run `code` as a turn; with `stream`, write its events as they come.
-    Turn { code: String, stream: bool },
+    /// Run `code` as a turn; with `stream`, write its events as they come;
+    /// figures come back in `figure_formats` besides PNG.
+    Turn { code: String, stream: bool, figure_formats: Vec<FigureFormat> },
     /// Write `data` as the whole content of the file at `path`.
     WriteFile { path: String, data: Vec<u8> },
     /// Read the file at `path`.
@@ -40,7 +41,7 @@ pub fn parse(line: &[u8]) -> Result<Request, String> {
         Some(_) => return Err("`op` must be a string".into()),
     };
     let allowed: &[&str] = match op {
-        None => &["code", "stream"],
+        None => &["code", "stream", "figure_formats"],
         Some("write_file") => &["op", "path", "data"],
         Some("read_file" | "list_files") => &["op", "path"],
         Some(other) => {
@@ -65,7 +66,16 @@ pub fn parse(line: &[u8]) -> Result<Request, String> {
                 Some(Value::Bool(stream)) => *stream,
                 Some(_) => return Err("`stream` must be true or false".into()),
             };
-            Request::Turn { code: string("code")?, stream }
+            let figure_formats = match object.get("figure_formats") {
+                None => Vec::new(),
+                Some(Value::Array(names)) => names
+                    .iter()
+                    .map(|name| name.as_str().and_then(FigureFormat::parse))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or("`figure_formats` lists \"png\" and \"svg\" only")?,
+                Some(_) => return Err("`figure_formats` must be an array".into()),
+            };
+            Request::Turn { code: string("code")?, stream, figure_formats }
         }
         Some("write_file") => {
             let data = STANDARD.decode(string("data")?).map_err(|e| format!("`data` is not base64: {e}"))?;
@@ -194,11 +204,15 @@ mod tests {
 
     #[test]
     fn requests_parse_and_unknown_keys_are_refused() {
-        assert_eq!(parse(br#"{"code":"1"}"#), Ok(Request::Turn { code: "1".into(), stream: false }));
         assert_eq!(
-            parse(br#"{"code":"1","stream":true}"#),
-            Ok(Request::Turn { code: "1".into(), stream: true })
+            parse(br#"{"code":"1"}"#),
+            Ok(Request::Turn { code: "1".into(), stream: false, figure_formats: vec![] })
         );
+        assert_eq!(
+            parse(br#"{"code":"1","stream":true,"figure_formats":["svg"]}"#),
+            Ok(Request::Turn { code: "1".into(), stream: true, figure_formats: vec![FigureFormat::Svg] })
+        );
+        assert!(parse(br#"{"code":"1","figure_formats":["gif"]}"#).unwrap_err().contains("png"));
         assert_eq!(
             parse(br#"{"op":"write_file","path":"/workspace/a","data":"aGk="}"#),
             Ok(Request::WriteFile { path: "/workspace/a".into(), data: b"hi".to_vec() })

@@ -240,7 +240,7 @@ impl Live {
         let one_line = |e: mimobox_core::SandboxError| error_json(&crate::exit::one_line(&e.into()));
         let file_error = |e: mimobox_wasm::FileOpError| mimobox_core::text::one_line_bounded(&e.to_string());
         match request {
-            Request::Turn { code, stream } => {
+            Request::Turn { code, stream, figure_formats } => {
                 let events: Option<mimobox_core::EventSink> = stream.then(|| {
                     let mut lines = EventLines::default();
                     Box::new(move |event| {
@@ -250,7 +250,7 @@ impl Live {
                         }
                     }) as mimobox_core::EventSink
                 });
-                match self.turn(TurnRequest { events, ..TurnRequest::new(code) }) {
+                match self.turn(TurnRequest { events, figure_formats, ..TurnRequest::new(code) }) {
                     Ok(result) => {
                         let mut answer = turn_json(&result);
                         if stream {
@@ -404,7 +404,7 @@ fn repl(mut live: Live, lines: &Receiver<Line>, clean: bool) -> Result<ExitCode>
             code,
             stdout_sink: Some(guest_sink(clean, || Box::new(std::io::stdout()))),
             stderr_sink: Some(guest_sink(clean, || Box::new(std::io::stderr()))),
-            events: None,
+            ..TurnRequest::default()
         };
         let turn = live.turn(request);
         if let Ok(result) = &turn {

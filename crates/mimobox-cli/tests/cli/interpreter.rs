@@ -61,6 +61,12 @@ fn a_chart_comes_back_as_a_png_and_its_figure_is_closed() {
     let shown = session.turn("plt.bar([1, 2], [3, 4]); plt.show(); print('after')");
     assert_eq!(results(&shown).len(), 1, "{shown}");
     assert_eq!(shown["stdout"], "after\n");
+    assert!(results(&shown)[0].get("image/svg+xml").is_none(), "SVG only when asked for");
+    // SVG too, when the request asks for it.
+    let svg = session.send(&json!({"code": "plt.plot([1, 2]); None", "figure_formats": ["svg"]}).to_string());
+    let bundle = &results(&svg)[0];
+    assert!(bundle["image/svg+xml"].as_str().unwrap().contains("<svg"), "{svg}");
+    assert!(bundle["image/png"].is_string());
     assert_eq!(session.finish(), Some(0));
 }
 

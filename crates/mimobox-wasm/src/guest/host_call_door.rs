@@ -19,7 +19,7 @@ use mimobox_core::ToolCall;
 use mimobox_tools::{Request, Toolbox};
 use wasmtime::{Caller, Extern, Linker};
 
-use super::results::{FrameKind, RESULTS_FULL, TurnResults};
+use super::results::{FrameKind, OPTIONS_FRAME, RESULTS_FULL, TurnResults};
 use crate::guest::state::GuestState;
 
 /// The answer of a host with no tools.
@@ -78,7 +78,7 @@ async fn call(
         return Ok(FAULT);
     }
     if caller.data().door.results.is_some()
-        && let Some(code) = receive_result(caller, request, request_len).await?
+        && let Some(code) = receive_result(caller, request, request_len, out_ptr, out_len).await?
     {
         return Ok(code);
     }
@@ -171,6 +171,8 @@ async fn receive_result(
     caller: &mut Caller<'_, GuestState>,
     request: i32,
     request_len: i32,
+    out_ptr: i32,
+    out_len: i32,
 ) -> wasmtime::Result<Option<i32>> {
     let Some(Extern::Memory(memory)) = caller.get_export("memory") else { return Ok(Some(FAULT)) };
     let Ok(len) = usize::try_from(request_len) else { return Ok(Some(FAULT)) };
@@ -178,6 +180,10 @@ async fn receive_result(
     let head = &mut head[..len.min(32)];
     if memory.read(&*caller, request as u32 as usize, head).is_err() {
         return Ok(Some(FAULT));
+    }
+    if head == OPTIONS_FRAME {
+        let options = caller.data().door.results.as_ref().map(|r| r.options.clone()).unwrap_or_default();
+        return write_answer(caller, &memory, &options, out_ptr, out_len).await.map(Some);
     }
     let Some(kind) = FrameKind::of(head) else { return Ok(None) };
     let Some(results) = caller.data().door.results.as_ref() else { return Ok(None) };

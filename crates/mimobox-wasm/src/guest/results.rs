@@ -30,6 +30,9 @@ use super::output::LiveSender;
 pub(crate) const DISPLAY_PREFIX: &[u8] = br#"{"v":1,"op":"display","#;
 /// How an error frame starts, byte for byte.
 pub(crate) const ERROR_PREFIX: &[u8] = br#"{"v":1,"op":"error","#;
+/// The whole frame that asks for the turn's display options; the answer is
+/// `{"figure_formats":["png",...]}`.
+pub(crate) const OPTIONS_FRAME: &[u8] = br#"{"v":1,"op":"options"}"#;
 /// The door's answer to a display frame once the turn takes no more
 /// results (CPython's `_host.call` raises `OSError`).
 pub(crate) const RESULTS_FULL: i32 = -3;
@@ -74,10 +77,26 @@ pub(crate) struct TurnResults {
     pub(crate) error: Option<TurnError>,
     /// Where results go live, when the turn streams its events.
     pub(crate) live: Option<LiveSender>,
+    /// The answer to an options frame.
+    pub(crate) options: Vec<u8>,
 }
 
 impl TurnResults {
+    #[cfg(test)]
     pub(crate) fn new(max_bytes: u64, max_count: u32, live: Option<LiveSender>) -> TurnResults {
+        TurnResults::with_formats(max_bytes, max_count, live, &[])
+    }
+
+    /// As [`TurnResults::new`], with the figure formats the turn asks for.
+    pub(crate) fn with_formats(
+        max_bytes: u64,
+        max_count: u32,
+        live: Option<LiveSender>,
+        formats: &[mimobox_core::FigureFormat],
+    ) -> TurnResults {
+        let mut names = vec!["png"];
+        names.extend(formats.iter().map(|f| f.name()).filter(|n| *n != "png"));
+        let options = serde_json::to_vec(&serde_json::json!({ "figure_formats": names })).unwrap_or_default();
         TurnResults {
             max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
             max_count: usize::try_from(max_count).unwrap_or(usize::MAX),
@@ -86,6 +105,7 @@ impl TurnResults {
             truncated: false,
             error: None,
             live,
+            options,
         }
     }
 

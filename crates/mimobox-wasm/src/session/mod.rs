@@ -176,8 +176,12 @@ impl WasmSession {
         state.limiter.clear_denied();
         state.files.new_turn();
         state.door.new_turn();
-        state.door.results =
-            Some(TurnResults::new(config.session.max_result_bytes, config.session.max_results, live_results));
+        state.door.results = Some(TurnResults::with_formats(
+            config.session.max_result_bytes,
+            config.session.max_results,
+            live_results,
+            &request.figure_formats,
+        ));
         if let Some(fuel) = config.fuel {
             self.store.set_fuel(fuel).map_err(|e| SandboxError::Internal(one_line(&e)))?;
         }
