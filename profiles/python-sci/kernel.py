@@ -120,7 +120,22 @@ def _mimobox_setup():
         if is_figure(obj):
             return figure_bundle(obj, figure_formats())
         data = {}
+        # An object may give its whole bundle at once, as in IPython.
+        method = getattr(type(obj), "_repr_mimebundle_", None)
+        if callable(method):
+            try:
+                given = method(obj)
+                if isinstance(given, tuple):
+                    given = given[0]
+                if isinstance(given, dict):
+                    for mime, value in given.items():
+                        if isinstance(mime, str) and (isinstance(value, str) or mime.endswith("json")):
+                            data[mime] = cut(value) if isinstance(value, str) else value
+            except Exception:
+                data = {}
         for mime, name in reprs:
+            if mime in data:
+                continue
             method = getattr(type(obj), name, None)
             if not callable(method):
                 continue
@@ -147,7 +162,7 @@ def _mimobox_setup():
             else:
                 value = cut(str(value))
             data[mime] = value
-        data["text/plain"] = plain(obj)
+        data.setdefault("text/plain", plain(obj))
         return data
 
     def display_one(obj):

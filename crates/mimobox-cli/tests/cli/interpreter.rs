@@ -97,6 +97,20 @@ print("done")
 }
 
 #[test]
+fn an_object_may_give_its_whole_bundle() {
+    let cli = cli();
+    let mut session = Driven::open(&cli, &[]);
+    let code = r#"
+class Bundle:
+    def _repr_mimebundle_(self, **kw):
+        return {"text/html": "<i>b</i>", "text/plain": "Bundle"}
+Bundle()
+"#;
+    let answer = session.turn(code);
+    assert_eq!(results(&answer), &vec![json!({"text/html": "<i>b</i>", "text/plain": "Bundle"})], "{answer}");
+}
+
+#[test]
 fn an_exception_is_a_structured_error_beside_the_traceback() {
     let cli = cli();
     let mut session = Driven::open(&cli, &[]);
