@@ -43,17 +43,26 @@ pub fn one_line_bounded(text: &str) -> String {
                 out.push(c);
             }
         }
-        if out.len() > MAX_MESSAGE {
-            let mut end = MAX_MESSAGE;
-            while !out.is_char_boundary(end) {
-                end -= 1;
-            }
-            out.truncate(end);
-            out.push('…');
+        if cut_to(&mut out, MAX_MESSAGE) {
             break;
         }
     }
     out
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary and marks
+/// the cut with `…`; `false` when it was short enough already.
+pub fn cut_to(text: &mut String, max: usize) -> bool {
+    if text.len() <= max {
+        return false;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    true
 }
 
 #[cfg(test)]

@@ -236,14 +236,7 @@ fn parse_error(frame: &[u8]) -> Option<TurnError> {
 
 /// `text` cut to at most `max` bytes, on a character boundary.
 fn cut(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
+    mimobox_core::text::cut_to(&mut text, max);
     text
 }
 
