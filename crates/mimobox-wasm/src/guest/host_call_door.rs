@@ -182,7 +182,7 @@ async fn receive_result(
         return Ok(Some(FAULT));
     }
     if head == OPTIONS_FRAME {
-        let options = caller.data().door.results.as_ref().map(|r| r.options.clone()).unwrap_or_default();
+        let options = caller.data().door.results.as_ref().map(TurnResults::options).unwrap_or_default();
         return write_answer(caller, &memory, &options, out_ptr, out_len).await.map(Some);
     }
     let Some(kind) = FrameKind::of(head) else { return Ok(None) };

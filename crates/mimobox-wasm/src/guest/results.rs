@@ -77,8 +77,8 @@ pub(crate) struct TurnResults {
     pub(crate) error: Option<TurnError>,
     /// Where results go live, when the turn streams its events.
     pub(crate) live: Option<LiveSender>,
-    /// The answer to an options frame.
-    pub(crate) options: Vec<u8>,
+    /// The figure formats the turn asks for, besides PNG.
+    formats: Vec<mimobox_core::FigureFormat>,
 }
 
 impl TurnResults {
@@ -94,9 +94,7 @@ impl TurnResults {
         live: Option<LiveSender>,
         formats: &[mimobox_core::FigureFormat],
     ) -> TurnResults {
-        let mut names = vec!["png"];
-        names.extend(formats.iter().map(|f| f.name()).filter(|n| *n != "png"));
-        let options = serde_json::to_vec(&serde_json::json!({ "figure_formats": names })).unwrap_or_default();
+        let formats = formats.to_vec();
         TurnResults {
             max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
             max_count: usize::try_from(max_count).unwrap_or(usize::MAX),
@@ -105,7 +103,7 @@ impl TurnResults {
             truncated: false,
             error: None,
             live,
-            options,
+            formats,
         }
     }
 
@@ -118,6 +116,14 @@ impl TurnResults {
             FrameKind::Display => (self.max_bytes - self.bytes).saturating_add(64).saturating_add(1),
             FrameKind::Error => MAX_ERROR_FRAME + 1,
         }
+    }
+
+    /// The answer to an options frame, built only when a turn asks (one
+    /// that draws figures): `{"figure_formats":["png",...]}`.
+    pub(crate) fn options(&self) -> Vec<u8> {
+        let mut names = vec!["png"];
+        names.extend(self.formats.iter().map(|f| f.name()).filter(|n| *n != "png"));
+        serde_json::to_vec(&serde_json::json!({ "figure_formats": names })).unwrap_or_default()
     }
 
     /// Whether the turn takes no more frames of `kind`. Error frames are
