@@ -282,8 +282,27 @@ impl EpochClock {
     }
 }
 
-/// The epoch deadline, in ticks from now, that enforces `timeout`.
-pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
-    let ticks = timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
-    u64::try_from(ticks).unwrap_or(u64::MAX - 1).saturating_add(1)
+/// Arms `store`'s deadline `timeout` from now. The guest is interrupted
+/// (a [`wasmtime::Trap::Interrupt`], reported as a timeout) at the first
+/// epoch tick past it; before that, it yields to the async executor at every
+/// tick, so that a guest computing for its whole timeout holds no executor
+/// thread for longer than a tick.
+pub(crate) fn arm_deadline(store: &mut wasmtime::Store<GuestState>, timeout: Duration) {
+    let now = std::time::Instant::now();
+    // A bound too far to be represented is as good as none: a year away.
+    store.data_mut().deadline =
+        now.checked_add(timeout).unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
+    store.set_epoch_deadline(1);
+}
+
+/// What a store does at each epoch tick: interrupt the guest past its
+/// deadline ([`arm_deadline`]), else yield to the executor.
+pub(crate) fn at_tick(
+    ctx: wasmtime::StoreContextMut<'_, GuestState>,
+) -> wasmtime::Result<wasmtime::UpdateDeadline> {
+    if std::time::Instant::now() >= ctx.data().deadline {
+        Ok(wasmtime::UpdateDeadline::Interrupt)
+    } else {
+        Ok(wasmtime::UpdateDeadline::Yield(1))
+    }
 }

@@ -1,75 +1,53 @@
 //! [`Slots`]: a counting semaphore over the pooled instance slots.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::engine::EngineCore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Bounds the executions that run at once to the number of pooled slots;
-/// the rest wait rather than fail for want of a slot. Taking and returning
-/// a free slot is one atomic operation; the lock and condition variable are
-/// used only when all slots are taken.
+/// the rest wait rather than fail for want of a slot. Taking a free slot is
+/// one atomic operation; a caller that waits for one is a future, not a
+/// blocked thread.
 pub(crate) struct Slots {
     size: u32,
-    bounded: bool,
-    available: AtomicU32,
-    waiters: AtomicU32,
-    lock: Mutex<()>,
-    freed: Condvar,
+    /// `None` when unbounded (no pool).
+    semaphore: Option<Arc<Semaphore>>,
 }
 
-/// A slot held until drop.
-pub(crate) struct SlotGuard<'a>(&'a Slots);
+/// A slot held until drop: by a one-shot run for its duration, or by a
+/// session for as long as it lives.
+pub(crate) struct SlotGuard {
+    _permit: Option<OwnedSemaphorePermit>,
+}
 
 impl Slots {
     /// `size` slots; 0 means unbounded (no pool).
     pub(crate) fn new(size: u32) -> Slots {
-        Slots {
-            size,
-            bounded: size > 0,
-            available: AtomicU32::new(size),
-            waiters: AtomicU32::new(0),
-            lock: Mutex::new(()),
-            freed: Condvar::new(),
+        let semaphore = (size > 0).then(|| Arc::new(Semaphore::new(size as usize)));
+        Slots { size, semaphore }
+    }
+
+    /// Takes a slot, waiting as long as it takes.
+    pub(crate) async fn acquire(&self) -> SlotGuard {
+        let Some(semaphore) = &self.semaphore else { return SlotGuard { _permit: None } };
+        match semaphore.clone().try_acquire_owned() {
+            Ok(permit) => SlotGuard { _permit: Some(permit) },
+            // The semaphore is never closed.
+            Err(_) => SlotGuard { _permit: semaphore.clone().acquire_owned().await.ok() },
         }
     }
 
-    pub(crate) fn acquire(&self) -> SlotGuard<'_> {
-        if self.bounded && !self.try_take() {
-            let mut guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-            self.waiters.fetch_add(1, Ordering::SeqCst);
-            while !self.try_take() {
-                guard = self.freed.wait(guard).unwrap_or_else(|p| p.into_inner());
-            }
-            self.waiters.fetch_sub(1, Ordering::SeqCst);
+    /// Takes a slot, waiting at most `wait`.
+    pub(crate) async fn acquire_within(&self, wait: Duration) -> Option<SlotGuard> {
+        let Some(semaphore) = &self.semaphore else { return Some(SlotGuard { _permit: None }) };
+        if let Ok(permit) = semaphore.clone().try_acquire_owned() {
+            return Some(SlotGuard { _permit: Some(permit) });
         }
-        SlotGuard(self)
-    }
-
-    /// Takes a slot for as long as a session lives, waiting at most `wait`.
-    pub(crate) fn acquire_owned(core: &Arc<EngineCore>, wait: Duration) -> Option<OwnedSlot> {
-        let slots = &core.slots;
-        if slots.bounded && !slots.try_take() {
-            let deadline = Instant::now() + wait;
-            let mut guard = slots.lock.lock().unwrap_or_else(|p| p.into_inner());
-            slots.waiters.fetch_add(1, Ordering::SeqCst);
-            let taken = loop {
-                if slots.try_take() {
-                    break true;
-                }
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break false;
-                }
-                guard = slots.freed.wait_timeout(guard, left).unwrap_or_else(|p| p.into_inner()).0;
-            };
-            slots.waiters.fetch_sub(1, Ordering::SeqCst);
-            if !taken {
-                return None;
-            }
+        match tokio::time::timeout(wait, semaphore.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Some(SlotGuard { _permit: Some(permit) }),
+            _ => None,
         }
-        Some(OwnedSlot(core.clone()))
     }
 
     /// The number of slots (0: unbounded).
@@ -77,52 +55,31 @@ impl Slots {
         self.size
     }
 
-    fn release(&self) {
-        if !self.bounded {
-            return;
-        }
-        self.available.fetch_add(1, Ordering::SeqCst);
-        // A waiter registers under the lock before it looks at `available`,
-        // so taking the lock here orders this wake-up after its look.
-        if self.waiters.load(Ordering::SeqCst) > 0 {
-            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-            self.freed.notify_one();
-        }
-    }
-
-    fn try_take(&self) -> bool {
-        self.available.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
-    }
-}
-
-impl Drop for SlotGuard<'_> {
-    fn drop(&mut self) {
-        self.0.release();
-    }
-}
-
-/// A slot held by a session, for as long as it lives.
-pub(crate) struct OwnedSlot(Arc<EngineCore>);
-
-impl Drop for OwnedSlot {
-    fn drop(&mut self) {
-        self.0.slots.release();
+    /// The slots free now.
+    #[cfg(test)]
+    fn available(&self) -> usize {
+        self.semaphore.as_ref().map_or(usize::MAX, |s| s.available_permits())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
     use super::*;
 
     #[test]
     fn never_more_holders_than_slots() {
         let slots = Slots::new(2);
         let holders = AtomicU32::new(0);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         std::thread::scope(|scope| {
             for _ in 0..6 {
                 scope.spawn(|| {
+                    let runtime =
+                        tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
                     for _ in 0..200 {
-                        let _slot = slots.acquire();
+                        let _slot = runtime.block_on(slots.acquire());
                         let now = holders.fetch_add(1, Ordering::SeqCst) + 1;
                         assert!(now <= 2, "{now} holders of 2 slots");
                         std::thread::yield_now();
@@ -131,6 +88,11 @@ mod tests {
                 });
             }
         });
-        assert_eq!(slots.available.load(Ordering::SeqCst), 2);
+        assert_eq!(slots.available(), 2);
+        // With both held, a bounded wait gives up.
+        let (a, b) = runtime.block_on(async { (slots.acquire().await, slots.acquire().await) });
+        assert!(runtime.block_on(slots.acquire_within(Duration::from_millis(20))).is_none());
+        drop((a, b));
+        assert!(runtime.block_on(slots.acquire_within(Duration::from_millis(20))).is_some());
     }
 }

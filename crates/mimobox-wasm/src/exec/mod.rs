@@ -7,7 +7,7 @@ use mimobox_core::{ExecRequest, Outcome, SandboxError, SandboxResult};
 use wasmtime::{InstancePre, Store};
 
 use crate::WasmSandbox;
-use crate::engine::deadline_ticks;
+use crate::engine::arm_deadline;
 use crate::guest::output::{CappedPipe, Delivery, Stream};
 use crate::guest::{GuestIo, GuestState, LIVE_FLUSH_GRACE};
 use crate::module::{EntryPoint, LoadedModule, NO_ENTRY_POINT};
@@ -16,13 +16,25 @@ mod outcome;
 mod runtime;
 
 pub(crate) use outcome::classify;
-pub(crate) use runtime::block_on;
+pub(crate) use runtime::{block_on, offload};
 
 impl WasmSandbox {
     /// Runs one request. Guest misbehaviour (a trap, a timeout, running out
     /// of fuel or memory) is an [`Outcome`], not an error; errors are what
     /// kept the guest from starting.
+    ///
+    /// The synchronous form of [`WasmSandbox::run_async`].
     pub fn run(&self, request: ExecRequest) -> Result<SandboxResult, SandboxError> {
+        block_on(self.run_async(request))?
+    }
+
+    /// Runs one request, as [`WasmSandbox::run`] does, as a future of any
+    /// tokio runtime (with its time driver enabled). A guest waiting in a
+    /// host call (a sleep, a tool) holds no thread, and a guest computing
+    /// yields to the executor at every epoch tick. Compiling a module the
+    /// sandbox has not seen runs in [`tokio::task::block_in_place`] on a
+    /// multi-threaded runtime.
+    pub async fn run_async(&self, request: ExecRequest) -> Result<SandboxResult, SandboxError> {
         let inner = &*self.inner;
         let source = self.source_of(request.module)?;
         let (module, _) = inner.loader.load(&source)?;
@@ -69,15 +81,14 @@ impl WasmSandbox {
         let mut store = self.new_store(&source, guest)?;
         // Wait for a slot before the deadline is set, so that time spent
         // waiting never counts against the guest.
-        let _slot = inner.core.slots.acquire();
+        let _slot = inner.core.slots.acquire().await;
         let _running = inner.core.running();
-        store.set_epoch_deadline(deadline_ticks(inner.config.timeout));
+        arm_deadline(&mut store, inner.config.timeout);
         let started = Instant::now();
         // The epoch deadline stops guest code; this timer also stops a guest
         // blocked in a host call (a sleep, a read), by dropping its future.
         let timeout = inner.config.timeout;
-        let ran =
-            block_on(async { tokio::time::timeout(timeout, call_entry(&mut store, pre, entry)).await })?;
+        let ran = tokio::time::timeout(timeout, call_entry(&mut store, pre, entry)).await;
         // Live output gets until the deadline (and a moment to flush) to
         // reach its sink; what it has not taken by then is dropped.
         let flush_by = started + timeout + LIVE_FLUSH_GRACE;

@@ -1,4 +1,5 @@
-//! The runtime that drives a synchronous caller's execution.
+//! The runtime that drives a synchronous caller's execution, and how an
+//! async one keeps slow host work off its executor.
 
 use mimobox_core::SandboxError;
 
@@ -41,4 +42,17 @@ fn block_on_this_thread<F: std::future::Future>(future: F) -> Result<F::Output, 
         };
         Ok(runtime.block_on(future))
     })
+}
+
+/// Runs `work`, which blocks (compiling, compressing, reading files), without
+/// stalling the other tasks of a multi-threaded tokio runtime: there it runs
+/// in [`tokio::task::block_in_place`]. Elsewhere (a synchronous caller's own
+/// runtime, or none) it runs as it is.
+pub(crate) fn offload<R>(work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
 }

@@ -88,6 +88,11 @@ impl GuestLimiter {
     pub(crate) fn peak(&self) -> u64 {
         self.peak as u64
     }
+
+    /// Bytes of linear memory and tables the guest holds now.
+    pub(crate) fn in_use(&self) -> u64 {
+        self.memory_in_use as u64
+    }
 }
 
 impl ResourceLimiter for GuestLimiter {

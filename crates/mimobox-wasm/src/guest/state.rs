@@ -13,4 +13,6 @@ pub(crate) struct GuestState {
     pub(crate) limiter: GuestLimiter,
     pub(crate) files: FileGuard,
     pub(crate) door: DoorState,
+    /// When the running call is interrupted (see `engine::arm_deadline`).
+    pub(crate) deadline: std::time::Instant,
 }

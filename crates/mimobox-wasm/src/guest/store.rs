@@ -102,13 +102,14 @@ impl WasmSandbox {
             limiter: GuestLimiter::new(config.memory_limit, config.trap_on_memory_limit),
             files: FileGuard::new(config.max_open_files, disk_quota),
             door: DoorState { tools: self.tools(), ..DoorState::default() },
+            deadline: std::time::Instant::now(),
         };
         let mut store = Store::new(&inner.core.engine, state);
         store.limiter(|state| &mut state.limiter);
         if let Some(fuel) = config.fuel {
             store.set_fuel(fuel).map_err(|e| SandboxError::Internal(one_line(&e)))?;
         }
-        store.epoch_deadline_trap();
+        store.epoch_deadline_callback(crate::engine::at_tick);
         Ok(store)
     }
 }

@@ -241,34 +241,37 @@ impl Loader {
         // One builder per key at a time, across processes: the others wait
         // for its artifact rather than build their own (a preload's build
         // takes a session's memory and two compiles).
-        let _building = match &self.cache {
-            Some(cache) => {
-                let lock_key = ContentHash::of(format!("building {key}").as_bytes());
-                // Look again once the lock is held, waited for or not:
-                // another builder may have finished between the miss above
-                // and this lock.
-                match cache.lock(&self.core.id, &lock_key, self.limits.compile_timeout) {
-                    LockOutcome::AcquiredAfterWait(lock) | LockOutcome::Acquired(lock) => {
-                        if let Some((module, origin)) = self.load_compiled(&name, key)? {
-                            return Ok((module, origin, base));
+        // The rest waits for locks, builds and compiles: off the executor.
+        crate::exec::offload(|| {
+            let _building = match &self.cache {
+                Some(cache) => {
+                    let lock_key = ContentHash::of(format!("building {key}").as_bytes());
+                    // Look again once the lock is held, waited for or not:
+                    // another builder may have finished between the miss above
+                    // and this lock.
+                    match cache.lock(&self.core.id, &lock_key, self.limits.compile_timeout) {
+                        LockOutcome::AcquiredAfterWait(lock) | LockOutcome::Acquired(lock) => {
+                            if let Some((module, origin)) = self.load_compiled(&name, key)? {
+                                return Ok((module, origin, base));
+                            }
+                            Some(lock)
                         }
-                        Some(lock)
+                        LockOutcome::Unavailable => None,
                     }
-                    LockOutcome::Unavailable => None,
                 }
+                None => None,
+            };
+            // A module given as bytes (a checkpoint a caller kept) is bounded
+            // like a module file before anything is built from it; a file was
+            // bounded when it was read.
+            if let ModuleSource::Bytes { .. } = source {
+                self.check_checkpoint_size(&name, bytes.len())?;
             }
-            None => None,
-        };
-        // A module given as bytes (a checkpoint a caller kept) is bounded
-        // like a module file before anything is built from it; a file was
-        // bounded when it was read.
-        if let ModuleSource::Bytes { .. } = source {
-            self.check_checkpoint_size(&name, bytes.len())?;
-        }
-        let binary = to_binary(&name, Syntax::of_source(source), bytes)?;
-        let derived = build(&binary)?;
-        let (module, origin) = self.load_bytes(&name, key, Syntax::Binary, derived)?;
-        Ok((module, origin, base))
+            let binary = to_binary(&name, Syntax::of_source(source), bytes)?;
+            let derived = build(&binary)?;
+            let (module, origin) = self.load_bytes(&name, key, Syntax::Binary, derived)?;
+            Ok((module, origin, base))
+        })
     }
 
     /// Refuses a checkpoint (a module made of a guest's state) larger than
@@ -415,9 +418,10 @@ impl Loader {
             return Ok(Some((loaded.clone(), ModuleOrigin::Memory)));
         }
         let Some(cache) = &self.cache else { return Ok(None) };
-        let Some((module, pin)) =
+        let found = crate::exec::offload(|| {
             cache.get(&self.core.id, &hash, |file| map_artifact(&self.core.engine, file))
-        else {
+        });
+        let Some((module, pin)) = found else {
             return Ok(None);
         };
         let loaded = Arc::new(self.link(name, &module, Some(pin))?);
@@ -433,7 +437,7 @@ impl Loader {
         syntax: Syntax,
         bytes: Vec<u8>,
     ) -> Result<(Arc<LoadedModule>, ModuleOrigin), SandboxError> {
-        let loaded = match self.compile(name, hash, syntax, bytes)? {
+        let loaded = match crate::exec::offload(|| self.compile(name, hash, syntax, bytes))? {
             Compiled::Module(module, pin, origin) => (Arc::new(self.link(name, &module, pin)?), origin),
             Compiled::BeyondLimits(reason) => {
                 (Arc::new(LoadedModule::BeyondLimits { reason }), ModuleOrigin::Compiled)

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use mimobox_core::{ExecRequest, SandboxError};
 
 use super::{Image, WasmSession, snapshot};
-use crate::engine::deadline_ticks;
+use crate::engine::arm_deadline;
 use crate::exec::block_on;
 use crate::module::LoadedModule;
 
@@ -58,6 +58,12 @@ impl WasmSession {
     /// session opened from a profile's preload cannot be checkpointed again
     /// (fork it instead).
     pub fn checkpoint(&mut self) -> Result<Checkpoint, SandboxError> {
+        block_on(self.checkpoint_async())?
+    }
+
+    /// Captures a checkpoint, as [`WasmSession::checkpoint`] does, as a
+    /// future.
+    pub async fn checkpoint_async(&mut self) -> Result<Checkpoint, SandboxError> {
         self.usable()?;
         // The module the instance runs, before instrumentation.
         let module = match self.image.clone() {
@@ -72,9 +78,9 @@ impl WasmSession {
                         ),
                     });
                 }
-                self.snapshot_on(&binary)?
+                self.snapshot_on(&binary).await?
             }
-            Image::Checkpoint(checkpoint) => self.snapshot_on(&checkpoint.module)?,
+            Image::Checkpoint(checkpoint) => self.snapshot_on(&checkpoint.module).await?,
             Image::Preload { .. } => {
                 return Err(SandboxError::Checkpoint {
                     message: "a session opened from a preload (session.preload) cannot be checkpointed again; fork it instead".into(),
@@ -95,6 +101,11 @@ impl WasmSession {
     /// The state is copied, not mapped: a fork costs a copy of the guest's
     /// memory. Refused, with the reason, as [`WasmSession::checkpoint`] is.
     pub fn fork(&mut self, request: ExecRequest) -> Result<WasmSession, SandboxError> {
+        block_on(self.fork_async(request))?
+    }
+
+    /// Forks the session, as [`WasmSession::fork`] does, as a future.
+    pub async fn fork_async(&mut self, request: ExecRequest) -> Result<WasmSession, SandboxError> {
         self.usable()?;
         if request.module.is_some() {
             return Err(SandboxError::Checkpoint {
@@ -107,18 +118,18 @@ impl WasmSession {
                 reason: reason.clone(),
             });
         }
-        self.quiesce()?;
+        self.quiesce().await?;
         let mut fork =
-            self.sandbox.start(&self.source, self.module.clone(), self.image.clone(), request, false)?;
+            self.sandbox.start(&self.source, self.module.clone(), self.image.clone(), request, false).await?;
         snapshot::copy_state((&mut self.store, &self.instance), (&mut fork.store, &fork.instance))
             .map_err(|message| SandboxError::Checkpoint { message })?;
         fork.initialized = self.initialized;
-        fork.restore()?;
+        fork.restore().await?;
         Ok(fork)
     }
 
     /// Readies the live state to be copied (see `checkpoint::quiesce`).
-    pub(super) fn quiesce(&mut self) -> Result<(), SandboxError> {
+    pub(super) async fn quiesce(&mut self) -> Result<(), SandboxError> {
         let needs_reset = match &*self.module {
             LoadedModule::Ready { pre, .. } => {
                 pre.module().imports().any(|import| import.name() == "fd_prestat_get")
@@ -128,18 +139,20 @@ impl WasmSession {
         let (_, core, config) = self.sandbox.parts();
         let core = core.clone();
         let _running = core.running();
-        self.store.set_epoch_deadline(deadline_ticks(config.timeout));
+        arm_deadline(&mut self.store, config.timeout);
         let (store, instance) = (&mut self.store, &self.instance);
-        block_on(snapshot::quiesce(store, instance, needs_reset))?
+        snapshot::quiesce(store, instance, needs_reset)
+            .await
             .map_err(|message| SandboxError::Checkpoint { message })
     }
 
     /// The session's state as a pre-initialised module built on `binary`,
     /// the module its instance runs, before instrumentation.
-    pub(super) fn snapshot_on(&mut self, binary: &[u8]) -> Result<Vec<u8>, SandboxError> {
-        self.quiesce()?;
+    pub(super) async fn snapshot_on(&mut self, binary: &[u8]) -> Result<Vec<u8>, SandboxError> {
+        self.quiesce().await?;
         let (store, instance) = (&mut self.store, self.instance);
-        block_on(snapshot::snapshot(store, instance, binary))?
+        snapshot::snapshot(store, instance, binary)
+            .await
             .map_err(|message| SandboxError::Checkpoint { message })
     }
 }

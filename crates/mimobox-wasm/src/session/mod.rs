@@ -30,9 +30,9 @@ pub use files::FileOpError;
 pub use pause::{PauseBinding, ResumeError};
 
 use crate::WasmSandbox;
-use crate::engine::deadline_ticks;
-use crate::engine::slots::OwnedSlot;
-use crate::exec::{block_on, classify, measured};
+use crate::engine::arm_deadline;
+use crate::engine::slots::SlotGuard;
+use crate::exec::{block_on, classify, measured, offload};
 use crate::guest::output::{CappedPipe, Delivery};
 use crate::guest::results::TurnResults;
 use crate::guest::{GuestState, LIVE_FLUSH_GRACE};
@@ -77,7 +77,7 @@ pub struct WasmSession {
     /// The guest's arguments and environment, for the restore turn.
     command: (Vec<String>, Vec<(String, String)>),
     /// The pool slot this session's instance lives in.
-    _slot: OwnedSlot,
+    _slot: SlotGuard,
     /// Keeps the module (and its cache pin) alive with the instance.
     module: Arc<LoadedModule>,
     /// The session's private `/workspace` and `/tmp`, removed with it.
@@ -139,6 +139,12 @@ impl WasmSession {
         idle.into_iter().chain(life).min().unwrap_or(self.opened + Duration::from_secs(365 * 24 * 3600))
     }
 
+    /// Bytes of linear memory (and tables) the guest holds now: what its
+    /// instance costs besides the engine's shared parts.
+    pub fn memory_in_use(&self) -> u64 {
+        self.store.data().limiter.in_use()
+    }
+
     /// Why the session is past its idle timeout or lifetime, if it is.
     pub fn expired(&self) -> Option<String> {
         let session = &self.sandbox.parts().2.session;
@@ -157,7 +163,12 @@ impl WasmSession {
         }
     }
 
-    fn run_turn(&mut self, request: TurnRequest) -> Result<TurnResult, SandboxError> {
+    /// Runs one turn, as [`Session::turn`] does, as a future of any tokio
+    /// runtime (with its time driver): a guest waiting in a host call holds
+    /// no thread, and one computing yields at every epoch tick. The turn's
+    /// timeout, fuel, memory and output limits hold as they do for the
+    /// synchronous call, which is this one run to completion.
+    pub async fn turn_async(&mut self, request: TurnRequest) -> Result<TurnResult, SandboxError> {
         self.usable()?;
         // A handle (one reference count), not a copy of the config.
         let sandbox = self.sandbox.clone();
@@ -189,32 +200,30 @@ impl WasmSession {
         let left = config.session.lifetime.saturating_sub(self.opened.elapsed());
         let timeout = config.timeout.min(left);
         let _running = core.running();
-        self.store.set_epoch_deadline(deadline_ticks(timeout));
+        arm_deadline(&mut self.store, timeout);
         let started = Instant::now();
         let first = !self.initialized;
         self.initialized = true;
         let code = request.code.into_bytes();
         let (store, instance, calls) = (&mut self.store, &self.instance, &self.calls);
-        let ran = block_on(async {
-            tokio::time::timeout(timeout, async {
-                if first && let Some(initialize) = &calls.initialize {
-                    initialize.call_async(&mut *store, ()).await?;
-                }
-                let len = i32::try_from(code.len())
-                    .map_err(|_| wasmtime::format_err!("the turn's code is over 2 GiB"))?;
-                let ptr = calls.alloc.call_async(&mut *store, len).await?;
-                // 0 is the guest's own out-of-memory answer: it gets the
-                // turn anyway and reports it (CPython raises MemoryError).
-                if ptr != 0 {
-                    let memory = instance.get_memory(&mut *store, "memory").expect("checked when opened");
-                    memory.write(&mut *store, ptr as u32 as usize, &code).map_err(|e| {
-                        wasmtime::format_err!("host_alloc returned {ptr}, which does not fit the code: {e}")
-                    })?;
-                }
-                calls.turn.call_async(&mut *store, (ptr, len)).await
-            })
-            .await
-        })?;
+        let ran = tokio::time::timeout(timeout, async {
+            if first && let Some(initialize) = &calls.initialize {
+                initialize.call_async(&mut *store, ()).await?;
+            }
+            let len = i32::try_from(code.len())
+                .map_err(|_| wasmtime::format_err!("the turn's code is over 2 GiB"))?;
+            let ptr = calls.alloc.call_async(&mut *store, len).await?;
+            // 0 is the guest's own out-of-memory answer: it gets the
+            // turn anyway and reports it (CPython raises MemoryError).
+            if ptr != 0 {
+                let memory = instance.get_memory(&mut *store, "memory").expect("checked when opened");
+                memory.write(&mut *store, ptr as u32 as usize, &code).map_err(|e| {
+                    wasmtime::format_err!("host_alloc returned {ptr}, which does not fit the code: {e}")
+                })?;
+            }
+            calls.turn.call_async(&mut *store, (ptr, len)).await
+        })
+        .await;
         let elapsed = started.elapsed();
         let results = self.store.data_mut().door.results.take().expect("set for the turn");
         let TurnResults { bundles, truncated, error, live, .. } = results;
@@ -246,11 +255,12 @@ impl WasmSession {
         // Delivered live last, once it is known to stand.
         if let (Some(mut live), Some(error)) = (live, &error) {
             let wait = flush_by.saturating_duration_since(Instant::now());
-            let _ = block_on(async {
-                tokio::time::timeout(wait, live.send(mimobox_core::TurnEvent::Error(error.clone()))).await
-            });
+            let _ =
+                tokio::time::timeout(wait, live.send(mimobox_core::TurnEvent::Error(error.clone()))).await;
         }
-        delivery.finish(flush_by, &self.stdout, &self.stderr);
+        // Waits (bounded) only for a stream's reader to take what is left.
+        let (stdout, stderr) = (&self.stdout, &self.stderr);
+        offload(|| delivery.finish(flush_by, stdout, stderr));
         self.last_turn = Instant::now();
         let result = measured(outcome, elapsed, config.fuel, &mut self.store, &self.stdout, &self.stderr);
         Ok(TurnResult {
@@ -275,10 +285,15 @@ impl WasmSession {
         }
     }
 
+    /// Closes the session, as [`Session::close`] does, as a future.
+    pub async fn close_async(mut self) {
+        self.shut_down().await;
+    }
+
     /// Lets the guest finalise (`shutdown`), within a short bound, if the
     /// config asks for it (`session.shutdown`) and the session is alive and
     /// has taken a turn.
-    fn shut_down(&mut self) {
+    async fn shut_down(&mut self) {
         if !self.sandbox.config().session.shutdown || self.ended.is_some() || self.turns == 0 {
             return;
         }
@@ -286,18 +301,15 @@ impl WasmSession {
         let (_, core, _) = self.sandbox.parts();
         let core = core.clone();
         let _running = core.running();
-        self.store.set_epoch_deadline(deadline_ticks(SHUTDOWN_LIMIT));
-        let store = &mut self.store;
-        let _ = block_on(async {
-            tokio::time::timeout(SHUTDOWN_LIMIT, shutdown.call_async(&mut *store, ())).await
-        });
+        arm_deadline(&mut self.store, SHUTDOWN_LIMIT);
+        let _ = tokio::time::timeout(SHUTDOWN_LIMIT, shutdown.call_async(&mut self.store, ())).await;
         self.ended = Some("closed".into());
     }
 }
 
 impl Session for WasmSession {
     fn turn(&mut self, request: TurnRequest) -> Result<TurnResult, SandboxError> {
-        self.run_turn(request)
+        block_on(self.turn_async(request))?
     }
 
     fn alive(&self) -> bool {
@@ -309,7 +321,7 @@ impl Session for WasmSession {
     }
 
     fn close(mut self) {
-        self.shut_down();
+        let _ = block_on(self.shut_down());
     }
 }
 

@@ -8,9 +8,8 @@ use mimobox_core::{ExecRequest, ModuleSource, Outcome, SandboxError};
 
 use super::{Checkpoint, Image, TurnCalls, WasmSession, snapshot};
 use crate::WasmSandbox;
-use crate::engine::deadline_ticks;
-use crate::engine::slots::Slots;
-use crate::exec::{block_on, classify};
+use crate::engine::arm_deadline;
+use crate::exec::{block_on, classify, offload};
 use crate::guest::GuestIo;
 use crate::guest::output::{CappedPipe, Stream};
 use crate::module::{LoadedModule, ModuleOrigin};
@@ -31,18 +30,27 @@ impl WasmSandbox {
     /// Each session holds a pool slot until it is closed; when every slot
     /// is held, opening waits up to `session.open_timeout_secs`, then fails
     /// with [`SandboxError::SessionCapacity`].
-    pub fn open_session(&self, mut request: ExecRequest) -> Result<WasmSession, SandboxError> {
+    pub fn open_session(&self, request: ExecRequest) -> Result<WasmSession, SandboxError> {
+        block_on(self.open_session_async(request))?
+    }
+
+    /// Opens a session, as [`WasmSandbox::open_session`] does, as a future:
+    /// waiting for a slot holds no thread. Building a preload checkpoint
+    /// or compiling runs in [`tokio::task::block_in_place`] on a
+    /// multi-threaded runtime.
+    pub async fn open_session_async(&self, mut request: ExecRequest) -> Result<WasmSession, SandboxError> {
         let source = self.source_of(request.module.take())?;
         match self.preload_code()? {
             Some(preload) => {
                 let (module, _, identity) = self.preload_checkpoint(&source, &preload)?;
-                let mut session = self.start(&source, module, Image::Preload { identity }, request, false)?;
-                session.restore()?;
+                let mut session =
+                    self.start(&source, module, Image::Preload { identity }, request, false).await?;
+                session.restore().await?;
                 Ok(session)
             }
             None => {
                 let (module, image, _) = self.load_for_session(&source)?;
-                self.start(&source, module, image, request, false)
+                self.start(&source, module, image, request, false).await
             }
         }
     }
@@ -52,6 +60,16 @@ impl WasmSandbox {
     /// `session.restore` code runs first, unseen, so that the guest takes
     /// up this session's arguments, environment and randomness.
     pub fn open_session_from(
+        &self,
+        checkpoint: &Checkpoint,
+        request: ExecRequest,
+    ) -> Result<WasmSession, SandboxError> {
+        block_on(self.open_session_from_async(checkpoint, request))?
+    }
+
+    /// Opens a session from a checkpoint, as
+    /// [`WasmSandbox::open_session_from`] does, as a future.
+    pub async fn open_session_from_async(
         &self,
         checkpoint: &Checkpoint,
         request: ExecRequest,
@@ -69,8 +87,8 @@ impl WasmSandbox {
         let (module, _, _) =
             loader.load_derived(&source, INSTRUMENTED, |binary| instrumented(checkpoint.name(), binary))?;
         let mut session =
-            self.start(&source, module, Image::Checkpoint(checkpoint.clone()), request, false)?;
-        session.restore()?;
+            self.start(&source, module, Image::Checkpoint(checkpoint.clone()), request, false).await?;
+        session.restore().await?;
         Ok(session)
     }
 
@@ -112,7 +130,7 @@ impl WasmSandbox {
 
     /// Instantiates `module` in a new session (in its own pool slot), with
     /// the request's arguments, environment and stdin.
-    pub(super) fn start(
+    pub(super) async fn start(
         &self,
         source: &ModuleSource,
         module: Arc<LoadedModule>,
@@ -128,15 +146,13 @@ impl WasmSandbox {
                 message: "it needs more memories or tables than a sandbox allows".into(),
             });
         };
-        let slot =
-            Slots::acquire_owned(core, config.session.open_timeout).ok_or(SandboxError::SessionCapacity {
-                slots: core.slots.size(),
-                waited: config.session.open_timeout,
-            })?;
+        let slot = core.slots.acquire_within(config.session.open_timeout).await.ok_or(
+            SandboxError::SessionCapacity { slots: core.slots.size(), waited: config.session.open_timeout },
+        )?;
         let stdout = CappedPipe::new(Stream::Stdout, config.max_stdout);
         let stderr = CappedPipe::new(Stream::Stderr, config.max_stderr);
         let command = self.guest_command(source, &request.args, &request.env);
-        let workspace = self.new_workspace()?;
+        let workspace = offload(|| self.new_workspace())?;
         let io = GuestIo {
             writable_mounts: !preloading,
             workspace: workspace.as_ref(),
@@ -149,25 +165,23 @@ impl WasmSandbox {
         let mut store = self.new_store(source, io)?;
 
         let _running = core.running();
-        store.set_epoch_deadline(deadline_ticks(config.timeout));
+        arm_deadline(&mut store, config.timeout);
         let timeout = config.timeout;
-        let instance =
-            match block_on(async { tokio::time::timeout(timeout, pre.instantiate_async(&mut store)).await })?
-            {
-                Ok(Ok(instance)) => instance,
-                Ok(Err(e)) => {
-                    let reason = match classify(Err(e), store.data().limiter.memory_denied()) {
-                        Outcome::MemoryLimit => "over the memory limit".to_owned(),
-                        Outcome::Trap { message } => message,
-                        other => other.name().to_owned(),
-                    };
-                    return Err(SandboxError::Link {
-                        module: name,
-                        message: format!("cannot instantiate: {reason}"),
-                    });
-                }
-                Err(_) => return Err(SandboxError::InstantiationTimeout { module: name, limit: timeout }),
-            };
+        let instance = match tokio::time::timeout(timeout, pre.instantiate_async(&mut store)).await {
+            Ok(Ok(instance)) => instance,
+            Ok(Err(e)) => {
+                let reason = match classify(Err(e), store.data().limiter.memory_denied()) {
+                    Outcome::MemoryLimit => "over the memory limit".to_owned(),
+                    Outcome::Trap { message } => message,
+                    other => other.name().to_owned(),
+                };
+                return Err(SandboxError::Link {
+                    module: name,
+                    message: format!("cannot instantiate: {reason}"),
+                });
+            }
+            Err(_) => return Err(SandboxError::InstantiationTimeout { module: name, limit: timeout }),
+        };
         let calls = TurnCalls::find(&mut store, &instance)
             .map_err(|missing| SandboxError::NotSessionGuest { module: name.clone(), missing })?;
         let now = Instant::now();

@@ -29,6 +29,7 @@ use wasmtime::{AsContextMut, Extern, Val};
 
 use super::{Image, WasmSession, snapshot};
 use crate::WasmSandbox;
+use crate::exec::{block_on, offload};
 
 /// The first bytes of a paused session.
 const MAGIC: &[u8; 8] = b"MIMOPAUS";
@@ -97,19 +98,40 @@ impl WasmSession {
     /// authenticated with `key`, and ends it (its instance is freed when
     /// it is dropped). Refused, with the reason, when the state cannot be
     /// carried (a file held open, a module that cannot be checkpointed).
+    ///
+    /// Taking the difference needs a fresh instance of the same image for
+    /// a moment: a pool slot besides the session's own.
     pub fn pause(&mut self, key: &[u8], binding: &PauseBinding) -> Result<Vec<u8>, SandboxError> {
+        block_on(self.pause_async(key, binding))?
+    }
+
+    /// Pauses the session, as [`WasmSession::pause`] does, as a future;
+    /// reading the workspace and compressing run in
+    /// [`tokio::task::block_in_place`] on a multi-threaded runtime.
+    pub async fn pause_async(&mut self, key: &[u8], binding: &PauseBinding) -> Result<Vec<u8>, SandboxError> {
         self.usable()?;
         let image = self.image_identity()?;
-        self.quiesce()?;
+        self.quiesce().await?;
         // A fresh instance of the same image is what the difference is
         // taken against, and what a resume starts from.
-        let mut fresh = self.sandbox.start(
-            &self.source,
-            self.module.clone(),
-            self.image.clone(),
-            ExecRequest::default(),
-            false,
-        )?;
+        let fresh = self
+            .sandbox
+            .start(&self.source, self.module.clone(), self.image.clone(), ExecRequest::default(), false)
+            .await?;
+        let out = offload(|| self.paused_form(fresh, image, key, binding))?;
+        self.ended = Some("paused".into());
+        Ok(out)
+    }
+
+    /// The paused form of this quiesced session: its difference from
+    /// `fresh`, its workspace files, compressed, framed and authenticated.
+    fn paused_form(
+        &mut self,
+        mut fresh: WasmSession,
+        image: String,
+        key: &[u8],
+        binding: &PauseBinding,
+    ) -> Result<Vec<u8>, SandboxError> {
         let mut body = Vec::new();
         let exports: Vec<(String, Extern)> =
             self.instance.exports(&mut self.store).map(|e| (e.name().to_owned(), e.into_extern())).collect();
@@ -191,7 +213,6 @@ impl WasmSession {
         out.extend_from_slice(&compressed);
         let mac = mac(key, &out);
         out.extend_from_slice(&mac);
-        self.ended = Some("paused".into());
         Ok(out)
     }
 
@@ -220,7 +241,19 @@ impl WasmSandbox {
         key: &[u8],
         binding: &PauseBinding,
     ) -> Result<WasmSession, SandboxError> {
-        let (header, compressed) = open_envelope(paused, key).map_err(resume_error)?;
+        block_on(self.resume_session_async(paused, key, binding))?
+    }
+
+    /// Resumes a paused session, as [`WasmSandbox::resume_session`] does,
+    /// as a future; checking and decompressing run in
+    /// [`tokio::task::block_in_place`] on a multi-threaded runtime.
+    pub async fn resume_session_async(
+        &self,
+        paused: &[u8],
+        key: &[u8],
+        binding: &PauseBinding,
+    ) -> Result<WasmSession, SandboxError> {
+        let (header, compressed) = offload(|| open_envelope(paused, key)).map_err(resume_error)?;
         if header.format != FORMAT {
             return Err(resume_error(ResumeError::Format { found: header.format }));
         }
@@ -246,7 +279,7 @@ impl WasmSandbox {
                 (module, image)
             }
         };
-        let mut session = self.start(&source, module, image, ExecRequest::default(), false)?;
+        let mut session = self.start(&source, module, image, ExecRequest::default(), false).await?;
         let expected = session.image_identity()?;
         if header.image != expected {
             return Err(resume_error(ResumeError::Mismatch {
@@ -262,16 +295,18 @@ impl WasmSandbox {
             .memory_limit
             .saturating_add(config.session.workspace.unwrap_or(0).min(config.max_disk_write))
             .saturating_add(16 << 20);
-        let mut body = Vec::new();
-        zstd::Decoder::new(compressed)
-            .and_then(|decoder| decoder.take(bound + 1).read_to_end(&mut body))
-            .map_err(|_| resume_error(ResumeError::Malformed))?;
-        if body.len() as u64 > bound {
-            return Err(refused("the paused state holds more than this profile's session may"));
-        }
-        session.apply(&body).map_err(|e| match e {
-            Applied::Malformed => resume_error(ResumeError::Malformed),
-            Applied::Refused(reason) => refused(&reason),
+        offload(|| {
+            let mut body = Vec::new();
+            zstd::Decoder::new(compressed)
+                .and_then(|decoder| decoder.take(bound + 1).read_to_end(&mut body))
+                .map_err(|_| resume_error(ResumeError::Malformed))?;
+            if body.len() as u64 > bound {
+                return Err(refused("the paused state holds more than this profile's session may"));
+            }
+            session.apply(&body).map_err(|e| match e {
+                Applied::Malformed => resume_error(ResumeError::Malformed),
+                Applied::Refused(reason) => refused(&reason),
+            })
         })?;
         session.turns = header.turns;
         Ok(session)

@@ -11,6 +11,7 @@ use mimobox_cache::ContentHash;
 use super::open::instrumented;
 use super::{Image, WasmSession};
 use crate::WasmSandbox;
+use crate::exec::block_on;
 use crate::module::{CompileEvent, LoadedModule, ModuleOrigin};
 
 /// Most bytes of a `session.setup_file`.
@@ -74,13 +75,15 @@ impl WasmSandbox {
                     reason: format!("it cannot be preloaded: {reason}"),
                 });
             }
-            let mut session = self.start(source, module, image, ExecRequest::default(), true)?;
+            // A build is rare and long: it runs as a synchronous caller,
+            // on a thread of its own when the caller is inside a runtime.
+            let mut session = block_on(self.start(source, module, image, ExecRequest::default(), true))??;
             loader.notify(&CompileEvent::Preloading { module: source.display_name() });
-            let turn = session.run_turn(TurnRequest::new(preload));
+            let turn = block_on(session.turn_async(TurnRequest::new(preload)));
             loader.notify(&CompileEvent::Finished);
-            let turn = turn?;
+            let turn = turn??;
             succeeded("the preload (session.preload)", &turn)?;
-            let snapshot = session.snapshot_on(binary)?;
+            let snapshot = block_on(session.snapshot_on(binary))??;
             loader.check_checkpoint_size(&source.display_name(), snapshot.len())?;
             instrumented(&source.display_name(), &snapshot)
         })?;
@@ -112,11 +115,11 @@ impl WasmSession {
     /// Runs the config's `session.restore` code as an unseen turn, with
     /// this session's arguments and environment; the session's turn count
     /// starts after it.
-    pub(super) fn restore(&mut self) -> Result<(), SandboxError> {
+    pub(super) async fn restore(&mut self) -> Result<(), SandboxError> {
         let Some(template) = self.sandbox.config().session.restore.clone() else { return Ok(()) };
         let (argv, env) = &self.command;
         let code = fill_restore(&template, argv, env);
-        let turn = self.run_turn(TurnRequest::new(code))?;
+        let turn = self.turn_async(TurnRequest::new(code)).await?;
         self.turns = 0;
         succeeded("the restore turn (session.restore)", &turn)
     }
