@@ -1,0 +1,99 @@
+//! What a host is configured with: its limits, per owner and in total,
+//! idle pausing, the sweep, and where paused sessions go.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::storage::PausedStore;
+
+/// Bounds on what sessions hold: for one owner, or for the whole host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Sessions open at once, live or paused.
+    pub sessions: u64,
+    /// Turns running at once.
+    pub running_turns: u64,
+    /// Bytes of memory live sessions hold. Past it, the host pauses the
+    /// least recently used idle sessions (with a store), else refuses.
+    pub memory: u64,
+}
+
+impl Limits {
+    /// No bound on anything.
+    pub const UNLIMITED: Limits = Limits { sessions: u64::MAX, running_turns: u64::MAX, memory: u64::MAX };
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits::UNLIMITED
+    }
+}
+
+/// What a call does when the session is running another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenBusy {
+    /// Refuse at once with [`crate::HostError::Busy`].
+    Refuse,
+    /// Wait up to this long for the running call to end, then refuse.
+    /// At most [`HostConfig::max_waiting`] calls wait on one session.
+    Wait(Duration),
+}
+
+/// How a [`crate::SessionHost`] runs.
+pub struct HostConfig {
+    /// The whole host's limits.
+    pub limits: Limits,
+    /// Each owner's limits, unless `owners` names it.
+    pub owner_limits: Limits,
+    /// Limits of particular owners.
+    pub owners: HashMap<String, Limits>,
+    /// Pause a live session idle this long to the store (with a store);
+    /// `None` keeps idle sessions live until they expire.
+    pub pause_idle_after: Option<Duration>,
+    /// How often the background sweep looks for sessions to close or
+    /// pause.
+    pub sweep_interval: Duration,
+    /// Most calls that may wait on one busy session.
+    pub max_waiting: u32,
+    /// The key that authenticates paused states (at least 32 bytes).
+    pub state_key: Arc<[u8]>,
+    /// Where paused sessions are kept; without one, nothing is paused and
+    /// memory pressure refuses instead.
+    pub store: Option<Arc<dyn PausedStore>>,
+}
+
+impl HostConfig {
+    /// A config with no limits, no store, a sweep every second, and
+    /// `state_key` for paused states.
+    pub fn new(state_key: impl Into<Arc<[u8]>>) -> HostConfig {
+        HostConfig {
+            limits: Limits::UNLIMITED,
+            owner_limits: Limits::UNLIMITED,
+            owners: HashMap::new(),
+            pause_idle_after: None,
+            sweep_interval: Duration::from_secs(1),
+            max_waiting: 8,
+            state_key: state_key.into(),
+            store: None,
+        }
+    }
+
+    pub(crate) fn limits_of(&self, owner: &str) -> Limits {
+        self.owners.get(owner).copied().unwrap_or(self.owner_limits)
+    }
+}
+
+impl std::fmt::Debug for HostConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostConfig")
+            .field("limits", &self.limits)
+            .field("owner_limits", &self.owner_limits)
+            .field("owners", &self.owners)
+            .field("pause_idle_after", &self.pause_idle_after)
+            .field("sweep_interval", &self.sweep_interval)
+            .field("max_waiting", &self.max_waiting)
+            .field("store", &self.store.is_some())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,873 @@
+//! [`SessionHost`]: sessions by id, for many owners, in one process.
+//!
+//! The table (ids, owners, usage) sits behind one short-held lock that is
+//! never held across an await. Each session has its own async lock, held
+//! for the whole of a call on it (a turn, a file operation, a pause), which
+//! is what makes it one call at a time per session. A lock order holds
+//! throughout: a session's lock, then the table's.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use mimobox_core::{SandboxError, TurnRequest, TurnResult};
+use mimobox_files::Listing;
+use tokio::sync::{Mutex as AsyncMutex, MutexGuard as AsyncGuard, Notify};
+
+use crate::SessionId;
+use crate::backend::{Backend, Binding, HostedSession};
+use crate::config::{HostConfig, WhenBusy};
+use crate::error::{HostError, LimitKind, Scope};
+use crate::metrics::{Gauges, Metrics};
+
+/// Most bytes of an owner's name.
+pub const MAX_OWNER_NAME: usize = 128;
+
+/// Many sessions of several profiles, held by id for their owners; see
+/// the crate's documentation. A cheap handle: clones share the host.
+pub struct SessionHost<B: Backend> {
+    inner: Arc<Inner<B>>,
+}
+
+impl<B: Backend> Clone for SessionHost<B> {
+    fn clone(&self) -> Self {
+        SessionHost { inner: self.inner.clone() }
+    }
+}
+
+struct Inner<B: Backend> {
+    config: HostConfig,
+    profiles: HashMap<String, Arc<B>>,
+    table: Mutex<Table<B>>,
+    metrics: Metrics,
+    draining: AtomicBool,
+    /// Told when the last running turn ends.
+    quiet: Notify,
+}
+
+struct Table<B: Backend> {
+    sessions: HashMap<SessionId, Arc<Entry<B>>>,
+    owners: HashMap<Arc<str>, Usage>,
+    total: Usage,
+}
+
+/// What an owner (or the host) holds now.
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    sessions: u64,
+    running: u64,
+    memory: u64,
+}
+
+struct Entry<B: Backend> {
+    id: SessionId,
+    owner: Arc<str>,
+    profile: Arc<str>,
+    backend: Arc<B>,
+    opened: Instant,
+    cell: AsyncMutex<Cell<B::Session>>,
+    waiting: AtomicU32,
+    meta: Mutex<Meta>,
+}
+
+enum Cell<S> {
+    Live(S),
+    Paused,
+    Gone,
+}
+
+/// What the table knows of a session without taking its lock.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    last_used: Instant,
+    turns: u64,
+    /// Memory counted against the usage; 0 when paused.
+    memory: u64,
+    state: SessionState,
+}
+
+/// Where a session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// Its instance is live in this process.
+    Live,
+    /// It is paused to the store, and resumes on its next call.
+    Paused,
+}
+
+/// What the host says of one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// Its id.
+    pub id: SessionId,
+    /// The profile it runs.
+    pub profile: String,
+    /// Live or paused.
+    pub state: SessionState,
+    /// Turns it has taken.
+    pub turns: u64,
+    /// Bytes of memory it holds live (0 when paused).
+    pub memory: u64,
+    /// Time since its last call.
+    pub idle: Duration,
+    /// Time since it opened.
+    pub age: Duration,
+}
+
+/// What [`SessionHost::shutdown`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Sessions paused to the store.
+    pub paused: u64,
+    /// Sessions closed (no store, or a state that could not be paused).
+    pub closed: u64,
+    /// Sessions whose turn was still running past the grace; each ends
+    /// at its turn's own timeout, and is then closed.
+    pub still_running: u64,
+}
+
+/// A running turn counted in the usage until drop.
+struct Running<'a, B: Backend> {
+    inner: &'a Inner<B>,
+    owner: Arc<str>,
+}
+
+impl<B: Backend> Drop for Running<'_, B> {
+    fn drop(&mut self) {
+        let mut table = self.inner.lock_table();
+        table.total.running -= 1;
+        if let Some(usage) = table.owners.get_mut(&self.owner) {
+            usage.running -= 1;
+        }
+        if table.total.running == 0 {
+            self.inner.quiet.notify_waiters();
+        }
+    }
+}
+
+impl<B: Backend> SessionHost<B> {
+    /// A host serving `profiles` (name, backend). It must be created inside
+    /// a tokio runtime with its time driver: its background sweep runs
+    /// there, for as long as the host has a handle.
+    pub fn new(
+        config: HostConfig,
+        profiles: impl IntoIterator<Item = (String, B)>,
+    ) -> Result<Self, HostError> {
+        if config.state_key.len() < 32 {
+            return Err(HostError::Config("the state key must be at least 32 bytes".into()));
+        }
+        if config.sweep_interval.is_zero() {
+            return Err(HostError::Config("the sweep interval must be above zero".into()));
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| HostError::NoRuntime)?;
+        let profiles: HashMap<String, Arc<B>> =
+            profiles.into_iter().map(|(name, backend)| (name, Arc::new(backend))).collect();
+        let inner = Arc::new(Inner {
+            config,
+            profiles,
+            table: Mutex::new(Table {
+                sessions: HashMap::new(),
+                owners: HashMap::new(),
+                total: Usage::default(),
+            }),
+            metrics: Metrics::default(),
+            draining: AtomicBool::new(false),
+            quiet: Notify::new(),
+        });
+        runtime.spawn(sweep_forever(Arc::downgrade(&inner)));
+        Ok(SessionHost { inner })
+    }
+
+    /// The names of the profiles this host serves, sorted.
+    pub fn profiles(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.inner.profiles.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Opens a session of `profile` for `owner`, and names it.
+    pub async fn open(&self, owner: &str, profile: &str) -> Result<SessionId, HostError> {
+        let inner = &*self.inner;
+        inner.accepting()?;
+        check_owner(owner)?;
+        let (profile_name, backend) = inner
+            .profiles
+            .get_key_value(profile)
+            .map(|(name, backend)| (Arc::<str>::from(name.as_str()), backend.clone()))
+            .ok_or_else(|| HostError::UnknownProfile { name: bounded(profile) })?;
+        let owner: Arc<str> = Arc::from(owner);
+        // The session is counted before it opens, so that callers racing
+        // to open never pass the limit together.
+        inner.reserve_session(&owner)?;
+        let reservation = Reservation { inner, owner: owner.clone(), kept: false };
+        if inner.over_memory(&owner).is_some() {
+            inner.relieve(&owner, None).await?;
+        }
+        let session = backend.open().await?;
+        let id = loop {
+            let id =
+                SessionId::random().map_err(|e| HostError::Config(format!("no randomness for ids: {e}")))?;
+            if !inner.lock_table().sessions.contains_key(&id) {
+                break id;
+            }
+        };
+        let memory = session.memory_in_use();
+        let now = Instant::now();
+        let entry = Arc::new(Entry {
+            id,
+            owner: owner.clone(),
+            profile: profile_name,
+            backend,
+            opened: now,
+            cell: AsyncMutex::new(Cell::Live(session)),
+            waiting: AtomicU32::new(0),
+            meta: Mutex::new(Meta { last_used: now, turns: 0, memory, state: SessionState::Live }),
+        });
+        {
+            let mut table = inner.lock_table();
+            table.sessions.insert(id, entry.clone());
+            table.add_memory(&owner, memory);
+        }
+        let mut reservation = reservation;
+        reservation.kept = true;
+        inner.metrics.opened.fetch_add(1, Ordering::Relaxed);
+        // Past a memory limit now: make room from others, else give up
+        // this one.
+        if let Some((scope, limit)) = inner.over_memory(&owner)
+            && inner.relieve(&owner, Some(id)).await.is_err()
+        {
+            inner.remove(&entry);
+            if let Cell::Live(session) = std::mem::replace(&mut *entry.cell.lock().await, Cell::Gone) {
+                session.close().await;
+            }
+            inner.metrics.close("failed");
+            inner.metrics.refuse("memory");
+            return Err(HostError::Limit { kind: LimitKind::Memory, scope, limit });
+        }
+        Ok(id)
+    }
+
+    /// Runs a turn in `owner`'s session `id`. A paused session is resumed
+    /// first. A turn that ends the session (its guest exited, a limit
+    /// stopped it) closes it; the answer says so (`alive: false`).
+    pub async fn turn(
+        &self,
+        owner: &str,
+        id: SessionId,
+        request: TurnRequest,
+        when_busy: WhenBusy,
+    ) -> Result<TurnResult, HostError> {
+        let inner = &*self.inner;
+        inner.accepting()?;
+        let entry = inner.find(owner, id)?;
+        let mut cell = inner.lock_cell(&entry, when_busy).await?;
+        let _running = inner.start_turn(&entry.owner)?;
+        inner.make_live(&entry, &mut cell).await?;
+        let Cell::Live(session) = &mut *cell else { return Err(HostError::NotFound) };
+        let started = Instant::now();
+        let ran = session.turn(request).await;
+        let took = started.elapsed();
+        match ran {
+            Ok(result) => {
+                inner.metrics.turn(result.result.outcome.name(), took);
+                if result.alive {
+                    let memory = session.memory_in_use();
+                    inner.touch(&entry, Some(result.turn), memory);
+                } else {
+                    inner.end(&entry, &mut cell, "ended").await;
+                }
+                drop(cell);
+                if inner.over_memory(&entry.owner).is_some() {
+                    let _ = inner.relieve(&entry.owner, None).await;
+                }
+                Ok(result)
+            }
+            Err(error) => {
+                inner.metrics.turn("error", took);
+                if matches!(error, SandboxError::SessionEnded { .. }) {
+                    inner.end(&entry, &mut cell, "ended").await;
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Closes `owner`'s session `id` (waiting for a running call on it to
+    /// end); a paused one's state is deleted.
+    pub async fn close(&self, owner: &str, id: SessionId) -> Result<(), HostError> {
+        let inner = &*self.inner;
+        let entry = inner.find(owner, id)?;
+        // Gone from the table at once: no new call finds it.
+        inner.remove(&entry);
+        let mut cell = entry.cell.lock().await;
+        inner.finish(&entry, &mut cell).await;
+        inner.metrics.close("client");
+        Ok(())
+    }
+
+    /// Pauses `owner`'s session `id` to the store now.
+    pub async fn pause(&self, owner: &str, id: SessionId) -> Result<(), HostError> {
+        let inner = &*self.inner;
+        let entry = inner.find(owner, id)?;
+        let mut cell = inner.lock_cell(&entry, WhenBusy::Refuse).await?;
+        inner.pause_locked(&entry, &mut cell).await
+    }
+
+    /// What the host says of `owner`'s session `id`.
+    pub fn info(&self, owner: &str, id: SessionId) -> Result<SessionInfo, HostError> {
+        let entry = self.inner.find(owner, id)?;
+        Ok(entry.info())
+    }
+
+    /// `owner`'s sessions, oldest first.
+    pub fn list(&self, owner: &str) -> Vec<SessionInfo> {
+        let entries: Vec<Arc<Entry<B>>> = {
+            let table = self.inner.lock_table();
+            table.sessions.values().filter(|e| &*e.owner == owner).cloned().collect()
+        };
+        let mut infos: Vec<SessionInfo> = entries.iter().map(|e| e.info()).collect();
+        infos.sort_by_key(|info| std::cmp::Reverse(info.age));
+        infos
+    }
+
+    /// Writes a file into the session's workspace; the bytes written.
+    pub async fn write_file(
+        &self,
+        owner: &str,
+        id: SessionId,
+        path: &str,
+        data: &[u8],
+        when_busy: WhenBusy,
+    ) -> Result<u64, HostError> {
+        self.with_live(owner, id, when_busy, |session| session.write_file(path, data)).await
+    }
+
+    /// Reads a file of the session.
+    pub async fn read_file(
+        &self,
+        owner: &str,
+        id: SessionId,
+        path: &str,
+        when_busy: WhenBusy,
+    ) -> Result<Vec<u8>, HostError> {
+        self.with_live(owner, id, when_busy, |session| session.read_file(path)).await
+    }
+
+    /// Lists a directory of the session.
+    pub async fn list_files(
+        &self,
+        owner: &str,
+        id: SessionId,
+        path: &str,
+        when_busy: WhenBusy,
+    ) -> Result<Listing, HostError> {
+        self.with_live(owner, id, when_busy, |session| session.list_files(path)).await
+    }
+
+    async fn with_live<T>(
+        &self,
+        owner: &str,
+        id: SessionId,
+        when_busy: WhenBusy,
+        work: impl FnOnce(&mut B::Session) -> Result<T, HostError>,
+    ) -> Result<T, HostError> {
+        let inner = &*self.inner;
+        inner.accepting()?;
+        let entry = inner.find(owner, id)?;
+        let mut cell = inner.lock_cell(&entry, when_busy).await?;
+        inner.make_live(&entry, &mut cell).await?;
+        let Cell::Live(session) = &mut *cell else { return Err(HostError::NotFound) };
+        let result = offload(|| work(session));
+        let memory = session.memory_in_use();
+        inner.touch(&entry, None, memory);
+        result
+    }
+
+    /// Stops taking new sessions and calls, lets running turns finish for
+    /// up to `grace`, then pauses what is left to the store (or closes it,
+    /// without one). The background sweep stops.
+    pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+        let inner = &*self.inner;
+        inner.draining.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + grace;
+        loop {
+            let quiet = inner.quiet.notified();
+            if inner.lock_table().total.running == 0 {
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || tokio::time::timeout(left, quiet).await.is_err() {
+                break;
+            }
+        }
+        let entries: Vec<Arc<Entry<B>>> = inner.lock_table().sessions.values().cloned().collect();
+        let mut report = ShutdownReport::default();
+        for entry in entries {
+            let Ok(mut cell) = entry.cell.try_lock() else {
+                report.still_running += 1;
+                continue;
+            };
+            match &*cell {
+                Cell::Live(_) if inner.config.store.is_some() => {
+                    match inner.pause_locked(&entry, &mut cell).await {
+                        Ok(()) => report.paused += 1,
+                        Err(_) => {
+                            inner.end(&entry, &mut cell, "shutdown").await;
+                            report.closed += 1;
+                        }
+                    }
+                }
+                Cell::Live(_) => {
+                    inner.end(&entry, &mut cell, "shutdown").await;
+                    report.closed += 1;
+                }
+                Cell::Paused => report.paused += 1,
+                Cell::Gone => {}
+            }
+        }
+        report
+    }
+
+    /// The host's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// What the host holds now.
+    pub fn gauges(&self) -> Gauges {
+        let table = self.inner.lock_table();
+        let paused =
+            table.sessions.values().filter(|e| e.meta().state == SessionState::Paused).count() as u64;
+        Gauges {
+            live: table.total.sessions - paused,
+            paused,
+            running_turns: table.total.running,
+            memory: table.total.memory,
+        }
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        self.inner.metrics.render(self.gauges())
+    }
+
+    /// Runs one background sweep now: what [`HostConfig::sweep_interval`]
+    /// runs on its own.
+    pub async fn sweep(&self) {
+        self.inner.sweep().await;
+    }
+}
+
+/// A session counted in the usage that is uncounted unless kept.
+struct Reservation<'a, B: Backend> {
+    inner: &'a Inner<B>,
+    owner: Arc<str>,
+    kept: bool,
+}
+
+impl<B: Backend> Drop for Reservation<'_, B> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.inner.lock_table().release_session(&self.owner);
+        }
+    }
+}
+
+impl<B: Backend> Table<B> {
+    fn usage(&mut self, owner: &Arc<str>) -> &mut Usage {
+        self.owners.entry(owner.clone()).or_default()
+    }
+
+    fn add_memory(&mut self, owner: &Arc<str>, memory: u64) {
+        self.usage(owner).memory += memory;
+        self.total.memory += memory;
+    }
+
+    fn sub_memory(&mut self, owner: &Arc<str>, memory: u64) {
+        self.usage(owner).memory -= memory;
+        self.total.memory -= memory;
+    }
+
+    fn release_session(&mut self, owner: &Arc<str>) {
+        self.total.sessions -= 1;
+        let usage = self.usage(owner);
+        usage.sessions -= 1;
+        if usage.sessions == 0 && usage.running == 0 {
+            self.owners.remove(owner);
+        }
+    }
+}
+
+impl<B: Backend> Entry<B> {
+    fn meta(&self) -> Meta {
+        *self.meta.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn info(&self) -> SessionInfo {
+        let meta = self.meta();
+        SessionInfo {
+            id: self.id,
+            profile: self.profile.to_string(),
+            state: meta.state,
+            turns: meta.turns,
+            memory: meta.memory,
+            idle: meta.last_used.elapsed(),
+            age: self.opened.elapsed(),
+        }
+    }
+
+    fn binding(&self) -> Binding {
+        Binding { session: self.id.to_string(), owner: self.owner.to_string() }
+    }
+}
+
+impl<B: Backend> Inner<B> {
+    fn lock_table(&self) -> MutexGuard<'_, Table<B>> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn accepting(&self) -> Result<(), HostError> {
+        if self.draining.load(Ordering::SeqCst) {
+            self.metrics.refuse("shutting_down");
+            return Err(HostError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    /// The session `id` if `owner` owns it; another owner's is as absent
+    /// as one that never was.
+    fn find(&self, owner: &str, id: SessionId) -> Result<Arc<Entry<B>>, HostError> {
+        let table = self.lock_table();
+        match table.sessions.get(&id) {
+            Some(entry) if &*entry.owner == owner => Ok(entry.clone()),
+            _ => Err(HostError::NotFound),
+        }
+    }
+
+    fn reserve_session(&self, owner: &Arc<str>) -> Result<(), HostError> {
+        let own = self.config.limits_of(owner);
+        let mut table = self.lock_table();
+        let refused = |scope, limit| {
+            self.metrics.refuse("sessions");
+            Err(HostError::Limit { kind: LimitKind::Sessions, scope, limit })
+        };
+        if table.total.sessions >= self.config.limits.sessions {
+            return refused(Scope::Host, self.config.limits.sessions);
+        }
+        if table.owners.get(owner).is_some_and(|u| u.sessions >= own.sessions) || own.sessions == 0 {
+            return refused(Scope::Owner, own.sessions);
+        }
+        table.total.sessions += 1;
+        table.usage(owner).sessions += 1;
+        Ok(())
+    }
+
+    fn start_turn(&self, owner: &Arc<str>) -> Result<Running<'_, B>, HostError> {
+        let own = self.config.limits_of(owner);
+        let mut table = self.lock_table();
+        let (scope, limit) = if table.total.running >= self.config.limits.running_turns {
+            (Scope::Host, self.config.limits.running_turns)
+        } else if table.usage(owner).running >= own.running_turns {
+            (Scope::Owner, own.running_turns)
+        } else {
+            table.total.running += 1;
+            table.usage(owner).running += 1;
+            return Ok(Running { inner: self, owner: owner.clone() });
+        };
+        self.metrics.refuse("running_turns");
+        Err(HostError::Limit { kind: LimitKind::RunningTurns, scope, limit })
+    }
+
+    /// The limit `owner` or the host is past, in memory, if any.
+    fn over_memory(&self, owner: &Arc<str>) -> Option<(Scope, u64)> {
+        let own = self.config.limits_of(owner);
+        let table = self.lock_table();
+        if table.total.memory > self.config.limits.memory {
+            Some((Scope::Host, self.config.limits.memory))
+        } else if table.owners.get(owner).is_some_and(|u| u.memory > own.memory) {
+            Some((Scope::Owner, own.memory))
+        } else {
+            None
+        }
+    }
+
+    /// Pauses the least recently used idle sessions (of `owner` when it is
+    /// the owner's limit that is passed, else of anyone) until memory is
+    /// within the limits; `spare` is never paused. Without a store, or
+    /// with nothing idle left, the limit stands and this says so.
+    async fn relieve(&self, owner: &Arc<str>, spare: Option<SessionId>) -> Result<(), HostError> {
+        loop {
+            let Some((scope, limit)) = self.over_memory(owner) else { return Ok(()) };
+            let refused = || {
+                self.metrics.refuse("memory");
+                Err(HostError::Limit { kind: LimitKind::Memory, scope, limit })
+            };
+            if self.config.store.is_none() {
+                return refused();
+            }
+            let mut candidates: Vec<(Instant, Arc<Entry<B>>)> = {
+                let table = self.lock_table();
+                table
+                    .sessions
+                    .values()
+                    .filter(|e| Some(e.id) != spare && (scope == Scope::Host || e.owner == *owner))
+                    .filter_map(|e| {
+                        let meta = e.meta();
+                        (meta.state == SessionState::Live).then(|| (meta.last_used, e.clone()))
+                    })
+                    .collect()
+            };
+            candidates.sort_by_key(|(used, _)| *used);
+            let mut paused = false;
+            for (_, entry) in candidates {
+                let Ok(mut cell) = entry.cell.try_lock() else { continue };
+                if self.pause_locked(&entry, &mut cell).await.is_ok() {
+                    paused = true;
+                    break;
+                }
+            }
+            if !paused {
+                return refused();
+            }
+        }
+    }
+
+    async fn lock_cell<'e>(
+        &self,
+        entry: &'e Entry<B>,
+        when_busy: WhenBusy,
+    ) -> Result<AsyncGuard<'e, Cell<B::Session>>, HostError> {
+        if let Ok(cell) = entry.cell.try_lock() {
+            return Ok(cell);
+        }
+        let busy = |waited| {
+            self.metrics.refuse("busy");
+            Err(HostError::Busy { waited })
+        };
+        let WhenBusy::Wait(wait) = when_busy else { return busy(None) };
+        if entry.waiting.fetch_add(1, Ordering::SeqCst) >= self.config.max_waiting {
+            entry.waiting.fetch_sub(1, Ordering::SeqCst);
+            return busy(None);
+        }
+        let locked = tokio::time::timeout(wait, entry.cell.lock()).await;
+        entry.waiting.fetch_sub(1, Ordering::SeqCst);
+        match locked {
+            Ok(cell) => Ok(cell),
+            Err(_) => busy(Some(wait)),
+        }
+    }
+
+    /// Resumes a paused session from the store.
+    async fn make_live(&self, entry: &Entry<B>, cell: &mut Cell<B::Session>) -> Result<(), HostError> {
+        match cell {
+            Cell::Live(_) => return Ok(()),
+            Cell::Gone => return Err(HostError::NotFound),
+            Cell::Paused => {}
+        }
+        let store = self.config.store.as_ref().ok_or(HostError::NotFound)?;
+        let resumed = async {
+            let paused = store.get(entry.id).await?;
+            let session = entry.backend.resume(&paused, &self.config.state_key, &entry.binding()).await?;
+            Ok::<_, HostError>(session)
+        }
+        .await;
+        let session = match resumed {
+            Ok(session) => session,
+            Err(e) => {
+                self.metrics.resume_failures.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        self.metrics.resumes.fetch_add(1, Ordering::Relaxed);
+        let memory = session.memory_in_use();
+        *cell = Cell::Live(session);
+        {
+            let mut table = self.lock_table();
+            table.add_memory(&entry.owner, memory);
+            let mut meta = entry.meta.lock().unwrap_or_else(|p| p.into_inner());
+            meta.memory = memory;
+            meta.state = SessionState::Live;
+        }
+        // The state is in the live session now; a stale copy left behind
+        // would only ever be refused or overwritten.
+        if let Err(e) = store.delete(entry.id).await {
+            tracing::warn!(session = %entry.id, "cannot delete a resumed session's paused state: {e}");
+        }
+        Ok(())
+    }
+
+    /// Pauses a live session whose lock the caller holds.
+    async fn pause_locked(&self, entry: &Entry<B>, cell: &mut Cell<B::Session>) -> Result<(), HostError> {
+        let Some(store) = &self.config.store else {
+            return Err(HostError::Config("no store for paused sessions is configured".into()));
+        };
+        let Cell::Live(session) = cell else { return Ok(()) };
+        let binding = entry.binding();
+        let paused = match session.pause(&self.config.state_key, &binding).await {
+            Ok(paused) => paused,
+            Err(e) => {
+                // Refused before anything was taken: the session goes on.
+                self.metrics.pause_failures.fetch_add(1, Ordering::Relaxed);
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = store.put(entry.id, paused.clone()).await {
+            // The session ended with its pause; bring it back from the
+            // bytes in hand rather than lose it.
+            self.metrics.pause_failures.fetch_add(1, Ordering::Relaxed);
+            match entry.backend.resume(&paused, &self.config.state_key, &binding).await {
+                Ok(session) => *cell = Cell::Live(session),
+                Err(resume) => {
+                    tracing::warn!(session = %entry.id, "a session whose pause could not be stored is lost: {resume}");
+                    self.end(entry, cell, "failed").await;
+                }
+            }
+            return Err(e.into());
+        }
+        if let Cell::Live(session) = std::mem::replace(cell, Cell::Paused) {
+            drop(session);
+        }
+        let mut table = self.lock_table();
+        let mut meta = entry.meta.lock().unwrap_or_else(|p| p.into_inner());
+        table.sub_memory(&entry.owner, meta.memory);
+        meta.memory = 0;
+        meta.state = SessionState::Paused;
+        self.metrics.pauses.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn touch(&self, entry: &Entry<B>, turn: Option<u64>, memory: u64) {
+        let mut table = self.lock_table();
+        let mut meta = entry.meta.lock().unwrap_or_else(|p| p.into_inner());
+        meta.last_used = Instant::now();
+        if let Some(turn) = turn {
+            meta.turns = turn;
+        }
+        let before = meta.memory;
+        meta.memory = memory;
+        drop(meta);
+        // An entry closed meanwhile is no longer counted.
+        if table.sessions.contains_key(&entry.id) {
+            table.sub_memory(&entry.owner, before);
+            table.add_memory(&entry.owner, memory);
+        }
+    }
+
+    /// Takes the entry out of the table and its usage (once).
+    fn remove(&self, entry: &Entry<B>) {
+        let mut table = self.lock_table();
+        if table.sessions.remove(&entry.id).is_some() {
+            let memory = std::mem::take(&mut entry.meta.lock().unwrap_or_else(|p| p.into_inner()).memory);
+            table.sub_memory(&entry.owner, memory);
+            table.release_session(&entry.owner);
+        }
+    }
+
+    /// Ends a session whose lock the caller holds: out of the table,
+    /// its instance closed, its paused state deleted.
+    async fn end(&self, entry: &Entry<B>, cell: &mut Cell<B::Session>, reason: &str) {
+        self.remove(entry);
+        self.finish(entry, cell).await;
+        self.metrics.close(reason);
+    }
+
+    async fn finish(&self, entry: &Entry<B>, cell: &mut Cell<B::Session>) {
+        match std::mem::replace(cell, Cell::Gone) {
+            Cell::Live(session) => session.close().await,
+            Cell::Paused => {
+                if let Some(store) = &self.config.store
+                    && let Err(e) = store.delete(entry.id).await
+                {
+                    tracing::warn!(session = %entry.id, "cannot delete a closed session's paused state: {e}");
+                }
+            }
+            Cell::Gone => {}
+        }
+    }
+
+    /// Closes sessions past their idle timeout or lifetime, and pauses
+    /// those idle past `pause_idle_after`; a session busy with a call is
+    /// left for the next sweep.
+    async fn sweep(&self) {
+        let entries: Vec<Arc<Entry<B>>> = self.lock_table().sessions.values().cloned().collect();
+        for entry in entries {
+            let meta = entry.meta();
+            let (idle_timeout, lifetime) = entry.backend.timeouts();
+            let idle = meta.last_used.elapsed();
+            let reason = if entry.opened.elapsed() >= lifetime {
+                Some("lifetime")
+            } else if idle >= idle_timeout {
+                Some("idle")
+            } else {
+                None
+            };
+            let pause = meta.state == SessionState::Live
+                && self.config.store.is_some()
+                && self.config.pause_idle_after.is_some_and(|after| idle >= after);
+            if reason.is_none() && !pause {
+                continue;
+            }
+            let Ok(mut cell) = entry.cell.try_lock() else { continue };
+            match reason {
+                Some(reason) => self.end(&entry, &mut cell, reason).await,
+                None => {
+                    if let Err(e) = self.pause_locked(&entry, &mut cell).await {
+                        tracing::debug!(session = %entry.id, "idle session not paused: {e}");
+                        // Not tried again until it has been used.
+                        entry.meta.lock().unwrap_or_else(|p| p.into_inner()).last_used = Instant::now();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The background sweep, until the host is dropped or shut down.
+async fn sweep_forever<B: Backend>(host: Weak<Inner<B>>) {
+    let every = match host.upgrade() {
+        Some(inner) => inner.config.sweep_interval,
+        None => return,
+    };
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(inner) = host.upgrade() else { return };
+        if inner.draining.load(Ordering::SeqCst) {
+            return;
+        }
+        inner.sweep().await;
+    }
+}
+
+/// Refuses an owner name that is empty, too long, or not printable.
+fn check_owner(owner: &str) -> Result<(), HostError> {
+    let problem = if owner.is_empty() {
+        "empty"
+    } else if owner.len() > MAX_OWNER_NAME {
+        "over 128 bytes"
+    } else if owner.chars().any(|c| c.is_control()) {
+        "holds a control character"
+    } else {
+        return Ok(());
+    };
+    Err(HostError::BadOwner { name: bounded(owner), problem })
+}
+
+/// A caller's string, cut for a message.
+fn bounded(text: &str) -> String {
+    mimobox_core::text::one_line_bounded(text)
+}
+
+/// Runs blocking work (a file operation) off a multi-threaded runtime's
+/// executor.
+fn offload<R>(work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}

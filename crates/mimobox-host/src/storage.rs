@@ -1,0 +1,220 @@
+//! Where paused sessions are kept: the [`PausedStore`] trait, and
+//! [`LocalDir`], a directory of this machine.
+
+use std::future::Future;
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::SessionId;
+
+/// A boxed future, as the store's methods return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No paused state is stored under this id.
+    #[error("no paused state for session {0}")]
+    Missing(SessionId),
+    /// The stored object is larger than the store accepts.
+    #[error("the paused state of session {id} is over {limit} bytes")]
+    TooLarge {
+        /// The session.
+        id: SessionId,
+        /// The store's bound.
+        limit: u64,
+    },
+    /// The store's directory (or object) is not one the host can trust.
+    #[error("{path}: {problem}")]
+    Untrusted {
+        /// Where.
+        path: PathBuf,
+        /// What is wrong.
+        problem: &'static str,
+    },
+    /// The store's medium failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What the store was doing.
+        action: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
+}
+
+/// Storage of paused sessions, one object per session id. The objects are
+/// authenticated by the host (a paused state carries its MAC and binding),
+/// so a store need not be trusted with their integrity, only with keeping
+/// them.
+pub trait PausedStore: Send + Sync + 'static {
+    /// Stores `bytes` as the paused state of `id`, replacing any earlier
+    /// one whole: a reader sees the old object or the new, never a part.
+    fn put(&self, id: SessionId, bytes: Vec<u8>) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The paused state of `id`.
+    fn get(&self, id: SessionId) -> BoxFuture<'_, Result<Vec<u8>, StoreError>>;
+
+    /// Removes the paused state of `id`, if there is one.
+    fn delete(&self, id: SessionId) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+/// Paused sessions as files of one directory of this machine, named by
+/// session id (so no name a caller chooses reaches the file system).
+///
+/// The directory is created mode 0700 if missing, and must belong to this
+/// user and be writable by no one else; objects are written to a temporary
+/// file, synced and renamed into place; symlinks are never followed, and
+/// an object larger than the bound is refused before it is read.
+#[derive(Clone)]
+pub struct LocalDir {
+    inner: Arc<LocalInner>,
+}
+
+struct LocalInner {
+    dir: PathBuf,
+    max_object: u64,
+}
+
+impl LocalDir {
+    /// A store in `dir`, holding objects of at most `max_object` bytes.
+    pub fn open(dir: impl Into<PathBuf>, max_object: u64) -> Result<LocalDir, StoreError> {
+        let dir = dir.into();
+        let io = |action, source| StoreError::Io { action, path: dir.clone(), source };
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io("creating", e)),
+        }
+        let metadata = std::fs::symlink_metadata(&dir).map_err(|e| io("reading", e))?;
+        let untrusted = |problem| StoreError::Untrusted { path: dir.clone(), problem };
+        if !metadata.is_dir() {
+            return Err(untrusted("not a directory (a symlink is not followed)"));
+        }
+        if metadata.uid() != rustix::process::geteuid().as_raw() {
+            return Err(untrusted("not owned by this user"));
+        }
+        if metadata.permissions().mode() & 0o022 != 0 {
+            return Err(untrusted("writable by other users"));
+        }
+        Ok(LocalDir { inner: Arc::new(LocalInner { dir, max_object }) })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+}
+
+impl LocalInner {
+    fn path_of(&self, id: SessionId) -> PathBuf {
+        self.dir.join(format!("{id}.paused"))
+    }
+
+    fn put(&self, id: SessionId, bytes: &[u8]) -> Result<(), StoreError> {
+        if bytes.len() as u64 > self.max_object {
+            return Err(StoreError::TooLarge { id, limit: self.max_object });
+        }
+        let target = self.path_of(id);
+        let temp = self
+            .dir
+            .join(format!(".{id}.{}.tmp", SessionId::random().map_err(|e| io("naming", &target, e))?));
+        let written = (|| {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc_nofollow())
+                .open(&temp)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&temp, &target)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&temp);
+            return Err(io("writing", &target, e));
+        }
+        // The rename is durable once the directory is synced.
+        if let Ok(dir) = std::fs::File::open(&self.dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+
+    fn get(&self, id: SessionId) -> Result<Vec<u8>, StoreError> {
+        let path = self.path_of(id);
+        let mut file = match std::fs::OpenOptions::new().read(true).custom_flags(libc_nofollow()).open(&path)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::Missing(id)),
+            Err(e) => return Err(io("opening", &path, e)),
+        };
+        let metadata = file.metadata().map_err(|e| io("reading", &path, e))?;
+        if !metadata.is_file() {
+            return Err(StoreError::Untrusted { path, problem: "not a regular file" });
+        }
+        if metadata.len() > self.max_object {
+            return Err(StoreError::TooLarge { id, limit: self.max_object });
+        }
+        let mut bytes = Vec::with_capacity(metadata.len() as usize);
+        // Bounded again while reading: the file may grow after the stat.
+        (&mut file).take(self.max_object + 1).read_to_end(&mut bytes).map_err(|e| io("reading", &path, e))?;
+        if bytes.len() as u64 > self.max_object {
+            return Err(StoreError::TooLarge { id, limit: self.max_object });
+        }
+        Ok(bytes)
+    }
+
+    fn delete(&self, id: SessionId) -> Result<(), StoreError> {
+        let path = self.path_of(id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("removing", &path, e)),
+        }
+    }
+}
+
+fn io(action: &'static str, path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Io { action, path: path.to_path_buf(), source }
+}
+
+fn libc_nofollow() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
+}
+
+impl PausedStore for LocalDir {
+    fn put(&self, id: SessionId, bytes: Vec<u8>) -> BoxFuture<'_, Result<(), StoreError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move { blocking(move || inner.put(id, &bytes)).await })
+    }
+
+    fn get(&self, id: SessionId) -> BoxFuture<'_, Result<Vec<u8>, StoreError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move { blocking(move || inner.get(id)).await })
+    }
+
+    fn delete(&self, id: SessionId) -> BoxFuture<'_, Result<(), StoreError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move { blocking(move || inner.delete(id)).await })
+    }
+}
+
+/// Runs file-system work on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(e) => Err(StoreError::Io {
+            action: "running",
+            path: PathBuf::from("the store's worker"),
+            source: std::io::Error::other(e.to_string()),
+        }),
+    }
+}

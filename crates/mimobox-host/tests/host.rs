@@ -1,0 +1,388 @@
+//! The session host through its public API, on the Wasmtime backend and the
+//! counter fixture (a session guest that keeps a counter: `i` adds one and
+//! prints it, `p` prints it, `x` exits, `l` loops forever, `g` grows memory
+//! by 16 MiB).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mimobox_core::{Outcome, SandboxConfig, TurnRequest};
+use mimobox_host::{
+    HostConfig, HostError, LimitKind, Limits, LocalDir, PausedStore, Scope, SessionHost, SessionId,
+    SessionState, WhenBusy,
+};
+use mimobox_wasm::WasmSandbox;
+
+const KEY: [u8; 32] = [7; 32];
+
+struct Setup {
+    _dirs: tempfile::TempDir,
+    host: SessionHost<WasmSandbox>,
+    store: LocalDir,
+}
+
+fn sandbox(dir: &std::path::Path, adjust: impl FnOnce(&mut SandboxConfig)) -> WasmSandbox {
+    let mut config = SandboxConfig::default();
+    config.cache.dir = Some(dir.join("cache"));
+    config.module = Some(mimobox_fixtures::path("counter"));
+    config.timeout = Duration::from_secs(2);
+    config.pool.size = 16;
+    adjust(&mut config);
+    WasmSandbox::create(config).unwrap()
+}
+
+fn setup(
+    adjust_host: impl FnOnce(&mut HostConfig),
+    adjust_sandbox: impl FnOnce(&mut SandboxConfig),
+) -> Setup {
+    let dirs = tempfile::tempdir().unwrap();
+    let store = LocalDir::open(dirs.path().join("paused"), 64 << 20).unwrap();
+    let mut config = HostConfig::new(KEY.to_vec());
+    config.store = Some(Arc::new(store.clone()));
+    adjust_host(&mut config);
+    let counter = sandbox(dirs.path(), adjust_sandbox);
+    let host = SessionHost::new(config, [("counter".to_string(), counter)]).unwrap();
+    Setup { _dirs: dirs, host, store }
+}
+
+async fn turn(host: &SessionHost<WasmSandbox>, owner: &str, id: SessionId, code: &str) -> String {
+    let result = host.turn(owner, id, TurnRequest::new(code), WhenBusy::Refuse).await.unwrap();
+    assert_eq!(result.result.outcome, Outcome::Exited { code: 0 }, "{result:?}");
+    String::from_utf8(result.result.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_keep_their_state_by_id_and_ids_are_unguessable() {
+    let s = setup(|_| {}, |_| {});
+    let a = s.host.open("alice", "counter").await.unwrap();
+    let b = s.host.open("alice", "counter").await.unwrap();
+    assert_ne!(a, b);
+    assert_eq!(a.to_string().len(), 32);
+    assert_eq!(turn(&s.host, "alice", a, "i").await, "1\n");
+    assert_eq!(turn(&s.host, "alice", a, "i").await, "2\n");
+    assert_eq!(turn(&s.host, "alice", b, "i").await, "1\n");
+    let listed: Vec<SessionId> = s.host.list("alice").iter().map(|i| i.id).collect();
+    assert_eq!(listed, vec![a, b]);
+    assert_eq!(s.host.info("alice", a).unwrap().turns, 2);
+    // An id nobody minted names nothing.
+    let never = SessionId::random().unwrap();
+    assert!(matches!(s.host.info("alice", never), Err(HostError::NotFound)));
+    assert!(matches!(s.host.open("alice", "nope").await, Err(HostError::UnknownProfile { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_owners_id_names_nothing_for_another() {
+    let s = setup(|_| {}, |_| {});
+    let a = s.host.open("alice", "counter").await.unwrap();
+    turn(&s.host, "alice", a, "i").await;
+    let never = SessionId::random().unwrap();
+    // Mallory gets exactly what an id that never existed gets, for every
+    // kind of call.
+    for id in [a, never] {
+        assert!(matches!(s.host.info("mallory", id), Err(HostError::NotFound)));
+        let turned = s.host.turn("mallory", id, TurnRequest::new("i"), WhenBusy::Refuse).await;
+        assert!(matches!(turned, Err(HostError::NotFound)));
+        let read = s.host.read_file("mallory", id, "/tmp/x", WhenBusy::Refuse).await;
+        assert!(matches!(read, Err(HostError::NotFound)));
+        assert!(matches!(s.host.pause("mallory", id).await, Err(HostError::NotFound)));
+        assert!(matches!(s.host.close("mallory", id).await, Err(HostError::NotFound)));
+    }
+    assert!(s.host.list("mallory").is_empty());
+    // Alice's session is untouched.
+    assert_eq!(turn(&s.host, "alice", a, "p").await, "1\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_and_turn_limits_are_typed_errors_per_owner_and_in_total() {
+    let s = setup(
+        |c| {
+            c.owner_limits = Limits { sessions: 2, running_turns: 1, memory: u64::MAX };
+            c.limits = Limits { sessions: 3, running_turns: u64::MAX, memory: u64::MAX };
+        },
+        |_| {},
+    );
+    let a1 = s.host.open("alice", "counter").await.unwrap();
+    s.host.open("alice", "counter").await.unwrap();
+    let third = s.host.open("alice", "counter").await;
+    assert!(
+        matches!(third, Err(HostError::Limit { kind: LimitKind::Sessions, scope: Scope::Owner, limit: 2 })),
+        "{third:?}"
+    );
+    s.host.open("bob", "counter").await.unwrap();
+    let fourth = s.host.open("bob", "counter").await;
+    assert!(
+        matches!(fourth, Err(HostError::Limit { kind: LimitKind::Sessions, scope: Scope::Host, limit: 3 })),
+        "{fourth:?}"
+    );
+    // Closing one makes room again.
+    s.host.close("alice", a1).await.unwrap();
+    let a3 = s.host.open("alice", "counter").await.unwrap();
+
+    // One running turn per owner: a second of alice's, on another session,
+    // is refused while the first loops until its timeout.
+    let a4 = s.host.list("alice").into_iter().map(|i| i.id).find(|id| *id != a3).unwrap();
+    let host = s.host.clone();
+    let looping =
+        tokio::spawn(async move { host.turn("alice", a3, TurnRequest::new("l"), WhenBusy::Refuse).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = s.host.turn("alice", a4, TurnRequest::new("i"), WhenBusy::Refuse).await;
+    assert!(
+        matches!(
+            second,
+            Err(HostError::Limit { kind: LimitKind::RunningTurns, scope: Scope::Owner, limit: 1 })
+        ),
+        "{second:?}"
+    );
+    let looped = looping.await.unwrap().unwrap();
+    assert_eq!(looped.result.outcome, Outcome::TimedOut);
+    assert!(!looped.alive);
+    // The timed-out session is closed; the other one runs again.
+    assert!(matches!(s.host.info("alice", a3), Err(HostError::NotFound)));
+    assert_eq!(turn(&s.host, "alice", a4, "i").await, "1\n");
+    assert_eq!(s.host.metrics().closed("ended"), 1);
+    assert!(s.host.render_metrics().contains("mimobox_refusals_total{reason=\"running_turns\"} 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_call_on_a_busy_session_waits_boundedly_or_is_refused() {
+    let s = setup(|c| c.max_waiting = 1, |_| {});
+    let id = s.host.open("alice", "counter").await.unwrap();
+    let host = s.host.clone();
+    let started = Instant::now();
+    let looping =
+        tokio::spawn(async move { host.turn("alice", id, TurnRequest::new("l"), WhenBusy::Refuse).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused = s.host.turn("alice", id, TurnRequest::new("i"), WhenBusy::Refuse).await;
+    assert!(matches!(refused, Err(HostError::Busy { waited: None })), "{refused:?}");
+    // One waiter is allowed; it gives up after its own bound.
+    let host = s.host.clone();
+    let waiter = tokio::spawn(async move {
+        host.turn("alice", id, TurnRequest::new("i"), WhenBusy::Wait(Duration::from_millis(500))).await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A second waiter is past `max_waiting`: refused at once.
+    let extra = s.host.turn("alice", id, TurnRequest::new("i"), WhenBusy::Wait(Duration::from_secs(5))).await;
+    assert!(matches!(extra, Err(HostError::Busy { waited: None })), "{extra:?}");
+    let waited = waiter.await.unwrap();
+    assert!(matches!(waited, Err(HostError::Busy { waited: Some(_) })), "{waited:?}");
+    // A waiter that outlasts the running turn gets the session after it
+    // (here: gone, since the loop timed out and ended it).
+    let after = s.host.turn("alice", id, TurnRequest::new("i"), WhenBusy::Wait(Duration::from_secs(5))).await;
+    assert!(matches!(after, Err(HostError::NotFound)), "{after:?}");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    looping.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_are_paused_then_closed_in_the_background_with_nobody_calling() {
+    let s = setup(
+        |c| {
+            c.pause_idle_after = Some(Duration::from_millis(300));
+            c.sweep_interval = Duration::from_millis(100);
+        },
+        |c| c.session.idle_timeout = Duration::from_secs(3),
+    );
+    let paused = s.host.open("alice", "counter").await.unwrap();
+    turn(&s.host, "alice", paused, "i").await;
+    turn(&s.host, "alice", paused, "i").await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(s.host.info("alice", paused).unwrap().state, SessionState::Paused);
+    assert_eq!(s.host.gauges().paused, 1);
+    assert!(s.store.get(paused).await.is_ok(), "the paused state is in the store");
+    // The next turn resumes it, with its state.
+    assert_eq!(turn(&s.host, "alice", paused, "i").await, "3\n");
+    assert_eq!(s.host.info("alice", paused).unwrap().state, SessionState::Live);
+    assert!(s.store.get(paused).await.is_err(), "a resumed session's state is deleted");
+    assert_eq!(s.host.metrics().resumes(), (1, 0));
+    // Left alone past its idle timeout, it is closed, and its paused state
+    // deleted.
+    tokio::time::sleep(Duration::from_millis(3600)).await;
+    assert!(matches!(s.host.info("alice", paused), Err(HostError::NotFound)));
+    assert!(s.store.get(paused).await.is_err());
+    assert_eq!(s.host.metrics().closed("idle"), 1);
+    assert!(s.host.list("alice").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lifetime_closes_a_session_even_while_it_is_used() {
+    let s = setup(
+        |c| c.sweep_interval = Duration::from_millis(100),
+        |c| c.session.lifetime = Duration::from_secs(1),
+    );
+    let id = s.host.open("alice", "counter").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let ended = loop {
+        match s.host.turn("alice", id, TurnRequest::new("i"), WhenBusy::Refuse).await {
+            Ok(result) if result.alive => {}
+            other => break other,
+        }
+        assert!(Instant::now() < deadline, "still open past its lifetime");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(matches!(ended, Err(HostError::NotFound) | Err(HostError::Sandbox(_))), "{ended:?}");
+    assert!(matches!(s.host.info("alice", id), Err(HostError::NotFound)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_pressure_pauses_the_least_recently_used_idle_session_first() {
+    // Each session grows by 16 MiB on `g`; the host holds at most about two.
+    let s = setup(|c| c.limits.memory = 40 << 20, |_| {});
+    let old = s.host.open("alice", "counter").await.unwrap();
+    let mid = s.host.open("alice", "counter").await.unwrap();
+    turn(&s.host, "alice", old, "g").await;
+    turn(&s.host, "alice", mid, "g").await;
+    assert_eq!(s.host.info("alice", old).unwrap().state, SessionState::Live);
+    let new = s.host.open("bob", "counter").await.unwrap();
+    turn(&s.host, "bob", new, "g").await;
+    assert_eq!(s.host.info("alice", old).unwrap().state, SessionState::Paused, "the oldest idle one");
+    assert_eq!(s.host.info("alice", mid).unwrap().state, SessionState::Live);
+    assert!(s.host.gauges().memory <= 40 << 20);
+    // And it comes back when used, pausing the next least recent.
+    turn(&s.host, "alice", old, "i").await;
+    assert_eq!(s.host.info("alice", old).unwrap().state, SessionState::Live);
+    assert_eq!(s.host.info("alice", mid).unwrap().state, SessionState::Paused);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_store_memory_pressure_refuses_new_sessions() {
+    let s = setup(
+        |c| {
+            c.store = None;
+            c.owner_limits.memory = 16 << 20;
+        },
+        |_| {},
+    );
+    let id = s.host.open("alice", "counter").await.unwrap();
+    turn(&s.host, "alice", id, "g").await;
+    let refused = s.host.open("alice", "counter").await;
+    assert!(
+        matches!(refused, Err(HostError::Limit { kind: LimitKind::Memory, scope: Scope::Owner, .. })),
+        "{refused:?}"
+    );
+    // Other owners are not held to alice's limit.
+    s.host.open("bob", "counter").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_state_altered_swapped_or_replayed_in_the_store_is_refused() {
+    let s = setup(|_| {}, |_| {});
+    let a = s.host.open("alice", "counter").await.unwrap();
+    let b = s.host.open("alice", "counter").await.unwrap();
+    turn(&s.host, "alice", a, "i").await;
+    s.host.pause("alice", a).await.unwrap();
+    s.host.pause("alice", b).await.unwrap();
+    let state_a = s.store.get(a).await.unwrap();
+    // One byte changed.
+    let mut altered = state_a.clone();
+    let middle = altered.len() / 2;
+    altered[middle] ^= 1;
+    s.store.put(a, altered).await.unwrap();
+    let turned = s.host.turn("alice", a, TurnRequest::new("p"), WhenBusy::Refuse).await;
+    assert!(matches!(turned, Err(HostError::Sandbox(_))), "{turned:?}");
+    // Another session's state under this id.
+    let state_b = s.store.get(b).await.unwrap();
+    s.store.put(a, state_b).await.unwrap();
+    let turned = s.host.turn("alice", a, TurnRequest::new("p"), WhenBusy::Refuse).await;
+    assert!(matches!(turned, Err(HostError::Sandbox(_))), "{turned:?}");
+    assert_eq!(s.host.metrics().resumes(), (0, 2));
+    // The genuine one still resumes.
+    s.store.put(a, state_a).await.unwrap();
+    assert_eq!(turn(&s.host, "alice", a, "p").await, "1\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_running_turns_finish_then_pauses_the_rest() {
+    let s = setup(|_| {}, |c| c.timeout = Duration::from_secs(1));
+    let idle = s.host.open("alice", "counter").await.unwrap();
+    turn(&s.host, "alice", idle, "i").await;
+    let busy = s.host.open("alice", "counter").await.unwrap();
+    let host = s.host.clone();
+    let running =
+        tokio::spawn(async move { host.turn("alice", busy, TurnRequest::new("l"), WhenBusy::Refuse).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let report = s.host.shutdown(Duration::from_secs(5)).await;
+    // The running turn finished (at its timeout, which ended its session)
+    // before the rest was paused.
+    assert!(started.elapsed() >= Duration::from_millis(700), "{:?}", started.elapsed());
+    assert_eq!(running.await.unwrap().unwrap().result.outcome, Outcome::TimedOut);
+    assert_eq!(report.paused, 1, "{report:?}");
+    assert_eq!(report.still_running, 0);
+    assert!(s.store.get(idle).await.is_ok());
+    assert!(matches!(s.host.open("alice", "counter").await, Err(HostError::ShuttingDown)));
+    let turned = s.host.turn("alice", idle, TurnRequest::new("p"), WhenBusy::Refuse).await;
+    assert!(matches!(turned, Err(HostError::ShuttingDown)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_sessions_take_turns_at_once_and_the_metrics_count_them() {
+    let s = setup(|_| {}, |c| c.pool.size = 128);
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        ids.push(s.host.open("alice", "counter").await.unwrap());
+    }
+    let mut tasks = Vec::new();
+    for id in ids.clone() {
+        let host = s.host.clone();
+        tasks.push(tokio::spawn(async move {
+            for expected in 1..=5 {
+                let result = host.turn("alice", id, TurnRequest::new("i"), WhenBusy::Refuse).await.unwrap();
+                assert_eq!(result.result.stdout, format!("{expected}\n").into_bytes());
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(s.host.metrics().turns("exited"), 500);
+    let text = s.host.render_metrics();
+    assert!(text.contains("mimobox_sessions{state=\"live\"} 100"), "{text}");
+    assert!(text.contains("mimobox_turn_seconds_count 500"), "{text}");
+    assert!(text.contains("mimobox_sessions_opened_total 100"));
+    assert!(s.host.gauges().memory > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_owner_names_are_refused_in_one_line() {
+    let s = setup(|_| {}, |_| {});
+    for owner in ["", "a\nb", &"x".repeat(200)] {
+        let opened = s.host.open(owner, "counter").await;
+        let Err(error @ HostError::BadOwner { .. }) = opened else { panic!("{opened:?}") };
+        assert!(!error.to_string().contains('\n'));
+    }
+}
+
+#[test]
+fn a_host_needs_a_runtime_and_a_long_enough_key() {
+    let dirs = tempfile::tempdir().unwrap();
+    let counter = sandbox(dirs.path(), |_| {});
+    let outside = SessionHost::new(HostConfig::new(KEY.to_vec()), [("counter".to_string(), counter.clone())]);
+    assert!(matches!(outside, Err(HostError::NoRuntime)));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let _inside = runtime.enter();
+    let short = SessionHost::new(HostConfig::new(vec![1u8; 8]), [("counter".to_string(), counter)]);
+    assert!(matches!(short, Err(HostError::Config(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_store_refuses_symlinks_and_oversized_objects() {
+    let dirs = tempfile::tempdir().unwrap();
+    let store = LocalDir::open(dirs.path().join("paused"), 1024).unwrap();
+    let id = SessionId::random().unwrap();
+    assert!(store.put(id, vec![0; 2048]).await.is_err());
+    store.put(id, b"hello".to_vec()).await.unwrap();
+    assert_eq!(store.get(id).await.unwrap(), b"hello");
+    // A symlink planted where an object would be is not followed.
+    let other = SessionId::random().unwrap();
+    std::fs::write(dirs.path().join("secret"), b"secret").unwrap();
+    std::os::unix::fs::symlink(dirs.path().join("secret"), store.dir().join(format!("{other}.paused")))
+        .unwrap();
+    assert!(store.get(other).await.is_err());
+    // A store directory that others may write to is refused.
+    let open = dirs.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    assert!(LocalDir::open(&open, 1024).is_err());
+    store.delete(id).await.unwrap();
+    assert!(matches!(store.get(id).await, Err(mimobox_host::StoreError::Missing(_))));
+}
