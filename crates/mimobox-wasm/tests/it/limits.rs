@@ -1,10 +1,42 @@
-//! Time, fuel, memory and output limits against hostile guests.
+//! Time, fuel, memory and output limits against hostile guests, each
+//! through the synchronous API and the async one (`run_with` below runs
+//! both and requires the same answer).
 
 use std::time::Duration;
 
-use mimobox_core::Outcome;
+use mimobox_core::{Outcome, SandboxConfig, SandboxResult};
+use mimobox_wasm::WasmSandbox;
 
-use crate::run_with;
+use crate::{config_in, request};
+
+/// Runs fixture `name` under `adjust(default config)` with a private cache,
+/// once with [`WasmSandbox::run`] and once with [`WasmSandbox::run_async`]
+/// on a multi-threaded tokio runtime; the two must agree on everything
+/// but timing. Returns the synchronous result.
+fn run_with(name: &str, args: &[&str], adjust: impl FnOnce(&mut SandboxConfig)) -> SandboxResult {
+    let cache = tempfile::tempdir().unwrap();
+    let mut config = config_in(cache.path());
+    adjust(&mut config);
+    let sandbox = WasmSandbox::create(config).unwrap();
+    let module = mimobox_fixtures::path(name);
+    let sync = sandbox.run(request(&module, args)).unwrap();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap();
+    let asynced = runtime.block_on(sandbox.run_async(request(&module, args))).unwrap();
+    let observed = |r: &SandboxResult| {
+        (
+            r.outcome.clone(),
+            r.stdout.clone(),
+            r.stderr.clone(),
+            r.stdout_truncated,
+            r.stderr_truncated,
+            r.memory_limit_hit,
+            r.fuel_consumed,
+        )
+    };
+    assert_eq!(observed(&asynced), observed(&sync), "{name}: the async API answered otherwise");
+    sync
+}
 
 #[test]
 fn hello_prints_and_exits_zero() {

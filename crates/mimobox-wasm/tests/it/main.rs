@@ -1,6 +1,7 @@
 //! The Wasm sandbox through its public API, with hostile fixtures for every
 //! limit. One test binary; modules by topic.
 
+mod async_api;
 mod attacks;
 mod cache;
 mod checkpoints;
