@@ -127,7 +127,7 @@ pub struct SandboxConfig {
     /// means no network at all. The guest itself never gets a socket.
     /// Key `allowed_http_domains`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub allowed_http_domains: Vec<String>,
+    pub allowed_http_domains: Vec<crate::grants::DomainPattern>,
 }
 
 impl Default for SandboxConfig {
@@ -541,7 +541,7 @@ mod tests {
         config.session.restore = Some("setup({{argv}}, {{env}})".into());
         config.session.setup_file = Some("/kernel.py".into());
         config.session.workspace = Some(1 << 20);
-        config.allowed_http_domains = vec!["example.com".into()];
+        config.allowed_http_domains = vec!["example.com".parse().unwrap()];
         let tool: CommandTool =
             toml::from_str("description = \"d\"\ncommand = [\"./t\"]\nenv = { A = \"1\" }").unwrap();
         config.tools.insert("t".into(), tool);

@@ -126,13 +126,36 @@ pub enum SandboxError {
         /// Why it ended.
         reason: String,
     },
-    /// A checkpoint could not be made, or a session could not be opened or
-    /// forked from one: the guest's state cannot be carried (a file left
-    /// open, say), the preload failed, or the restore turn did.
-    #[error("checkpoint: {message}")]
-    Checkpoint {
-        /// What went wrong, on one line.
-        message: String,
+    /// The session's state cannot be carried into another instance now
+    /// (for a checkpoint, a fork or a pause): the guest holds a file open,
+    /// say, or the session was opened from a preload. The session goes on.
+    #[error("checkpoint: {reason}")]
+    StateNotCarried {
+        /// Why, on one line.
+        reason: String,
+    },
+    /// A hidden turn (the preload, or the restore turn) did not exit 0
+    /// with the session alive.
+    #[error("checkpoint: {what} did not succeed: {how}")]
+    HiddenTurnFailed {
+        /// Which turn, with its key (`the preload (session.preload)`).
+        what: &'static str,
+        /// How it ended, with the end of its stderr, on one line.
+        how: String,
+    },
+    /// The module file changed since the session opened, so the state
+    /// cannot be checkpointed against it.
+    #[error("checkpoint: {module}: the module changed since the session opened")]
+    ModuleChanged {
+        /// The module's path.
+        module: String,
+    },
+    /// A request named a module where a checkpoint's or a session's own
+    /// runs.
+    #[error("{what} runs its own module; leave `module` unset")]
+    ModuleNotExpected {
+        /// What runs its own (`a session opened from a checkpoint`, `a fork`).
+        what: &'static str,
     },
     /// The module cannot be instrumented for checkpoints (Wizer refuses
     /// it). Sessions still run it; checkpoints and forks of them are
@@ -167,12 +190,16 @@ pub enum SandboxError {
         /// What went wrong, on one line.
         message: String,
     },
-    /// A session could not be paused, or a paused state was refused.
-    #[error("pause: {message}")]
-    Pause {
-        /// What went wrong, on one line.
-        message: String,
+    /// A session cannot be paused (it was opened from a caller's
+    /// checkpoint, say); it goes on as it was.
+    #[error("pause: {reason}")]
+    NotPausable {
+        /// Why, on one line.
+        reason: String,
     },
+    /// A paused state was refused: nothing of it was used.
+    #[error("pause: {0}")]
+    Resume(#[from] ResumeError),
     /// The command was empty: there is no module to run.
     #[error("no module given")]
     NoModule,
@@ -191,4 +218,41 @@ impl SandboxError {
             _ => None,
         }
     }
+}
+
+/// Why a paused state was refused.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResumeError {
+    /// Not a paused session, or one cut short.
+    #[error("not a paused mimobox session (or a truncated one)")]
+    Malformed,
+    /// Its MAC does not match: altered, or written under another key.
+    #[error("the paused state was altered or written under another key")]
+    Unauthenticated,
+    /// Written by another version of the paused form.
+    #[error("the paused state is format {found}; this mimobox reads format {expected}")]
+    Format {
+        /// The format found.
+        found: u32,
+        /// The format this build reads.
+        expected: u32,
+    },
+    /// Made for another module, preload or engine.
+    #[error("the paused state was made for another {what} ({found}); this sandbox has {expected}")]
+    Mismatch {
+        /// `module` or `engine`.
+        what: &'static str,
+        /// What the state names.
+        found: String,
+        /// What this sandbox has.
+        expected: String,
+    },
+    /// Presented for another session or owner.
+    #[error("the paused state belongs to another session or owner")]
+    Binding,
+    /// It holds more than the resuming profile's session may, or a path
+    /// or link that would leave the workspace.
+    #[error("the paused state is refused: {0}")]
+    Beyond(String),
 }

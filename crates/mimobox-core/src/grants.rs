@@ -160,8 +160,45 @@ impl DomainPattern {
     }
 }
 
-/// Checks the grants of a config: tool names, each tool, each domain.
-pub(crate) fn validate(tools: &BTreeMap<String, CommandTool>, domains: &[String]) -> Result<(), ConfigError> {
+impl std::fmt::Display for DomainPattern {
+    /// The entry as it is matched: lower case, no trailing dot.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DomainPattern::Exact(name) => f.write_str(name),
+            DomainPattern::Below(suffix) => write!(f, "*.{suffix}"),
+            DomainPattern::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+impl std::str::FromStr for DomainPattern {
+    type Err = String;
+
+    fn from_str(entry: &str) -> Result<DomainPattern, String> {
+        DomainPattern::parse(entry)
+    }
+}
+
+/// Parsed once, where the config is read: an entry that is not a pattern
+/// is an error at its key (with its line and column in a profile).
+impl<'de> serde::Deserialize<'de> for DomainPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<DomainPattern, D::Error> {
+        let entry = String::deserialize(deserializer)?;
+        DomainPattern::parse(&entry).map_err(serde::de::Error::custom)
+    }
+}
+
+impl serde::Serialize for DomainPattern {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// Checks the grants of a config: tool names, each tool.
+pub(crate) fn validate(
+    tools: &BTreeMap<String, CommandTool>,
+    domains: &[DomainPattern],
+) -> Result<(), ConfigError> {
     for (name, tool) in tools {
         let key = format!("tools.{name}");
         if !valid_tool_name(name) {
@@ -174,9 +211,6 @@ pub(crate) fn validate(tools: &BTreeMap<String, CommandTool>, domains: &[String]
             return Err(ConfigError::new(key, "`http` is the built-in tool of allowed_http_domains"));
         }
         tool.validate(&key)?;
-    }
-    for entry in domains {
-        DomainPattern::parse(entry).map_err(|e| ConfigError::new(crate::keys::ALLOWED_HTTP_DOMAINS, e))?;
     }
     Ok(())
 }

@@ -37,7 +37,7 @@ pub use config::{
     DEFAULT_MAX_MODULE_SIZE, DEFAULT_MAX_OPEN_FILES, DEFAULT_MAX_OUTPUT, DEFAULT_MEMORY_LIMIT,
     DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT, Mount, PoolConfig, SandboxConfig, env_var_problem,
 };
-pub use error::SandboxError;
+pub use error::{ResumeError, SandboxError};
 pub use outcome::{Outcome, SandboxResult, ToolCall};
 pub use profile::{Profile, ProfileError};
 pub use sandbox::{ExecRequest, ModuleSource, OutputSink, Sandbox, Stdin};

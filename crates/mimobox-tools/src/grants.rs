@@ -35,9 +35,7 @@ pub fn granted_tools(config: &SandboxConfig) -> Result<Vec<Tool>, SandboxError> 
         granted.push(crate::command_tool(name, tool));
     }
     if !config.allowed_http_domains.is_empty() {
-        let http = crate::http_tool(&config.allowed_http_domains)
-            .map_err(|e| ConfigError::new(keys::ALLOWED_HTTP_DOMAINS, e))?;
-        granted.push(http);
+        granted.push(crate::http_tool(&config.allowed_http_domains));
     }
     Ok(granted)
 }

@@ -49,12 +49,9 @@ const FORBIDDEN_HEADERS: &[&str] =
 /// given for.
 const CREDENTIAL_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
 
-/// The `http` tool for `domains` (entries of `allowed_http_domains`, which
-/// must parse).
-pub fn http_tool(domains: &[String]) -> Result<Tool, String> {
-    let patterns: Vec<DomainPattern> =
-        domains.iter().map(|d| DomainPattern::parse(d)).collect::<Result<_, _>>()?;
-    let patterns = Arc::new(patterns);
+/// The `http` tool for `domains` (the entries of `allowed_http_domains`).
+pub fn http_tool(domains: &[DomainPattern]) -> Tool {
+    let patterns = Arc::new(domains.to_vec());
     let schema = json!({
         "type": "object",
         "properties": {
@@ -69,9 +66,9 @@ pub fn http_tool(domains: &[String]) -> Result<Tool, String> {
     let description = format!(
         "Makes an HTTP request to an allowed host ({}). Arguments: url, method (GET by default), \
          headers, body (a string, or {{\"$bytes\": base64}}). Answers status, headers, body and the final url.",
-        domains.join(", ")
+        domains.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
     );
-    Ok(Tool::new(HTTP_TOOL, description, schema, move |args| fetch(&patterns, &args)))
+    Tool::new(HTTP_TOOL, description, schema, move |args| fetch(&patterns, &args))
 }
 
 /// The guest's request, decoded.

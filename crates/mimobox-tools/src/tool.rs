@@ -91,6 +91,11 @@ impl Tool {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// What the tool does, as the guest is told.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
 }
 
 impl std::fmt::Debug for Tool {

@@ -136,7 +136,8 @@ fn toolbox() -> Toolbox {
     let mut tools =
         Toolbox::with_limits(ToolLimits { max_calls: 8, max_request: 4096, max_response: 1 << 16 });
     tools.add(Tool::new("echo", "Echoes its arguments.", json!({}), Ok)).unwrap();
-    tools.add(http_tool(&["example.invalid".into(), "*.example.invalid".into()]).unwrap()).unwrap();
+    let domains = ["example.invalid".parse().unwrap(), "*.example.invalid".parse().unwrap()];
+    tools.add(http_tool(&domains)).unwrap();
     tools
 }
 
@@ -208,9 +209,13 @@ proptest! {
     }
 
     #[test]
-    fn http_tools_for_random_lists_are_made_or_refused(domains in prop::collection::vec(text(), 0..4)) {
-        let all_parse = domains.iter().all(|d| mimobox_core::grants::DomainPattern::parse(d).is_ok());
-        prop_assert_eq!(http_tool(&domains).is_ok(), all_parse);
+    fn random_domain_entries_parse_or_are_refused_and_a_parsed_one_reads_back_as_itself(entry in text()) {
+        use mimobox_core::grants::DomainPattern;
+        if let Ok(pattern) = DomainPattern::parse(&entry) {
+            prop_assert_eq!(DomainPattern::parse(&pattern.to_string()), Ok(pattern.clone()));
+            let tool = http_tool(std::slice::from_ref(&pattern));
+            prop_assert!(tool.description().contains(&pattern.to_string()));
+        }
     }
 
     #[test]

@@ -36,9 +36,10 @@ mod session;
 
 pub use guest::check::check_config;
 pub use guest::limits::MAX_MEMORY_LIMIT;
+pub use mimobox_core::ResumeError;
 pub use mimobox_files::{Entry, EntryKind, FileError, Listing};
 pub use mimobox_tools::{Tool, ToolError, ToolLimits, Toolbox};
 pub use module::cache::configured_cache;
 pub use module::{CompileEvent, CompileObserver, ModuleOrigin};
 pub use sandbox::WasmSandbox;
-pub use session::{Checkpoint, FileOpError, PauseBinding, ResumeError, WasmSession};
+pub use session::{Checkpoint, FileOpError, PauseBinding, WasmSession};

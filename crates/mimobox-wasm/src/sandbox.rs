@@ -144,8 +144,8 @@ impl WasmSandbox {
     /// `mounts::read_only_fingerprint`), for the key of a preload.
     pub(crate) fn read_only_fingerprint(&self) -> Result<String, SandboxError> {
         crate::guest::mounts::read_only_fingerprint(&self.inner.mounts).map_err(|reason| {
-            SandboxError::Checkpoint {
-                message: mimobox_core::text::one_line_bounded(&format!(
+            SandboxError::StateNotCarried {
+                reason: mimobox_core::text::one_line_bounded(&format!(
                     "the read-only mounts a preload sees cannot be fingerprinted for its key: {reason}"
                 )),
             }

@@ -17,8 +17,7 @@ const MAX_KEY_FILE: u64 = 4096;
 /// What a paused session of this command is bound to: one name for the
 /// command's sessions, and the user who runs it.
 pub fn binding() -> PauseBinding {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let euid = rustix::process::geteuid().as_raw();
     PauseBinding { session: "mimobox session".into(), owner: format!("uid {euid}") }
 }
 
@@ -73,8 +72,7 @@ fn read_key(path: &Path) -> Result<Vec<u8>> {
         .open(path)
         .with_context(|| format!("state key {}", path.display()))?;
     let metadata = file.metadata()?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let euid = rustix::process::geteuid().as_raw();
     if !metadata.is_file() {
         bail!("state key {}: not a regular file", path.display());
     }

@@ -71,19 +71,14 @@ impl WasmSession {
                 let (loader, _, _) = self.sandbox.parts();
                 let (now, binary) = loader.binary_of(&self.source)?;
                 if now != hash {
-                    return Err(SandboxError::Checkpoint {
-                        message: format!(
-                            "{}: the module changed since the session opened",
-                            self.source.display_name()
-                        ),
-                    });
+                    return Err(SandboxError::ModuleChanged { module: self.source.display_name() });
                 }
                 self.snapshot_on(&binary).await?
             }
             Image::Checkpoint(checkpoint) => self.snapshot_on(&checkpoint.module).await?,
             Image::Preload { .. } => {
-                return Err(SandboxError::Checkpoint {
-                    message: "a session opened from a preload (session.preload) cannot be checkpointed again; fork it instead".into(),
+                return Err(SandboxError::StateNotCarried {
+                    reason: "a session opened from a preload (session.preload) cannot be checkpointed again; fork it instead".into(),
                 });
             }
             Image::Plain(reason) => {
@@ -108,9 +103,7 @@ impl WasmSession {
     pub async fn fork_async(&mut self, request: ExecRequest) -> Result<WasmSession, SandboxError> {
         self.usable()?;
         if request.module.is_some() {
-            return Err(SandboxError::Checkpoint {
-                message: "a fork runs its session's module; leave `module` unset".into(),
-            });
+            return Err(SandboxError::ModuleNotExpected { what: "a fork" });
         }
         if let Image::Plain(reason) = &self.image {
             return Err(SandboxError::NotCheckpointable {
@@ -122,7 +115,7 @@ impl WasmSession {
         let mut fork =
             self.sandbox.start(&self.source, self.module.clone(), self.image.clone(), request, false).await?;
         snapshot::copy_state((&mut self.store, &self.instance), (&mut fork.store, &fork.instance))
-            .map_err(|message| SandboxError::Checkpoint { message })?;
+            .map_err(|message| SandboxError::StateNotCarried { reason: message })?;
         fork.initialized = self.initialized;
         fork.restore().await?;
         Ok(fork)
@@ -143,7 +136,7 @@ impl WasmSession {
         let (store, instance) = (&mut self.store, &self.instance);
         snapshot::quiesce(store, instance, needs_reset)
             .await
-            .map_err(|message| SandboxError::Checkpoint { message })
+            .map_err(|message| SandboxError::StateNotCarried { reason: message })
     }
 
     /// The session's state as a pre-initialised module built on `binary`,
@@ -153,6 +146,6 @@ impl WasmSession {
         let (store, instance) = (&mut self.store, self.instance);
         snapshot::snapshot(store, instance, binary)
             .await
-            .map_err(|message| SandboxError::Checkpoint { message })
+            .map_err(|message| SandboxError::StateNotCarried { reason: message })
     }
 }

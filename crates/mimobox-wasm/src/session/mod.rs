@@ -27,7 +27,7 @@ mod snapshot;
 
 pub use checkpoint::Checkpoint;
 pub use files::FileOpError;
-pub use pause::{PauseBinding, ResumeError};
+pub use pause::PauseBinding;
 
 use crate::WasmSandbox;
 use crate::engine::arm_deadline;
@@ -258,9 +258,15 @@ impl WasmSession {
             let _ =
                 tokio::time::timeout(wait, live.send(mimobox_core::TurnEvent::Error(error.clone()))).await;
         }
-        // Waits (bounded) only for a stream's reader to take what is left.
+        // Waits (bounded) only for a stream's reader to take what is left:
+        // off the executor then, and only then (handing a worker's place
+        // over costs more than a whole trivial turn).
         let (stdout, stderr) = (&self.stdout, &self.stderr);
-        offload(|| delivery.finish(flush_by, stdout, stderr));
+        if delivery.is_live() {
+            offload(|| delivery.finish(flush_by, stdout, stderr));
+        } else {
+            delivery.finish(flush_by, stdout, stderr);
+        }
         self.last_turn = Instant::now();
         let result = measured(outcome, elapsed, config.fuel, &mut self.store, &self.stdout, &self.stderr);
         Ok(TurnResult {

@@ -75,11 +75,7 @@ impl WasmSandbox {
         request: ExecRequest,
     ) -> Result<WasmSession, SandboxError> {
         if request.module.is_some() {
-            return Err(SandboxError::Checkpoint {
-                message:
-                    "a session opened from a checkpoint runs the checkpoint's module; leave `module` unset"
-                        .into(),
-            });
+            return Err(SandboxError::ModuleNotExpected { what: "a session opened from a checkpoint" });
         }
         let source =
             ModuleSource::Bytes { name: checkpoint.name().to_owned(), bytes: checkpoint.module().clone() };

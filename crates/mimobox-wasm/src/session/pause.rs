@@ -22,7 +22,7 @@ use std::io::Read;
 use std::path::{Component, Path};
 
 use hmac::{Hmac, Mac};
-use mimobox_core::{ExecRequest, SandboxError};
+use mimobox_core::{ExecRequest, ResumeError, SandboxError};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use wasmtime::{AsContextMut, Extern, Val};
@@ -50,37 +50,6 @@ pub struct PauseBinding {
     pub session: String,
     /// The session's owner (a tenant name).
     pub owner: String,
-}
-
-/// Why a paused state was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ResumeError {
-    /// Not a paused session, or one cut short.
-    #[error("not a paused mimobox session (or a truncated one)")]
-    Malformed,
-    /// Its MAC does not match: altered, or written under another key.
-    #[error("the paused state was altered or written under another key")]
-    Unauthenticated,
-    /// Written by another version of the paused form.
-    #[error("the paused state is format {found}; this mimobox reads format {FORMAT}")]
-    Format {
-        /// The format found.
-        found: u32,
-    },
-    /// Made for another module, preload or engine.
-    #[error("the paused state was made for another {what} ({found}); this sandbox has {expected}")]
-    Mismatch {
-        /// `module` or `engine`.
-        what: &'static str,
-        /// What the state names.
-        found: String,
-        /// What this sandbox has.
-        expected: String,
-    },
-    /// Presented for another session or owner.
-    #[error("the paused state belongs to another session or owner")]
-    Binding,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -255,7 +224,7 @@ impl WasmSandbox {
     ) -> Result<WasmSession, SandboxError> {
         let (header, compressed) = offload(|| open_envelope(paused, key)).map_err(resume_error)?;
         if header.format != FORMAT {
-            return Err(resume_error(ResumeError::Format { found: header.format }));
+            return Err(resume_error(ResumeError::Format { found: header.format, expected: FORMAT }));
         }
         let (_, core, _) = self.parts();
         if header.engine != core.id.to_string() {
@@ -301,11 +270,13 @@ impl WasmSandbox {
                 .and_then(|decoder| decoder.take(bound + 1).read_to_end(&mut body))
                 .map_err(|_| resume_error(ResumeError::Malformed))?;
             if body.len() as u64 > bound {
-                return Err(refused("the paused state holds more than this profile's session may"));
+                return Err(resume_error(ResumeError::Beyond(
+                    "holds more than this profile's session may".into(),
+                )));
             }
             session.apply(&body).map_err(|e| match e {
                 Applied::Malformed => resume_error(ResumeError::Malformed),
-                Applied::Refused(reason) => refused(&reason),
+                Applied::Refused(reason) => resume_error(ResumeError::Beyond(reason)),
             })
         })?;
         session.turns = header.turns;
@@ -498,11 +469,11 @@ fn mac(key: &[u8], bytes: &[u8]) -> [u8; 32] {
 }
 
 fn refused(reason: &str) -> SandboxError {
-    SandboxError::Pause { message: mimobox_core::text::one_line_bounded(reason) }
+    SandboxError::NotPausable { reason: mimobox_core::text::one_line_bounded(reason) }
 }
 
 fn resume_error(e: ResumeError) -> SandboxError {
-    SandboxError::Pause { message: e.to_string() }
+    SandboxError::Resume(e)
 }
 
 fn put_u32(out: &mut Vec<u8>, value: u32) {

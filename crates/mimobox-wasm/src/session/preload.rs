@@ -94,7 +94,7 @@ impl WasmSandbox {
 
 /// Refuses a hidden turn (preload or restore) that did not exit 0 with the
 /// session alive, quoting the end of its stderr.
-fn succeeded(what: &str, turn: &TurnResult) -> Result<(), SandboxError> {
+fn succeeded(what: &'static str, turn: &TurnResult) -> Result<(), SandboxError> {
     if turn.alive && turn.result.outcome == (Outcome::Exited { code: 0 }) {
         return Ok(());
     }
@@ -106,8 +106,9 @@ fn succeeded(what: &str, turn: &TurnResult) -> Result<(), SandboxError> {
     let stderr = String::from_utf8_lossy(&turn.result.stderr);
     let tail = stderr.lines().rev().take(3).collect::<Vec<_>>().join(" / ");
     let tail = if tail.is_empty() { String::new() } else { format!(": {tail}") };
-    Err(SandboxError::Checkpoint {
-        message: mimobox_core::text::one_line_bounded(&format!("{what} did not succeed: {how}{tail}")),
+    Err(SandboxError::HiddenTurnFailed {
+        what,
+        how: mimobox_core::text::one_line_bounded(&format!("{how}{tail}")),
     })
 }
 

@@ -44,7 +44,7 @@ fn a_python_session_holding_a_file_open_is_not_forked() {
     let mut session = sandbox.open_session(ExecRequest::default()).unwrap();
     turn(&mut session, "f = open('/usr/local/lib/python315.zip', 'rb')");
     let error = session.fork(ExecRequest::default()).unwrap_err();
-    assert!(matches!(error, SandboxError::Checkpoint { .. }), "{error}");
+    assert!(matches!(error, SandboxError::StateNotCarried { .. }), "{error}");
     assert!(error.to_string().contains("holds 1 file open"), "{error}");
     // The session is unharmed, and once the file is closed it forks.
     turn(&mut session, "f.close()");

@@ -276,7 +276,7 @@ fn the_restore_turn_sees_the_new_sessions_arguments_and_environment() {
     let (_cache, sandbox, mut session) = open_with(|config| config.session.restore = Some("e{{env}}".into()));
     let checkpoint = session.checkpoint().unwrap();
     let error = sandbox.open_session_from(&checkpoint, ExecRequest::default()).unwrap_err();
-    assert!(matches!(error, SandboxError::Checkpoint { .. }), "{error}");
+    assert!(matches!(error, SandboxError::HiddenTurnFailed { .. }), "{error}");
     assert!(error.to_string().contains("session.restore"), "{error}");
     assert!(session.fork(ExecRequest::default()).is_err());
 }
@@ -307,7 +307,7 @@ fn a_preload_that_fails_is_an_error_naming_the_key() {
     config.session.preload = Some("e".into());
     let sandbox = WasmSandbox::create(config).unwrap();
     let error = sandbox.open_session(counter()).unwrap_err();
-    assert!(matches!(error, SandboxError::Checkpoint { .. }), "{error}");
+    assert!(matches!(error, SandboxError::HiddenTurnFailed { .. }), "{error}");
     let message = error.to_string();
     assert!(
         message.contains("session.preload") && message.contains("status 1") && message.contains("error"),
