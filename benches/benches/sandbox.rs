@@ -173,6 +173,12 @@ fn session(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("turn", "x=1"), |b| {
         b.iter(|| live.turn(TurnRequest::new("x = 1")).unwrap())
     });
+    // The same turn through the async API, from inside a tokio runtime.
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap();
+    group.bench_function(BenchmarkId::new("turn", "x=1-async"), |b| {
+        b.iter(|| runtime.block_on(live.turn_async(TurnRequest::new("x = 1"))).unwrap())
+    });
     // A new session from the profile's preload checkpoint (numpy, pandas,
     // scipy and scikit-learn imported), its first turn, and its close.
     group.sample_size(20);
@@ -288,5 +294,39 @@ fn tools(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hello, start, throughput, cpython, session, tools);
+/// Many guests in one process: a thousand napping in `poll_oneoff` at once
+/// (a wait holds no thread). Turns through the session host are
+/// `benches/host_turns.rs`.
+fn concurrency(c: &mut Criterion) {
+    let cache = tempfile::tempdir().unwrap();
+    let mut config = config(cache.path());
+    config.pool.size = 1024;
+    let sandbox = WasmSandbox::create(config).unwrap();
+    let nap = mimobox_fixtures::path("nap");
+    sandbox.run(request(&ModuleSource::Path(nap.clone()), &[])).unwrap();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap();
+    let mut group = c.benchmark_group("async");
+    group.sample_size(10);
+    group.bench_function(BenchmarkId::new("sleepers", "1000x100ms"), |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let mut runs = tokio::task::JoinSet::new();
+                for _ in 0..1000 {
+                    let (sandbox, nap) = (sandbox.clone(), nap.clone());
+                    runs.spawn(
+                        async move { sandbox.run_async(request(&ModuleSource::Path(nap), &[])).await },
+                    );
+                }
+                for result in runs.join_all().await {
+                    assert_eq!(result.unwrap().stdout, b"awake\n");
+                }
+            })
+        })
+    });
+
+    group.finish();
+}
+
+criterion_group!(benches, hello, start, throughput, cpython, session, tools, concurrency);
 criterion_main!(benches);

@@ -191,8 +191,11 @@ def _mimobox_setup():
             numbers = pyplot.get_fignums()
         except Exception:
             return
+        # Most turns draw nothing, and cost nothing more here.
+        if not numbers:
+            return
         # Drawn in order until the host takes no more; all are closed.
-        formats = figure_formats() if numbers else ()
+        formats = figure_formats()
         for number in numbers:
             manager = pyplot._pylab_helpers.Gcf.get_fig_manager(number)
             if manager is None:

@@ -27,8 +27,13 @@ pub fn run(quick: bool) -> Result<()> {
     cargo(&root, &["bench", "-p", "mimobox-benches", "--bench", "sandbox", "--"], criterion_args)?;
     let rss_runs = if quick { "20000" } else { "100000" };
     let rss = cargo_output(&root, &["bench", "-p", "mimobox-benches", "--bench", "rss", "--", rss_runs])?;
-    let idle =
-        cargo_output(&root, &["bench", "-p", "mimobox-benches", "--bench", "idle_sessions", "--", "100"])?;
+    let idle_count = if quick { "100" } else { "1000" };
+    let idle = cargo_output(
+        &root,
+        &["bench", "-p", "mimobox-benches", "--bench", "idle_sessions", "--", idle_count],
+    )?;
+    let host_turns =
+        cargo_output(&root, &["bench", "-p", "mimobox-benches", "--bench", "host_turns", "--", "100"])?;
     cargo(&root, &["build", "--release", "-p", "mimobox-cli"], &[])?;
 
     let crit = root.join("target").join("criterion");
@@ -75,6 +80,22 @@ pub fn run(quick: bool) -> Result<()> {
     }
     if let Ok(turn) = median("session/turn/x=1") {
         table.row("session turn `x = 1`, scientific CPython, library", turn, None, "≤ 1 ms");
+    }
+    if let (Ok(sync), Ok(asynced)) = (median("session/turn/x=1"), median("session/turn/x=1-async")) {
+        table.row(
+            "trivial turn `x = 1` through the async API, library",
+            asynced,
+            Some(("the synchronous turn", sync)),
+            "≤ 1.05×",
+        );
+    }
+    if let Ok(sleepers) = median("async/sleepers/1000x100ms") {
+        table.row(
+            "1,000 guests each sleeping 100 ms in poll_oneoff, started at once",
+            sleepers,
+            None,
+            "≤ 1 s",
+        );
     }
     if let Ok(open) = median("session/open-preloaded/1+1") {
         table.row(
@@ -152,10 +173,21 @@ pub fn run(quick: bool) -> Result<()> {
     if idle.contains("sessions ") {
         writeln!(
             out,
-            "100 idle sessions from the python-sci checkpoint, one turn each: {} KiB private memory each, {} KiB PSS each (the shared image counted once), {} KiB RSS each (file pages counted per mapping) (target ≤ 25 MiB each)",
+            "{idle_count} idle sessions from the python-sci checkpoint held live in one process, one turn each: {} KiB private memory each, {} KiB PSS each (the shared image counted once), {} KiB RSS each (file pages counted per mapping) (target ≤ 1 MiB private each)",
             per("private_kib_per_session "),
             per("pss_kib_per_session "),
             per("rss_kib_per_session "),
+        )?;
+    }
+    let rate =
+        |key: &str| host_turns.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("?").trim().to_owned();
+    if host_turns.contains("turns_per_second") {
+        writeln!(
+            out,
+            "100 python-sci sessions taking trivial turns at once through the session host: {} turns/s on 2 workers, {} on 1 (the same turns one after another: {}) (target ≥ 10,000 turns/s)",
+            rate("workers 2 turns_per_second "),
+            rate("workers 1 turns_per_second "),
+            rate("sequential turns_per_second "),
         )?;
     }
     writeln!(out)?;

@@ -153,6 +153,11 @@ pub(crate) struct Delivery {
 }
 
 impl Delivery {
+    /// Whether output goes to a live sink (whose draining may wait).
+    pub(crate) fn is_live(&self) -> bool {
+        !self.streams.is_empty()
+    }
+
     /// Connects the pipes to their sinks: every event to `events` when it is
     /// given (one stream, in order), else stdout and stderr each to its own
     /// byte sink. Returns the delivery and, with `events`, a writer for
