@@ -12,10 +12,9 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use mimobox_core::{FigureFormat, TurnError, TurnEvent, TurnResult};
-use serde_json::{Map, Value, json};
-
-use crate::commands::run::result_json;
+use mimobox_core::FigureFormat;
+use mimobox_server::wire::error_json;
+use serde_json::Value;
 
 /// One request line.
 #[derive(Debug, PartialEq, Eq)]
@@ -86,101 +85,6 @@ pub fn parse(line: &[u8]) -> Result<Request, String> {
     })
 }
 
-/// A turn's answer: the run's fields, its number and whether the session
-/// lives, and its results and error.
-pub fn turn_json(result: &TurnResult) -> Value {
-    let mut value = result_json(&result.result);
-    value["turn"] = result.turn.into();
-    value["alive"] = result.alive.into();
-    value["results"] = Value::Array(result.results.iter().cloned().map(Value::Object).collect());
-    value["results_truncated"] = result.results_truncated.into();
-    value["error"] = result.error.as_ref().map_or(Value::Null, error_json_fields);
-    value
-}
-
-fn error_json_fields(error: &TurnError) -> Value {
-    json!({ "name": error.name, "value": error.value, "traceback": error.traceback })
-}
-
-/// An answer that refuses a request.
-pub fn error_json(message: &str) -> Value {
-    json!({ "error": message })
-}
-
-/// Turns a stream's events into lines, keeping a character that a chunk
-/// split across two events whole.
-#[derive(Default)]
-pub struct EventLines {
-    stdout: Utf8Carry,
-    stderr: Utf8Carry,
-}
-
-impl EventLines {
-    /// The line for `event`, if it has anything to say.
-    pub fn line(&mut self, event: TurnEvent) -> Option<Value> {
-        match event {
-            TurnEvent::Stdout(bytes) => {
-                let text = self.stdout.push(&bytes);
-                (!text.is_empty()).then(|| json!({ "type": "stdout", "text": text }))
-            }
-            TurnEvent::Stderr(bytes) => {
-                let text = self.stderr.push(&bytes);
-                (!text.is_empty()).then(|| json!({ "type": "stderr", "text": text }))
-            }
-            TurnEvent::Result(bundle) => Some(json!({ "type": "result", "data": Value::Object(bundle) })),
-            TurnEvent::Error(error) => {
-                let mut line = Map::new();
-                line.insert("type".into(), "error".into());
-                if let Value::Object(fields) = error_json_fields(&error) {
-                    line.extend(fields);
-                }
-                Some(Value::Object(line))
-            }
-        }
-    }
-}
-
-/// Bytes to text across chunk boundaries: an incomplete character at the
-/// end of a chunk waits for the next one; invalid bytes become U+FFFD.
-#[derive(Default)]
-struct Utf8Carry {
-    pending: Vec<u8>,
-}
-
-impl Utf8Carry {
-    fn push(&mut self, bytes: &[u8]) -> String {
-        self.pending.extend_from_slice(bytes);
-        let keep = match std::str::from_utf8(&self.pending) {
-            Ok(_) => 0,
-            // An error with no length is an incomplete character at the end.
-            Err(e) if e.error_len().is_none() => self.pending.len() - e.valid_up_to(),
-            Err(_) => incomplete_tail(&self.pending),
-        };
-        let tail = self.pending.split_off(self.pending.len() - keep);
-        let text = String::from_utf8_lossy(&self.pending).into_owned();
-        self.pending = tail;
-        text
-    }
-}
-
-/// How many bytes at the end of `bytes` start a character that is not
-/// complete yet (at most 3).
-fn incomplete_tail(bytes: &[u8]) -> usize {
-    for back in 1..=3.min(bytes.len()) {
-        let byte = bytes[bytes.len() - back];
-        if byte & 0xC0 != 0x80 {
-            let needed = match byte {
-                0xC0..=0xDF => 2,
-                0xE0..=0xEF => 3,
-                0xF0..=0xF7 => 4,
-                _ => return 0,
-            };
-            return if needed > back { back } else { 0 };
-        }
-    }
-    0
-}
-
 /// The answer to a file operation, from its outcome.
 pub fn file_answer(outcome: Result<Value, String>) -> Value {
     match outcome {
@@ -191,11 +95,6 @@ pub fn file_answer(outcome: Result<Value, String>) -> Value {
         Ok(other) => other,
         Err(message) => error_json(&message),
     }
-}
-
-/// `data` as the protocol writes bytes.
-pub fn base64(data: &[u8]) -> String {
-    STANDARD.encode(data)
 }
 
 #[cfg(test)]
@@ -229,18 +128,5 @@ mod tests {
             let error = parse(line).unwrap_err();
             assert!(error.contains(problem), "{error}");
         }
-    }
-
-    #[test]
-    fn a_character_split_across_chunks_stays_whole() {
-        let mut carry = Utf8Carry::default();
-        let text = "é😀";
-        let bytes = text.as_bytes();
-        let mut out = String::new();
-        for byte in bytes {
-            out.push_str(&carry.push(&[*byte]));
-        }
-        assert_eq!(out, text);
-        assert_eq!(carry.push(b"\xff"), "\u{fffd}");
     }
 }

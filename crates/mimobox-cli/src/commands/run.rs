@@ -55,31 +55,6 @@ pub fn module_and_args(
     Ok((module, command.collect()))
 }
 
-/// The JSON object of a result, as `run --json` prints it.
-pub fn result_json(result: &SandboxResult) -> serde_json::Value {
-    serde_json::json!({
-        "outcome": result.outcome.name(),
-        "exit_code": result.exit_code(),
-        "trap": match &result.outcome { Outcome::Trap { message } => Some(message.as_str()), _ => None },
-        "stdout": result.stdout_lossy(),
-        "stderr": result.stderr_lossy(),
-        "stdout_truncated": result.stdout_truncated,
-        "stderr_truncated": result.stderr_truncated,
-        "elapsed_ms": result.elapsed.as_secs_f64() * 1000.0,
-        "fuel_consumed": result.fuel_consumed,
-        "peak_memory_bytes": result.peak_memory,
-        "memory_limit_hit": result.memory_limit_hit,
-        "disk_written_bytes": result.disk_written,
-        "disk_quota_hit": result.disk_quota_hit,
-        "tool_calls": result.tool_calls.iter().map(|call| serde_json::json!({
-            "tool": call.tool,
-            "ms": call.duration.as_secs_f64() * 1000.0,
-            "ok": call.ok,
-            "error": call.error,
-        })).collect::<Vec<_>>(),
-    })
-}
-
 /// The config for a process that runs exactly one execution: a pool of
 /// more than one slot would only reserve address space it never uses.
 pub fn one_shot(mut config: SandboxConfig) -> SandboxConfig {
@@ -114,7 +89,7 @@ fn guest_stdin(file: Option<&PathBuf>) -> Result<Stdin> {
 /// plus a note on how the guest ended) and picks the exit status.
 pub fn report(result: &SandboxResult, json: bool, streamed: bool) -> Result<ExitCode> {
     if json {
-        let value = result_json(result);
+        let value = mimobox_server::wire::result_json(result);
         ignore_broken_pipe(writeln!(std::io::stdout().lock(), "{value}"))?;
     } else {
         if !streamed {

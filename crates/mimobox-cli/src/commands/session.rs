@@ -14,7 +14,9 @@ use mimobox_core::{ExecRequest, Session, TurnRequest, TurnResult};
 use mimobox_wasm::{WasmSandbox, WasmSession, check_config};
 
 use crate::cli::SessionArgs;
-use crate::commands::protocol::{self, EventLines, Request, error_json, file_answer, turn_json};
+use mimobox_server::wire::{self, EventLines, error_json, listing_json, turn_json};
+
+use crate::commands::protocol::{self, Request, file_answer};
 use crate::commands::run::{ignore_broken_pipe, module_and_args, one_shot};
 use crate::commands::terminal::{self, TerminalText};
 use crate::commands::{pause, progress};
@@ -264,7 +266,10 @@ impl Live {
             Request::WriteFile { path, data } => match self.session_mut() {
                 Err(e) => one_line(e),
                 Ok(session) => file_answer(
-                    session.write_file(&path, &data).map(|bytes| serde_json::json!({ "bytes": bytes })).map_err(file_error),
+                    session
+                        .write_file(&path, &data)
+                        .map(|bytes| serde_json::json!({ "bytes": bytes }))
+                        .map_err(file_error),
                 ),
             },
             Request::ReadFile { path } => match self.session_mut() {
@@ -272,24 +277,14 @@ impl Live {
                 Ok(session) => file_answer(
                     session
                         .read_file(&path)
-                        .map(|data| serde_json::json!({ "data": protocol::base64(&data), "bytes": data.len() }))
+                        .map(|data| serde_json::json!({ "data": wire::base64(&data), "bytes": data.len() }))
                         .map_err(file_error),
                 ),
             },
             Request::ListFiles { path } => match self.session_mut() {
                 Err(e) => one_line(e),
                 Ok(session) => file_answer(
-                    session
-                        .list_files(&path)
-                        .map(|listing| {
-                            let entries: Vec<serde_json::Value> = listing
-                                .entries
-                                .iter()
-                                .map(|e| serde_json::json!({ "name": e.name, "kind": e.kind.as_str(), "bytes": e.bytes }))
-                                .collect();
-                            serde_json::json!({ "entries": entries, "truncated": listing.truncated })
-                        })
-                        .map_err(file_error),
+                    session.list_files(&path).map(|listing| listing_json(&listing)).map_err(file_error),
                 ),
             },
         }
