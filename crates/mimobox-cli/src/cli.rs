@@ -44,6 +44,25 @@ pub enum Command {
     /// ends a block; the guest's output is shown with its control
     /// characters escaped.
     Session(Box<SessionArgs>),
+    /// Serve MCP over stdio: mimobox's sessions as the tools `run_code`,
+    /// `create_session`, `close_session`, `write_file`, `read_file`,
+    /// `list_files` and `list_profiles`, for one MCP client (Claude
+    /// Desktop, the OpenAI Agents SDK, any MCP client's stdio config).
+    ///
+    /// The client names a profile only by the names given here; it passes
+    /// no path, mount or limit. Exit status 0 when the client closes stdin.
+    Mcp(Box<McpArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// A profile to offer, as NAME=FILE, or FILE (named after the file,
+    /// without `.toml`). Repeatable; the first is the default.
+    #[arg(long = "profile", value_name = "NAME=FILE", required = true)]
+    pub profiles: Vec<String>,
+    /// Most sessions open at once.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub max_sessions: u32,
 }
 
 #[derive(Debug, Args)]

@@ -249,6 +249,10 @@ pub struct TurnRequest {
     /// The formats figures are returned in, besides PNG, which is always
     /// given: [`FigureFormat::Svg`] adds `image/svg+xml`.
     pub figure_formats: Vec<FigureFormat>,
+    /// A shorter timeout for this turn than the config's `timeout_secs`;
+    /// a longer one has no effect (a caller can lower a limit, never
+    /// raise it).
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// A format a figure may be returned in.

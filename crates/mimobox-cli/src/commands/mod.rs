@@ -7,6 +7,7 @@ use crate::cli::{Cli, Command};
 mod cache;
 mod compile;
 mod demo;
+mod mcp;
 mod pause;
 mod profile;
 mod progress;
@@ -24,5 +25,6 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compile(args) => compile::execute(*args),
         Command::Cache(args) => cache::execute(args),
         Command::Session(args) => session::execute(*args),
+        Command::Mcp(args) => mcp::execute(*args),
     }
 }

@@ -9,6 +9,7 @@ mod help;
 mod http;
 mod interpreter;
 mod limits;
+mod mcp;
 mod pause;
 mod run;
 mod runtimes;

@@ -198,7 +198,7 @@ impl WasmSession {
         }
         // A turn never runs past the session's lifetime.
         let left = config.session.lifetime.saturating_sub(self.opened.elapsed());
-        let timeout = config.timeout.min(left);
+        let timeout = config.timeout.min(left).min(request.timeout.unwrap_or(config.timeout));
         let _running = core.running();
         arm_deadline(&mut self.store, timeout);
         let started = Instant::now();

@@ -1,0 +1,59 @@
+//! `mimobox mcp` driven by the official MCP Python SDK (PyPI `mcp`, which
+//! `.ci/run` installs) over stdio: tools, a new session and the same one
+//! again, a figure, files in and out, an error turn, a refused path, close;
+//! once at MCP 2026-07-28 and once at 2025-11-25 (the initialize handshake).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::scientific::{cli, relocated_profile};
+use crate::{stderr, stdout};
+
+#[test]
+fn the_official_mcp_client_runs_code_keeps_state_and_moves_files_over_stdio() {
+    let cli = cli();
+    let profile = cli.write("python-sci.toml", &relocated_profile());
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/mcp_stdio.py");
+    let output = Command::new("python3")
+        .arg(&script)
+        .arg(env!("CARGO_BIN_EXE_mimobox"))
+        .arg(&profile)
+        .current_dir(cli.path())
+        .env("MIMOBOX_CACHE_DIR", cli.cache())
+        .env("TMPDIR", cli.path())
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .expect("python3 runs");
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{out}\n{}", stderr(&output));
+    for check in [
+        "protocol 2026-07-28",
+        "protocol 2025-11-25",
+        "tools",
+        "new session",
+        "state kept",
+        "figure",
+        "files",
+        "error turn",
+        "path refused",
+        "extra arguments refused",
+        "close",
+    ] {
+        assert!(out.contains(&format!("ok {check}\n")), "{check} did not hold:\n{out}");
+    }
+}
+
+#[test]
+fn a_profile_flag_that_names_nothing_usable_is_one_line_status_2() {
+    let cli = crate::Cli::new();
+    for (args, problem) in [
+        (&["mcp", "--profile", "missing.toml"][..], "missing.toml"),
+        (&["mcp", "--profile", "a=x.toml", "--profile", "a=y.toml"], "named twice"),
+        (&["mcp", "--profile", "bad name=x.toml"], "a name is"),
+    ] {
+        let output = cli.run(args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", stderr(&output));
+        let err = stderr(&output);
+        assert!(err.contains(problem) && err.trim().lines().count() == 1, "{args:?}: {err}");
+    }
+}
