@@ -85,6 +85,12 @@ struct Meta {
     /// Memory counted against the usage; 0 when paused.
     memory: u64,
     state: SessionState,
+    /// Set (under the table's lock) when the session leaves the table:
+    /// nothing is counted for it after that, and a call that was waiting
+    /// for its lock finds it gone.
+    closed: bool,
+    /// When the sweep may try again to pause it, after a pause failed.
+    pause_retry_after: Option<Instant>,
 }
 
 /// Where a session is.
@@ -222,7 +228,14 @@ impl<B: Backend> SessionHost<B> {
             opened: now,
             cell: AsyncMutex::new(Cell::Live(session)),
             waiting: AtomicU32::new(0),
-            meta: Mutex::new(Meta { last_used: now, turns: 0, memory, state: SessionState::Live }),
+            meta: Mutex::new(Meta {
+                last_used: now,
+                turns: 0,
+                memory,
+                state: SessionState::Live,
+                closed: false,
+                pause_retry_after: None,
+            }),
         });
         {
             let mut table = inner.lock_table();
@@ -263,8 +276,13 @@ impl<B: Backend> SessionHost<B> {
         let entry = inner.find(owner, id)?;
         let mut cell = inner.lock_cell(&entry, when_busy).await?;
         let _running = inner.start_turn(&entry.owner)?;
+        // The lifetime counts from the session's opening, paused time and
+        // resumes included: a turn never runs past it.
+        let left = inner.lifetime_left(&entry, &mut cell).await?;
         inner.make_live(&entry, &mut cell).await?;
         let Cell::Live(session) = &mut *cell else { return Err(HostError::NotFound) };
+        let mut request = request;
+        request.timeout = Some(request.timeout.map_or(left, |t| t.min(left)));
         let started = Instant::now();
         let ran = session.turn(request).await;
         let took = started.elapsed();
@@ -298,11 +316,14 @@ impl<B: Backend> SessionHost<B> {
     pub async fn close(&self, owner: &str, id: SessionId) -> Result<(), HostError> {
         let inner = &*self.inner;
         let entry = inner.find(owner, id)?;
-        // Gone from the table at once: no new call finds it.
-        inner.remove(&entry);
+        // Gone from the table at once: no new call finds it, and calls
+        // waiting for it find it gone.
+        if !inner.remove(&entry) {
+            return Err(HostError::NotFound);
+        }
+        inner.metrics.close("client");
         let mut cell = entry.cell.lock().await;
         inner.finish(&entry, &mut cell).await;
-        inner.metrics.close("client");
         Ok(())
     }
 
@@ -376,6 +397,10 @@ impl<B: Backend> SessionHost<B> {
         inner.accepting()?;
         let entry = inner.find(owner, id)?;
         let mut cell = inner.lock_cell(&entry, when_busy).await?;
+        // A file call counts as a running call: it may resume the session
+        // and it holds a thread while it reads or writes.
+        let _running = inner.start_turn(&entry.owner)?;
+        inner.lifetime_left(&entry, &mut cell).await?;
         inner.make_live(&entry, &mut cell).await?;
         let Cell::Live(session) = &mut *cell else { return Err(HostError::NotFound) };
         let result = offload(|| work(session));
@@ -390,7 +415,8 @@ impl<B: Backend> SessionHost<B> {
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         let inner = &*self.inner;
         inner.draining.store(true, Ordering::SeqCst);
-        let deadline = Instant::now() + grace;
+        let now = Instant::now();
+        let deadline = now.checked_add(grace).unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
         loop {
             let quiet = inner.quiet.notified();
             if inner.lock_table().total.running == 0 {
@@ -638,24 +664,56 @@ impl<B: Backend> Inner<B> {
         entry: &'e Entry<B>,
         when_busy: WhenBusy,
     ) -> Result<AsyncGuard<'e, Cell<B::Session>>, HostError> {
-        if let Ok(cell) = entry.cell.try_lock() {
-            return Ok(cell);
-        }
-        let busy = |waited| {
-            self.metrics.refuse("busy");
-            Err(HostError::Busy { waited })
+        let cell = match entry.cell.try_lock() {
+            Ok(cell) => cell,
+            Err(_) => {
+                let busy = |waited| {
+                    self.metrics.refuse("busy");
+                    Err(HostError::Busy { waited })
+                };
+                let WhenBusy::Wait(wait) = when_busy else { return busy(None) };
+                // Counted while it waits, uncounted however the wait ends
+                // (a caller that drops this future included).
+                struct Waiting<'w>(&'w AtomicU32);
+                impl Drop for Waiting<'_> {
+                    fn drop(&mut self) {
+                        self.0.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+                if entry.waiting.fetch_add(1, Ordering::SeqCst) >= self.config.max_waiting {
+                    entry.waiting.fetch_sub(1, Ordering::SeqCst);
+                    return busy(None);
+                }
+                let _waiting = Waiting(&entry.waiting);
+                match tokio::time::timeout(wait, entry.cell.lock()).await {
+                    Ok(cell) => cell,
+                    Err(_) => return busy(Some(wait)),
+                }
+            }
         };
-        let WhenBusy::Wait(wait) = when_busy else { return busy(None) };
-        if entry.waiting.fetch_add(1, Ordering::SeqCst) >= self.config.max_waiting {
-            entry.waiting.fetch_sub(1, Ordering::SeqCst);
-            return busy(None);
+        // What changed while this call waited: the session was closed, or
+        // the host began to shut down.
+        if entry.meta().closed || matches!(*cell, Cell::Gone) {
+            return Err(HostError::NotFound);
         }
-        let locked = tokio::time::timeout(wait, entry.cell.lock()).await;
-        entry.waiting.fetch_sub(1, Ordering::SeqCst);
-        match locked {
-            Ok(cell) => Ok(cell),
-            Err(_) => busy(Some(wait)),
+        self.accepting()?;
+        Ok(cell)
+    }
+
+    /// What is left of the session's lifetime; past it, the session is
+    /// closed and this says it is gone.
+    async fn lifetime_left(
+        &self,
+        entry: &Entry<B>,
+        cell: &mut Cell<B::Session>,
+    ) -> Result<Duration, HostError> {
+        let (_, lifetime) = entry.backend.timeouts();
+        let left = lifetime.saturating_sub(entry.opened.elapsed());
+        if left.is_zero() {
+            self.end(entry, cell, "lifetime").await;
+            return Err(HostError::NotFound);
         }
+        Ok(left)
     }
 
     /// Resumes a paused session from the store.
@@ -666,6 +724,10 @@ impl<B: Backend> Inner<B> {
             Cell::Paused => {}
         }
         let store = self.config.store.as_ref().ok_or(HostError::NotFound)?;
+        // Room is made (or refused) before the session comes back.
+        if self.over_memory(&entry.owner).is_some() {
+            self.relieve(&entry.owner, Some(entry.id)).await?;
+        }
         let resumed = async {
             let paused = store.get(entry.id).await?;
             let session = entry.backend.resume(&paused, &self.config.state_key, &entry.binding()).await?;
@@ -684,9 +746,11 @@ impl<B: Backend> Inner<B> {
         *cell = Cell::Live(session);
         {
             let mut table = self.lock_table();
-            table.add_memory(&entry.owner, memory);
             let mut meta = entry.meta.lock().unwrap_or_else(|p| p.into_inner());
-            meta.memory = memory;
+            if !meta.closed {
+                table.add_memory(&entry.owner, memory);
+                meta.memory = memory;
+            }
             meta.state = SessionState::Live;
         }
         // The state is in the live session now; a stale copy left behind
@@ -714,8 +778,10 @@ impl<B: Backend> Inner<B> {
         };
         if let Err(e) = store.put(entry.id, paused.clone()).await {
             // The session ended with its pause; bring it back from the
-            // bytes in hand rather than lose it.
+            // bytes in hand rather than lose it (its old instance freed
+            // first, so that its slot is free for the new one).
             self.metrics.pause_failures.fetch_add(1, Ordering::Relaxed);
+            *cell = Cell::Paused;
             match entry.backend.resume(&paused, &self.config.state_key, &binding).await {
                 Ok(session) => *cell = Cell::Live(session),
                 Err(resume) => {
@@ -730,7 +796,9 @@ impl<B: Backend> Inner<B> {
         }
         let mut table = self.lock_table();
         let mut meta = entry.meta.lock().unwrap_or_else(|p| p.into_inner());
-        table.sub_memory(&entry.owner, meta.memory);
+        if !meta.closed {
+            table.sub_memory(&entry.owner, meta.memory);
+        }
         meta.memory = 0;
         meta.state = SessionState::Paused;
         self.metrics.pauses.fetch_add(1, Ordering::Relaxed);
@@ -741,35 +809,42 @@ impl<B: Backend> Inner<B> {
         let mut table = self.lock_table();
         let mut meta = entry.meta.lock().unwrap_or_else(|p| p.into_inner());
         meta.last_used = Instant::now();
+        meta.pause_retry_after = None;
         if let Some(turn) = turn {
             meta.turns = turn;
         }
-        let before = meta.memory;
-        meta.memory = memory;
-        drop(meta);
         // An entry closed meanwhile is no longer counted.
-        if table.sessions.contains_key(&entry.id) {
-            table.sub_memory(&entry.owner, before);
+        if !meta.closed {
+            table.sub_memory(&entry.owner, meta.memory);
             table.add_memory(&entry.owner, memory);
+            meta.memory = memory;
         }
     }
 
     /// Takes the entry out of the table and its usage (once).
-    fn remove(&self, entry: &Entry<B>) {
+    fn remove(&self, entry: &Entry<B>) -> bool {
         let mut table = self.lock_table();
-        if table.sessions.remove(&entry.id).is_some() {
-            let memory = std::mem::take(&mut entry.meta.lock().unwrap_or_else(|p| p.into_inner()).memory);
-            table.sub_memory(&entry.owner, memory);
-            table.release_session(&entry.owner);
+        let mut meta = entry.meta.lock().unwrap_or_else(|p| p.into_inner());
+        if meta.closed {
+            return false;
         }
+        meta.closed = true;
+        let memory = std::mem::take(&mut meta.memory);
+        drop(meta);
+        table.sessions.remove(&entry.id);
+        table.sub_memory(&entry.owner, memory);
+        table.release_session(&entry.owner);
+        true
     }
 
     /// Ends a session whose lock the caller holds: out of the table,
     /// its instance closed, its paused state deleted.
     async fn end(&self, entry: &Entry<B>, cell: &mut Cell<B::Session>, reason: &str) {
-        self.remove(entry);
+        let counted = self.remove(entry);
         self.finish(entry, cell).await;
-        self.metrics.close(reason);
+        if counted {
+            self.metrics.close(reason);
+        }
     }
 
     async fn finish(&self, entry: &Entry<B>, cell: &mut Cell<B::Session>) {
@@ -804,7 +879,8 @@ impl<B: Backend> Inner<B> {
             };
             let pause = meta.state == SessionState::Live
                 && self.config.store.is_some()
-                && self.config.pause_idle_after.is_some_and(|after| idle >= after);
+                && self.config.pause_idle_after.is_some_and(|after| idle >= after)
+                && meta.pause_retry_after.is_none_or(|at| Instant::now() >= at);
             if reason.is_none() && !pause {
                 continue;
             }
@@ -814,8 +890,11 @@ impl<B: Backend> Inner<B> {
                 None => {
                     if let Err(e) = self.pause_locked(&entry, &mut cell).await {
                         tracing::debug!(session = %entry.id, "idle session not paused: {e}");
-                        // Not tried again until it has been used.
-                        entry.meta.lock().unwrap_or_else(|p| p.into_inner()).last_used = Instant::now();
+                        // Tried again after as long again, or once it has
+                        // been used; its idle timeout still counts.
+                        let after = self.config.pause_idle_after.unwrap_or(Duration::from_secs(60));
+                        entry.meta.lock().unwrap_or_else(|p| p.into_inner()).pause_retry_after =
+                            Instant::now().checked_add(after);
                     }
                 }
             }

@@ -386,3 +386,84 @@ async fn the_local_store_refuses_symlinks_and_oversized_objects() {
     store.delete(id).await.unwrap();
     assert!(matches!(store.get(id).await, Err(mimobox_host::StoreError::Missing(_))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_waiting_on_a_session_that_is_closed_finds_it_gone_and_nothing_stays_counted() {
+    let s = setup(|_| {}, |c| c.timeout = Duration::from_secs(1));
+    let id = s.host.open("alice", "counter").await.unwrap();
+    let host = s.host.clone();
+    let looping =
+        tokio::spawn(async move { host.turn("alice", id, TurnRequest::new("l"), WhenBusy::Refuse).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let host = s.host.clone();
+    let waiter = tokio::spawn(async move {
+        host.turn("alice", id, TurnRequest::new("i"), WhenBusy::Wait(Duration::from_secs(10))).await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.host.close("alice", id).await.unwrap();
+    assert!(matches!(waiter.await.unwrap(), Err(HostError::NotFound)));
+    let _ = looping.await.unwrap();
+    let gauges = s.host.gauges();
+    assert_eq!((gauges.live, gauges.paused, gauges.memory, gauges.running_turns), (0, 0, 0, 0), "{gauges:?}");
+    // Closed once, counted once.
+    assert_eq!(s.host.metrics().closed("client") + s.host.metrics().closed("ended"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_that_gives_up_is_no_longer_counted() {
+    let s = setup(|c| c.max_waiting = 1, |c| c.timeout = Duration::from_secs(2));
+    let id = s.host.open("alice", "counter").await.unwrap();
+    let host = s.host.clone();
+    let _looping =
+        tokio::spawn(async move { host.turn("alice", id, TurnRequest::new("l"), WhenBusy::Refuse).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A waiter whose caller drops it mid-wait.
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(100),
+        s.host.turn("alice", id, TurnRequest::new("i"), WhenBusy::Wait(Duration::from_secs(10))),
+    )
+    .await;
+    assert!(abandoned.is_err());
+    // Its place is free again: the next waiter waits (then gives up at its
+    // own bound) instead of being refused at once.
+    let next =
+        s.host.turn("alice", id, TurnRequest::new("i"), WhenBusy::Wait(Duration::from_millis(200))).await;
+    assert!(matches!(next, Err(HostError::Busy { waited: Some(_) })), "{next:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lifetime_counts_paused_time_and_holds_after_a_resume() {
+    let s = setup(
+        |c| c.sweep_interval = Duration::from_secs(3600),
+        |c| c.session.lifetime = Duration::from_secs(1),
+    );
+    let id = s.host.open("alice", "counter").await.unwrap();
+    turn(&s.host, "alice", id, "i").await;
+    s.host.pause("alice", id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Past its lifetime (counted from its opening, paused time included),
+    // it is not resumed: it is gone.
+    let late = s.host.turn("alice", id, TurnRequest::new("p"), WhenBusy::Refuse).await;
+    assert!(matches!(late, Err(HostError::NotFound)), "{late:?}");
+    assert_eq!(s.host.metrics().closed("lifetime"), 1);
+    assert!(s.store.get(id).await.is_err(), "its paused state is deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_whose_caller_gave_up_ends_the_session() {
+    let s = setup(|_| {}, |c| c.timeout = Duration::from_secs(5));
+    let id = s.host.open("alice", "counter").await.unwrap();
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(300),
+        s.host.turn("alice", id, TurnRequest::new("l"), WhenBusy::Refuse),
+    )
+    .await;
+    assert!(abandoned.is_err());
+    // The guest stopped at an arbitrary point is never given another turn.
+    let next = s.host.turn("alice", id, TurnRequest::new("i"), WhenBusy::Refuse).await;
+    assert!(
+        matches!(next, Err(HostError::Sandbox(mimobox_core::SandboxError::SessionEnded { .. }))),
+        "{next:?}"
+    );
+    assert!(matches!(s.host.info("alice", id), Err(HostError::NotFound)));
+}

@@ -76,7 +76,7 @@ impl McpServer {
                 json!({"type": "object", "properties": {
                     "code": {"type": "string", "maxLength": MAX_CODE, "description": "The code to run."},
                     "session_id": session_id,
-                    "timeout": {"type": "number", "exclusiveMinimum": 0,
+                    "timeout": {"type": "number", "minimum": 0.001,
                         "description": "Seconds; may only shorten the profile's timeout."}
                 }, "required": ["code"], "additionalProperties": false}),
                 turn_schema(),
@@ -159,9 +159,15 @@ impl McpServer {
                         Err(e) => return Ok(refusal(&e)),
                     },
                 };
+                let opened = args.session("session_id")?.is_none();
                 let request = TurnRequest { timeout, ..TurnRequest::new(code) };
                 match self.host.turn(&self.owner, id, request, WhenBusy::Wait(BUSY_WAIT)).await {
                     Ok(turn) => Ok(turn_result(id, &turn)),
+                    // A session this call opened is not left behind unnamed.
+                    Err(e) if opened => {
+                        let _ = self.host.close(&self.owner, id).await;
+                        Ok(refusal(&e))
+                    }
                     Err(e) => Ok(refusal(&e)),
                 }
             }
@@ -406,10 +412,10 @@ impl<'a> Args<'a> {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => n
                 .as_f64()
-                .filter(|s| s.is_finite() && *s > 0.0)
+                .filter(|s| s.is_finite() && *s >= 0.001)
                 .and_then(|s| Duration::try_from_secs_f64(s).ok())
                 .map(Some)
-                .ok_or_else(|| self.bad(format!("`{key}` must be a positive number of seconds"))),
+                .ok_or_else(|| self.bad(format!("`{key}` must be a number of seconds, at least 0.001"))),
             Some(_) => Err(self.bad(format!("`{key}` must be a number of seconds"))),
         }
     }

@@ -205,6 +205,10 @@ impl WasmSession {
         let first = !self.initialized;
         self.initialized = true;
         let code = request.code.into_bytes();
+        // Stands if this future is dropped mid-call (a caller that gave up
+        // on the turn): the instance stopped at an arbitrary point is never
+        // given another turn.
+        self.ended = Some("its last turn was abandoned before it finished".into());
         let (store, instance, calls) = (&mut self.store, &self.instance, &self.calls);
         let ran = tokio::time::timeout(timeout, async {
             if first && let Some(initialize) = &calls.initialize {
@@ -224,6 +228,7 @@ impl WasmSession {
             calls.turn.call_async(&mut *store, (ptr, len)).await
         })
         .await;
+        self.ended = None;
         let elapsed = started.elapsed();
         let results = self.store.data_mut().door.results.take().expect("set for the turn");
         let TurnResults { bundles, truncated, error, live, .. } = results;
