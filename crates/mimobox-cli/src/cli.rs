@@ -52,6 +52,50 @@ pub enum Command {
     /// The client names a profile only by the names given here; it passes
     /// no path, mount or limit. Exit status 0 when the client closes stdin.
     Mcp(Box<McpArgs>),
+    /// Serve the HTTP API: sessions, turns (whole or streamed as NDJSON),
+    /// files, /healthz, /readyz and /metrics, for the owners whose bearer
+    /// tokens it knows (by their SHA-256).
+    ///
+    /// SIGTERM or SIGINT drains: no new sessions or turns, running turns
+    /// finish (up to 30 s), idle sessions are paused to --pause-dir (or
+    /// closed without one), then mimobox exits 0.
+    Serve(Box<ServeArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address to listen on. Port 0 picks a free port; the address
+    /// bound is printed on stderr.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8800")]
+    pub listen: std::net::SocketAddr,
+    /// A profile to offer, as NAME=FILE, or FILE (named after the file,
+    /// without `.toml`). Repeatable; the first is the default.
+    #[arg(long = "profile", value_name = "NAME=FILE", required = true)]
+    pub profiles: Vec<String>,
+    /// An owner and the SHA-256 of its bearer token, in hex (64 digits):
+    /// OWNER=HEX. Repeatable. `printf %s "$TOKEN" | sha256sum` makes one.
+    #[arg(long = "token-sha256", value_name = "OWNER=HEX", required = true)]
+    pub tokens: Vec<String>,
+    /// Most sessions each owner may have open at once.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_sessions: u32,
+    /// Pause idle sessions (and, on a drain, every live one) to this
+    /// directory (mode 0700, created if missing), and resume them on their
+    /// next call.
+    #[arg(long, value_name = "DIR")]
+    pub pause_dir: Option<PathBuf>,
+    /// Seconds of idleness after which a session is paused (with
+    /// --pause-dir).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub pause_after: u64,
+    /// The key that authenticates paused sessions (at least 32 bytes).
+    /// Default: the user's own, `mimobox-state.key` beside the cache.
+    #[arg(long, value_name = "FILE")]
+    pub state_key: Option<PathBuf>,
+    /// Seconds a client has to send a request's headers, and its body; a
+    /// slower one is dropped.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub read_timeout: u64,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,7 @@
 //! mimobox's front doors: the answer objects every protocol writes
-//! ([`wire`]), and the MCP server over the session host ([`mcp`]).
+//! ([`wire`]), the MCP server over the session host ([`mcp`]), and the HTTP
+//! API of `mimobox serve` ([`http`]).
 
+pub mod http;
 pub mod mcp;
 pub mod wire;

@@ -16,18 +16,8 @@ use crate::cli::McpArgs;
 const OWNER: &str = "stdio";
 
 pub fn execute(args: McpArgs) -> Result<ExitCode> {
-    let offered = offered(&args.profiles)?;
-    let mut profiles = Vec::new();
-    for (name, path) in &offered {
-        let profile = Profile::load(path).map_err(|e| anyhow::anyhow!("--profile {name}: profile {e}"))?;
-        let mut config = profile.into_config();
-        // Every session holds a slot; a pause takes one more for a moment.
-        config.pool.size = config.pool.size.max(args.max_sessions.saturating_add(1)).min(1024);
-        check_config(&config).map_err(|e| anyhow::anyhow!("--profile {name}: {e}"))?;
-        let sandbox = WasmSandbox::create(config).map_err(|e| anyhow::anyhow!("--profile {name}: {e}"))?;
-        profiles.push((name.clone(), sandbox));
-    }
-    let default = offered[0].0.clone();
+    let profiles = sandboxes(&args.profiles, args.max_sessions)?;
+    let default = profiles[0].0.clone();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(serve(profiles, default, args.max_sessions))?;
@@ -44,6 +34,22 @@ async fn serve(profiles: Vec<(String, WasmSandbox)>, default: String, max_sessio
         host.shutdown(std::time::Duration::from_secs(5)).await;
         served.map_err(anyhow::Error::from)
     }
+}
+
+/// One sandbox for each `--profile` value, by name, with room in its pool
+/// for `sessions` sessions.
+pub fn sandboxes(values: &[String], sessions: u32) -> Result<Vec<(String, WasmSandbox)>> {
+    let mut profiles = Vec::new();
+    for (name, path) in offered(values)? {
+        let profile = Profile::load(&path).map_err(|e| anyhow::anyhow!("--profile {name}: profile {e}"))?;
+        let mut config = profile.into_config();
+        // Every session holds a slot; a pause takes one more for a moment.
+        config.pool.size = config.pool.size.max(sessions.saturating_add(1)).min(1024);
+        check_config(&config).map_err(|e| anyhow::anyhow!("--profile {name}: {e}"))?;
+        let sandbox = WasmSandbox::create(config).map_err(|e| anyhow::anyhow!("--profile {name}: {e}"))?;
+        profiles.push((name, sandbox));
+    }
+    Ok(profiles)
 }
 
 /// The `--profile` values as (name, file), names unique.
@@ -80,7 +86,7 @@ fn offered(values: &[String]) -> Result<Vec<(String, PathBuf)>> {
 }
 
 /// A key for this process's paused states (none outlive it).
-fn random_key() -> Result<Vec<u8>> {
+pub fn random_key() -> Result<Vec<u8>> {
     let mut key = vec![0u8; 32];
     rustix::rand::getrandom(&mut key, rustix::rand::GetRandomFlags::empty()).context("reading randomness")?;
     Ok(key)

@@ -13,6 +13,7 @@ mod profile;
 mod progress;
 mod protocol;
 mod run;
+mod serve;
 mod session;
 mod terminal;
 
@@ -26,5 +27,6 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cache(args) => cache::execute(args),
         Command::Session(args) => session::execute(*args),
         Command::Mcp(args) => mcp::execute(*args),
+        Command::Serve(args) => serve::execute(*args),
     }
 }

@@ -14,6 +14,7 @@ mod pause;
 mod run;
 mod runtimes;
 mod scientific;
+mod serve;
 mod sessions;
 mod tools;
 

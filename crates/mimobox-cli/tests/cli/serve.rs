@@ -1,0 +1,297 @@
+//! `mimobox serve` as a real process, driven over HTTP: owners and their
+//! tokens, sessions, turns whole and streamed, files, health and metrics,
+//! and the attacks of a hostile client (no token, a wrong one, another
+//! owner's id, a huge body, a slow client, a stream nobody reads), and the
+//! drain on SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::scientific::{cli, relocated_profile};
+
+const ALICE: &str = "alice-token";
+const BOB: &str = "bob-token";
+
+fn sha256_hex(text: &str) -> String {
+    use std::fmt::Write as _;
+    // The test's own SHA-256 is the system's, as an operator would make it.
+    let out = std::process::Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child.stdin.take().unwrap().write_all(text.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let mut hex = String::new();
+    let _ = write!(hex, "{}", String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap());
+    hex
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    agent: ureq::Agent,
+    _cli: crate::Cli,
+    pause_dir: std::path::PathBuf,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let cli = cli();
+        let profile = cli.write("python-sci.toml", &relocated_profile());
+        let pause_dir = cli.path().join("paused");
+        let alice = format!("alice={}", sha256_hex(ALICE));
+        let bob = format!("bob={}", sha256_hex(BOB));
+        let mut args = vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--profile",
+            profile.to_str().unwrap(),
+            "--token-sha256",
+            &alice,
+            "--token-sha256",
+            &bob,
+            "--pause-dir",
+            pause_dir.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let mut child = cli.command(&args).stderr(Stdio::piped()).spawn().unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        let base =
+            line.trim().strip_prefix("mimobox: listening on ").unwrap_or_else(|| panic!("{line}")).to_owned();
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .into();
+        Server { child, base, agent, _cli: cli, pause_dir }
+    }
+
+    fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&[u8]>) -> (u16, Vec<u8>) {
+        let url = format!("{}{path}", self.base);
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let response = match (method, body) {
+            ("GET", _) | ("DELETE", _) => {
+                let mut request =
+                    if method == "GET" { self.agent.get(&url) } else { self.agent.delete(&url) };
+                if let Some(auth) = &auth {
+                    request = request.header("Authorization", auth);
+                }
+                request.call()
+            }
+            (_, body) => {
+                let mut request = if method == "PUT" { self.agent.put(&url) } else { self.agent.post(&url) };
+                if let Some(auth) = &auth {
+                    request = request.header("Authorization", auth);
+                }
+                request.send(body.unwrap_or_default())
+            }
+        }
+        .unwrap();
+        let status = response.status().as_u16();
+        let mut bytes = Vec::new();
+        response.into_body().into_reader().read_to_end(&mut bytes).unwrap();
+        (status, bytes)
+    }
+
+    fn json(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let body = body.map(|b| b.to_string().into_bytes());
+        let (status, bytes) = self.call(method, path, token, body.as_deref());
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    fn open(&self, token: &str) -> String {
+        let (status, answer) = self.json("POST", "/v1/sessions", Some(token), Some(json!({})));
+        assert_eq!(status, 201, "{answer}");
+        answer["id"].as_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn sessions_turns_and_files_over_http_each_owner_its_own() {
+    let server = Server::start(&[]);
+    assert_eq!(server.call("GET", "/healthz", None, None).0, 200);
+    assert_eq!(server.call("GET", "/readyz", None, None).0, 200);
+    // No token, a wrong one: 401, for every route.
+    for path in ["/v1/sessions", "/metrics"] {
+        assert_eq!(server.call("GET", path, None, None).0, 401);
+        assert_eq!(server.call("GET", path, Some("guess"), None).0, 401);
+    }
+    let id = server.open(ALICE);
+    let execute = format!("/v1/sessions/{id}/execute");
+    let (status, turn) =
+        server.json("POST", &execute, Some(ALICE), Some(json!({"code": "x = 6 * 7\nprint(x)"})));
+    assert_eq!(
+        (status, turn["stdout"].as_str(), turn["turn"].as_u64()),
+        (200, Some("42\n"), Some(1)),
+        "{turn}"
+    );
+    let (_, turn) = server.json("POST", &execute, Some(ALICE), Some(json!({"code": "x + 1"})));
+    assert_eq!(turn["results"][0]["text/plain"], "43", "{turn}");
+
+    // Bob gets for alice's session exactly what an id that never existed gets.
+    let never = "0123456789abcdef0123456789abcdef";
+    for target in [id.as_str(), never] {
+        for (method, path, body) in [
+            ("GET", format!("/v1/sessions/{target}"), None),
+            ("DELETE", format!("/v1/sessions/{target}"), None),
+            ("POST", format!("/v1/sessions/{target}/execute"), Some(json!({"code": "print(x)"}))),
+            ("GET", format!("/v1/sessions/{target}/files/workspace/a.txt"), None),
+            ("GET", format!("/v1/sessions/{target}/files?path=/workspace"), None),
+        ] {
+            let (status, answer) = server.json(method, &path, Some(BOB), body);
+            assert_eq!((status, answer), (404, json!({"error": "no such session"})), "{method} {path}");
+        }
+    }
+    let (_, listed) = server.json("GET", "/v1/sessions", Some(BOB), None);
+    assert_eq!(listed, json!({"sessions": []}));
+    let (_, listed) = server.json("GET", "/v1/sessions", Some(ALICE), None);
+    assert_eq!(listed["sessions"][0]["id"], id.as_str());
+
+    // Files: raw bytes in and out, and the listing.
+    let (status, written) = server.call(
+        "PUT",
+        &format!("/v1/sessions/{id}/files/workspace/in.csv"),
+        Some(ALICE),
+        Some(b"a,b\n1,2\n"),
+    );
+    assert_eq!((status, String::from_utf8_lossy(&written).into_owned()), (200, "{\"bytes\":8}".to_owned()));
+    let code = json!({"code": "import pandas\npandas.read_csv('in.csv').sum().to_csv('out.csv')"});
+    assert_eq!(server.json("POST", &execute, Some(ALICE), Some(code)).0, 200);
+    let (status, read) =
+        server.call("GET", &format!("/v1/sessions/{id}/files/workspace/out.csv"), Some(ALICE), None);
+    assert_eq!((status, read), (200, b",0\na,1\nb,2\n".to_vec()));
+    let (_, listing) =
+        server.json("GET", &format!("/v1/sessions/{id}/files?path=/workspace"), Some(ALICE), None);
+    assert_eq!(listing["entries"].as_array().unwrap().len(), 2, "{listing}");
+    let (status, _) =
+        server.call("GET", &format!("/v1/sessions/{id}/files/workspace/../../etc/passwd"), Some(ALICE), None);
+    assert!(status == 400 || status == 404, "{status}");
+
+    // The stream: event lines in order, then the answer as `"type": "end"`.
+    let body = json!({"code": "print('a')\nimport sys; print('b', file=sys.stderr)\n1 + 1", "stream": true});
+    let (status, bytes) = server.call("POST", &execute, Some(ALICE), Some(body.to_string().as_bytes()));
+    assert_eq!(status, 200);
+    let lines: Vec<Value> =
+        String::from_utf8(bytes).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let kinds: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["stdout", "stderr", "result", "end"], "{lines:?}");
+    assert_eq!(lines[3]["results"][0]["text/plain"], "2");
+
+    // Metrics, for the token's holder.
+    let (status, text) = server.call("GET", "/metrics", Some(ALICE), None);
+    let text = String::from_utf8(text).unwrap();
+    assert_eq!(status, 200);
+    assert!(text.contains("mimobox_sessions{state=\"live\"} 1"), "{text}");
+    assert!(text.contains("mimobox_http_responses_total{class=\"4xx\"}"), "{text}");
+
+    assert_eq!(server.call("DELETE", &format!("/v1/sessions/{id}"), Some(ALICE), None).0, 204);
+    assert_eq!(server.json("GET", &format!("/v1/sessions/{id}"), Some(ALICE), None).0, 404);
+}
+
+#[test]
+fn a_huge_body_a_slow_client_and_a_stream_nobody_reads_hold_nothing() {
+    let server = Server::start(&["--read-timeout", "1"]);
+    let id = server.open(ALICE);
+    // A JSON body over the bound: 413, nothing runs.
+    let huge = format!("{{\"code\": \"{}\"}}", "x".repeat(2 << 20));
+    let (status, _) =
+        server.call("POST", &format!("/v1/sessions/{id}/execute"), Some(ALICE), Some(huge.as_bytes()));
+    assert_eq!(status, 413);
+
+    // A client that sends its headers one byte at a time, slowly, is cut
+    // off at the read timeout.
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let mut slow = TcpStream::connect(&address).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let mut dropped = false;
+    for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\n" {
+        if slow.write_all(&[*byte]).is_err() {
+            dropped = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        if started.elapsed() > Duration::from_secs(4) {
+            break;
+        }
+    }
+    // Closed by the server: the read ends (EOF or a reset) instead of
+    // waiting out its own 10 s.
+    let mut rest = Vec::new();
+    let closed = match slow.read_to_end(&mut rest) {
+        Ok(_) => true,
+        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+    };
+    assert!(dropped || closed, "the server still held the slow client after {:?}", started.elapsed());
+    assert!(!String::from_utf8_lossy(&rest).contains("200 OK"), "{}", String::from_utf8_lossy(&rest));
+
+    // A stream whose client reads nothing: the turn still ends at its
+    // timeout, and the session's next call gets its answer.
+    let mut reader = TcpStream::connect(&address).unwrap();
+    let body = json!({"code": "while True: print('x' * 1000)", "stream": true, "timeout": 2}).to_string();
+    write!(
+        reader,
+        "POST /v1/sessions/{id}/execute HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, answer) = server.json("GET", &format!("/v1/sessions/{id}"), Some(ALICE), None);
+    assert_eq!(status, 200, "the server answers other calls meanwhile: {answer}");
+    // The timed-out turn ended the session; a call after it is told so,
+    // well within the timeout plus the flush grace.
+    let (status, _) =
+        server.json("POST", &format!("/v1/sessions/{id}/execute"), Some(ALICE), Some(json!({"code": "1"})));
+    assert_eq!(status, 404);
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    drop(reader);
+}
+
+#[test]
+fn sigterm_drains_pauses_live_sessions_and_exits_0() {
+    let mut server = Server::start(&[]);
+    let id = server.open(ALICE);
+    let (status, _) = server.json(
+        "POST",
+        &format!("/v1/sessions/{id}/execute"),
+        Some(ALICE),
+        Some(json!({"code": "y = 5"})),
+    );
+    assert_eq!(status, 200);
+    let pid = server.child.id() as i32;
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(40), "the drain did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    let paused = server.pause_dir.join(format!("{id}.paused"));
+    assert!(paused.is_file(), "the live session was paused to {}", paused.display());
+}

@@ -1,0 +1,513 @@
+//! `mimobox serve`'s HTTP API: sessions, turns (whole or streamed as
+//! NDJSON), files, health, readiness and metrics, over the session host.
+//!
+//! Every route but `/healthz` and `/readyz` needs `Authorization: Bearer
+//! TOKEN`; the SHA-256 of the token names its owner (compared in constant
+//! time against every configured hash). An owner reaches only its own
+//! sessions: another's id is the same 404 as one that never existed.
+//!
+//! Bounds: request bodies (JSON and file uploads apart), the time to send
+//! the headers and the body, connections at once; a stream lasts no longer
+//! than its turn (whose own timeout bounds it) and holds a bounded queue,
+//! so a client that stops reading holds neither the turn nor memory.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use mimobox_core::{SandboxError, TurnEvent, TurnRequest};
+use mimobox_host::{HostError, SessionHost, SessionId, SessionInfo, SessionState, WhenBusy};
+use mimobox_wasm::WasmSandbox;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::{Notify, Semaphore};
+
+use crate::wire;
+
+/// How the HTTP server runs.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// Owners by the SHA-256 of their bearer token.
+    pub tokens: Vec<([u8; 32], String)>,
+    /// Most bytes of a JSON request body.
+    pub max_json: usize,
+    /// Most bytes of a file upload.
+    pub max_upload: usize,
+    /// Time a client has to send its request's headers, and its body.
+    pub read_timeout: Duration,
+    /// Most connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// How long a call waits for its session's running call.
+    pub busy_wait: Duration,
+    /// How long running turns get to finish on a drain.
+    pub drain_grace: Duration,
+}
+
+impl HttpConfig {
+    /// Defaults for `listen`: 1 MiB JSON bodies, 64 MiB uploads, 10 s to
+    /// send a request, 1,024 connections, 30 s for a busy session, 30 s of
+    /// drain.
+    pub fn new(listen: SocketAddr) -> HttpConfig {
+        HttpConfig {
+            listen,
+            tokens: Vec::new(),
+            max_json: 1 << 20,
+            max_upload: 64 << 20,
+            read_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            busy_wait: Duration::from_secs(30),
+            drain_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A token's hash from its hex spelling (64 hex digits).
+pub fn parse_token_hash(hex: &str) -> Option<[u8; 32]> {
+    let digits = hex.as_bytes();
+    if digits.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in digits.chunks(2).enumerate() {
+        let text = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[derive(Clone)]
+struct AppState {
+    host: SessionHost<WasmSandbox>,
+    tokens: Arc<Vec<([u8; 32], Arc<str>)>>,
+    busy_wait: Duration,
+    draining: Arc<std::sync::atomic::AtomicBool>,
+    requests: Arc<[AtomicU64; 5]>,
+}
+
+#[derive(Clone)]
+struct Owner(Arc<str>);
+
+/// The API's router (every route, its limits and its authentication).
+fn router(state: AppState, config: &HttpConfig) -> Router {
+    let api = Router::new()
+        .route("/v1/sessions", post(create_session).get(list_sessions))
+        .route("/v1/sessions/{id}", get(inspect_session).delete(close_session))
+        .route("/v1/sessions/{id}/execute", post(execute))
+        .route("/v1/sessions/{id}/files", get(list_files))
+        .route(
+            "/v1/sessions/{id}/files/{*path}",
+            get(read_file).put(write_file).layer(DefaultBodyLimit::max(config.max_upload)),
+        )
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(config.max_json))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .merge(api)
+        .fallback(|| async { refuse(StatusCode::NOT_FOUND, "no such route") })
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(config.read_timeout))
+        .layer(middleware::from_fn_with_state(state.clone(), count))
+        .with_state(state)
+}
+
+/// Serves the API on `config.listen` until `stop` is notified (a
+/// SIGTERM, say): then no new sessions or turns, running turns finish for
+/// up to `drain_grace`, what is left is paused (or closed), and this
+/// returns.
+pub async fn serve(
+    host: SessionHost<WasmSandbox>,
+    config: HttpConfig,
+    stop: Arc<Notify>,
+    bound: impl FnOnce(SocketAddr),
+) -> std::io::Result<()> {
+    let tokens =
+        config.tokens.iter().map(|(hash, owner)| (*hash, Arc::<str>::from(owner.as_str()))).collect();
+    let state = AppState {
+        host: host.clone(),
+        tokens: Arc::new(tokens),
+        busy_wait: config.busy_wait,
+        draining: Arc::default(),
+        requests: Arc::new(Default::default()),
+    };
+    let app = router(state.clone(), &config);
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    bound(listener.local_addr()?);
+    let connections = Arc::new(Semaphore::new(config.max_connections));
+    let stopping = Arc::new(Notify::new());
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("never closed"),
+            _ = stop.notified() => break,
+        };
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.notified() => break,
+        };
+        let app = app.clone();
+        let stopping = stopping.clone();
+        let read_timeout = config.read_timeout;
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let mut builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(read_timeout)
+                .max_buf_size(64 << 10);
+            let connection = builder.serve_connection(io, service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = stopping.notified() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+            drop(permit);
+        });
+    }
+    state.draining.store(true, Ordering::SeqCst);
+    let report = host.shutdown(config.drain_grace).await;
+    tracing::info!(
+        "drained: {} paused, {} closed, {} still running",
+        report.paused,
+        report.closed,
+        report.still_running
+    );
+    stopping.notify_waiters();
+    Ok(())
+}
+
+/// Finds the owner of the request's bearer token, or refuses it.
+async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|token| Sha256::digest(token.trim().as_bytes()));
+    let Some(presented) = presented else {
+        return refuse(StatusCode::UNAUTHORIZED, "an Authorization: Bearer token is needed");
+    };
+    // Every hash is compared, in constant time, whichever matches.
+    let mut found: Option<Arc<str>> = None;
+    for (hash, owner) in state.tokens.iter() {
+        if bool::from(hash.ct_eq(presented.as_slice())) {
+            found = Some(owner.clone());
+        }
+    }
+    let Some(owner) = found else {
+        return refuse(StatusCode::UNAUTHORIZED, "the token is not one this server knows");
+    };
+    request.extensions_mut().insert(Owner(owner));
+    next.run(request).await
+}
+
+/// Counts answers by status class.
+async fn count(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let class = (response.status().as_u16() / 100).clamp(1, 5) as usize - 1;
+    state.requests[class].fetch_add(1, Ordering::Relaxed);
+    response
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.draining.load(Ordering::SeqCst) {
+        refuse(StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else {
+        (StatusCode::OK, "ready\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut text = state.host.render_metrics();
+    text.push_str("# HELP mimobox_http_responses_total HTTP answers, by status class.\n");
+    text.push_str("# TYPE mimobox_http_responses_total counter\n");
+    for (i, count) in state.requests.iter().enumerate() {
+        text.push_str(&format!(
+            "mimobox_http_responses_total{{class=\"{}xx\"}} {}\n",
+            i + 1,
+            count.load(Ordering::Relaxed)
+        ));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn create_session(
+    State(state): State<AppState>,
+    Extension(Owner(owner)): Extension<Owner>,
+    body: Bytes,
+) -> Response {
+    let request = match json_object(&body, &["profile"]) {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
+    let profile = match request.get("profile") {
+        Some(Value::String(name)) => name.clone(),
+        None => match state.host.profiles().first() {
+            Some(name) => name.to_string(),
+            None => return refuse(StatusCode::BAD_REQUEST, "this server offers no profile"),
+        },
+        Some(_) => return refuse(StatusCode::BAD_REQUEST, "`profile` must be a string"),
+    };
+    match state.host.open(&owner, &profile).await {
+        Ok(id) => (StatusCode::CREATED, axum::Json(json!({"id": id.to_string(), "profile": profile})))
+            .into_response(),
+        Err(e) => host_refusal(&e),
+    }
+}
+
+async fn list_sessions(State(state): State<AppState>, Extension(Owner(owner)): Extension<Owner>) -> Response {
+    let sessions: Vec<Value> = state.host.list(&owner).iter().map(info_json).collect();
+    axum::Json(json!({"sessions": sessions})).into_response()
+}
+
+async fn inspect_session(
+    State(state): State<AppState>,
+    Extension(Owner(owner)): Extension<Owner>,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(id) = session_id(&id) else { return not_found() };
+    match state.host.info(&owner, id) {
+        Ok(info) => axum::Json(info_json(&info)).into_response(),
+        Err(e) => host_refusal(&e),
+    }
+}
+
+async fn close_session(
+    State(state): State<AppState>,
+    Extension(Owner(owner)): Extension<Owner>,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(id) = session_id(&id) else { return not_found() };
+    match state.host.close(&owner, id).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => host_refusal(&e),
+    }
+}
+
+async fn execute(
+    State(state): State<AppState>,
+    Extension(Owner(owner)): Extension<Owner>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some(id) = session_id(&id) else { return not_found() };
+    let request = match json_object(&body, &["code", "stream", "timeout"]) {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
+    let Some(Value::String(code)) = request.get("code") else {
+        return refuse(StatusCode::BAD_REQUEST, "`code` is required, as a string");
+    };
+    let stream = match request.get("stream") {
+        None | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(_) => return refuse(StatusCode::BAD_REQUEST, "`stream` must be true or false"),
+    };
+    let timeout = match request.get("timeout") {
+        None => None,
+        Some(Value::Number(n)) => match n.as_f64().filter(|s| s.is_finite() && *s >= 0.001) {
+            Some(seconds) => Duration::try_from_secs_f64(seconds).ok(),
+            None => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "`timeout` must be a number of seconds, at least 0.001",
+                );
+            }
+        },
+        Some(_) => return refuse(StatusCode::BAD_REQUEST, "`timeout` must be a number of seconds"),
+    };
+    let mut turn = TurnRequest { timeout, ..TurnRequest::new(code.clone()) };
+    let wait = WhenBusy::Wait(state.busy_wait);
+    if !stream {
+        return match state.host.turn(&owner, id, turn, wait).await {
+            Ok(result) => axum::Json(wire::turn_json(&result)).into_response(),
+            Err(e) => host_refusal(&e),
+        };
+    }
+    // The turn runs on its own; its events go through a bounded queue to
+    // the response. A client that stops reading fills the queue, then the
+    // guest's own bounded stream, whose undelivered output is dropped at
+    // the turn's deadline: it holds neither the turn nor memory.
+    let (lines, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let events = lines.clone();
+    let mut encoder = wire::EventLines::default();
+    turn.events = Some(Box::new(move |event: TurnEvent| {
+        if let Some(line) = encoder.line(event) {
+            let _ = events.blocking_send(ndjson(&line));
+        }
+    }));
+    let host = state.host.clone();
+    tokio::spawn(async move {
+        let end = match host.turn(&owner, id, turn, wait).await {
+            Ok(result) => {
+                let mut answer = wire::turn_json(&result);
+                answer["type"] = "end".into();
+                answer
+            }
+            Err(e) => json!({"type": "end", "error": refusal_text(&e)}),
+        };
+        let _ = lines.send(ndjson(&end)).await;
+    });
+    let body = futures_util::stream::poll_fn(move |cx| {
+        receiver.poll_recv(cx).map(|line| line.map(Ok::<_, std::io::Error>))
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    response
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    path: Option<String>,
+}
+
+async fn list_files(
+    State(state): State<AppState>,
+    Extension(Owner(owner)): Extension<Owner>,
+    Path(id): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> Response {
+    let Some(id) = session_id(&id) else { return not_found() };
+    let path = query.path.unwrap_or_else(|| "/workspace".into());
+    match state.host.list_files(&owner, id, &path, WhenBusy::Wait(state.busy_wait)).await {
+        Ok(listing) => axum::Json(wire::listing_json(&listing)).into_response(),
+        Err(e) => host_refusal(&e),
+    }
+}
+
+async fn read_file(
+    State(state): State<AppState>,
+    Extension(Owner(owner)): Extension<Owner>,
+    Path((id, path)): Path<(String, String)>,
+) -> Response {
+    let Some(id) = session_id(&id) else { return not_found() };
+    match state.host.read_file(&owner, id, &format!("/{path}"), WhenBusy::Wait(state.busy_wait)).await {
+        Ok(data) => ([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response(),
+        Err(e) => host_refusal(&e),
+    }
+}
+
+async fn write_file(
+    State(state): State<AppState>,
+    Extension(Owner(owner)): Extension<Owner>,
+    Path((id, path)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let Some(id) = session_id(&id) else { return not_found() };
+    match state.host.write_file(&owner, id, &format!("/{path}"), &body, WhenBusy::Wait(state.busy_wait)).await
+    {
+        Ok(bytes) => axum::Json(json!({"bytes": bytes})).into_response(),
+        Err(e) => host_refusal(&e),
+    }
+}
+
+fn info_json(info: &SessionInfo) -> Value {
+    json!({
+        "id": info.id.to_string(),
+        "profile": info.profile,
+        "state": match info.state { SessionState::Live => "live", SessionState::Paused => "paused" },
+        "turns": info.turns,
+        "memory_bytes": info.memory,
+        "idle_seconds": info.idle.as_secs_f64(),
+        "age_seconds": info.age.as_secs_f64(),
+    })
+}
+
+fn ndjson(value: &Value) -> Bytes {
+    let mut line = value.to_string().into_bytes();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+/// A JSON object body with only `known` keys, or the answer refusing it.
+fn json_object(body: &[u8], known: &[&str]) -> Result<serde_json::Map<String, Value>, Box<Response>> {
+    let bad = |message: &str| Box::new(refuse(StatusCode::BAD_REQUEST, message));
+    if body.is_empty() {
+        return Ok(serde_json::Map::new());
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| bad(&format!("the body is not JSON: {e}")))?;
+    let Value::Object(map) = value else {
+        return Err(bad("the body must be a JSON object"));
+    };
+    if let Some(key) = map.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(bad(&format!("unknown key `{}`", mimobox_core::text::one_line_bounded(key))));
+    }
+    Ok(map)
+}
+
+fn session_id(text: &str) -> Option<SessionId> {
+    text.parse().ok()
+}
+
+fn not_found() -> Response {
+    refuse(StatusCode::NOT_FOUND, "no such session")
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({"error": message}))).into_response()
+}
+
+/// The status and the message a host refusal answers with; a failure of
+/// the server itself is logged, and its client told no more than that.
+fn host_refusal(error: &HostError) -> Response {
+    let status = match error {
+        HostError::NotFound => StatusCode::NOT_FOUND,
+        HostError::UnknownProfile { .. } | HostError::BadOwner { .. } | HostError::File(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        HostError::Limit { .. } => StatusCode::TOO_MANY_REQUESTS,
+        HostError::Busy { .. } => StatusCode::CONFLICT,
+        HostError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        HostError::Sandbox(SandboxError::SessionEnded { .. }) => StatusCode::NOT_FOUND,
+        HostError::Sandbox(SandboxError::SessionCapacity { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    refuse(status, &refusal_text(error))
+}
+
+fn refusal_text(error: &HostError) -> String {
+    match error {
+        HostError::NotFound | HostError::Sandbox(SandboxError::SessionEnded { .. }) => {
+            "no such session".into()
+        }
+        HostError::UnknownProfile { .. }
+        | HostError::BadOwner { .. }
+        | HostError::File(_)
+        | HostError::Limit { .. }
+        | HostError::Busy { .. }
+        | HostError::ShuttingDown
+        | HostError::Sandbox(SandboxError::SessionCapacity { .. }) => {
+            mimobox_core::text::one_line_bounded(&error.to_string())
+        }
+        other => {
+            tracing::warn!(
+                "a request failed in the server: {}",
+                mimobox_core::text::one_line_bounded(&other.to_string())
+            );
+            "the server could not do this; its log says why".into()
+        }
+    }
+}
