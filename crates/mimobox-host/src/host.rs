@@ -11,13 +11,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use mimobox_core::{SandboxError, TurnRequest, TurnResult};
+use mimobox_core::{ResumeError, SandboxError, TurnRequest, TurnResult};
 use mimobox_files::Listing;
 use tokio::sync::{Mutex as AsyncMutex, MutexGuard as AsyncGuard, Notify};
 
 use crate::SessionId;
 use crate::backend::{Backend, Binding, HostedSession};
 use crate::config::{HostConfig, WhenBusy};
+use crate::envelope::{self, Ticket};
 use crate::error::{HostError, LimitKind, Scope};
 use crate::metrics::{Gauges, Metrics};
 
@@ -131,6 +132,15 @@ pub struct ShutdownReport {
     /// Sessions whose turn was still running past the grace; each ends
     /// at its turn's own timeout, and is then closed.
     pub still_running: u64,
+}
+
+/// What [`SessionHost::adopt_paused`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AdoptReport {
+    /// Paused sessions taken up.
+    pub adopted: u64,
+    /// Objects left alone: unreadable, or a record that does not check out.
+    pub refused: u64,
 }
 
 /// A running turn counted in the usage until drop.
@@ -478,6 +488,67 @@ impl<B: Backend> SessionHost<B> {
         self.inner.metrics.render(self.gauges())
     }
 
+    /// Takes up the sessions paused in the store (by an earlier host that
+    /// drained, say): each becomes a paused session of its owner, resumed
+    /// on its next call, its lifetime counted from its first opening. An
+    /// object whose host record does not check out under the state key,
+    /// or that names a profile this host does not serve, is left alone
+    /// and counted as refused.
+    pub async fn adopt_paused(&self) -> Result<AdoptReport, HostError> {
+        let inner = &*self.inner;
+        let Some(store) = &inner.config.store else { return Ok(AdoptReport::default()) };
+        let mut report = AdoptReport::default();
+        for id in store.list().await? {
+            if inner.lock_table().sessions.contains_key(&id) {
+                continue;
+            }
+            let sealed = match store.get(id).await {
+                Ok(sealed) => sealed,
+                Err(e) => {
+                    tracing::warn!(session = %id, "a paused session cannot be read: {e}");
+                    report.refused += 1;
+                    continue;
+                }
+            };
+            let ticket = envelope::open(&inner.config.state_key, &sealed).map(|(ticket, _)| ticket);
+            let usable = ticket.filter(|t| t.session == id.to_string() && check_owner(&t.owner).is_ok());
+            let Some((ticket, (profile, backend))) = usable.and_then(|t| {
+                let found = inner.profiles.get_key_value(t.profile.as_str());
+                found.map(|(name, backend)| (t, (Arc::<str>::from(name.as_str()), backend.clone())))
+            }) else {
+                tracing::warn!(session = %id, "a paused session's record does not check out; left alone");
+                report.refused += 1;
+                continue;
+            };
+            let now = Instant::now();
+            let opened = now.checked_sub(ticket.age()).unwrap_or(now);
+            let owner: Arc<str> = Arc::from(ticket.owner.as_str());
+            let entry = Arc::new(Entry {
+                id,
+                owner: owner.clone(),
+                profile,
+                backend,
+                opened,
+                cell: AsyncMutex::new(Cell::Paused),
+                waiting: AtomicU32::new(0),
+                meta: Mutex::new(Meta {
+                    last_used: now,
+                    turns: ticket.turns,
+                    memory: 0,
+                    state: SessionState::Paused,
+                    closed: false,
+                    pause_retry_after: None,
+                }),
+            });
+            let mut table = inner.lock_table();
+            table.sessions.insert(id, entry);
+            table.total.sessions += 1;
+            table.usage(&owner).sessions += 1;
+            report.adopted += 1;
+        }
+        Ok(report)
+    }
+
     /// Runs one background sweep now: what [`HostConfig::sweep_interval`]
     /// runs on its own.
     pub async fn sweep(&self) {
@@ -729,8 +800,17 @@ impl<B: Backend> Inner<B> {
             self.relieve(&entry.owner, Some(entry.id)).await?;
         }
         let resumed = async {
-            let paused = store.get(entry.id).await?;
-            let session = entry.backend.resume(&paused, &self.config.state_key, &entry.binding()).await?;
+            let sealed = store.get(entry.id).await?;
+            let refused = |why| HostError::Sandbox(SandboxError::Resume(why));
+            let (ticket, paused) = envelope::open(&self.config.state_key, &sealed)
+                .ok_or_else(|| refused(ResumeError::Unauthenticated))?;
+            if ticket.session != entry.id.to_string()
+                || *ticket.owner != *entry.owner
+                || *ticket.profile != *entry.profile
+            {
+                return Err(refused(ResumeError::Binding));
+            }
+            let session = entry.backend.resume(paused, &self.config.state_key, &entry.binding()).await?;
             Ok::<_, HostError>(session)
         }
         .await;
@@ -776,7 +856,15 @@ impl<B: Backend> Inner<B> {
                 return Err(e.into());
             }
         };
-        if let Err(e) = store.put(entry.id, paused.clone()).await {
+        let ticket = Ticket {
+            session: entry.id.to_string(),
+            owner: entry.owner.to_string(),
+            profile: entry.profile.to_string(),
+            opened_ms: Ticket::opened_ms(entry.opened.elapsed()),
+            turns: entry.meta().turns,
+        };
+        let sealed = envelope::seal(&self.config.state_key, &ticket, &paused);
+        if let Err(e) = store.put(entry.id, sealed).await {
             // The session ended with its pause; bring it back from the
             // bytes in hand rather than lose it (its old instance freed
             // first, so that its slot is free for the new one).

@@ -36,6 +36,7 @@
 
 mod backend;
 mod config;
+mod envelope;
 mod error;
 mod host;
 mod id;
@@ -47,7 +48,7 @@ mod wasm;
 pub use backend::{Backend, Binding, HostedSession};
 pub use config::{HostConfig, Limits, WhenBusy};
 pub use error::{HostError, LimitKind, Scope};
-pub use host::{MAX_OWNER_NAME, SessionHost, SessionInfo, SessionState, ShutdownReport};
+pub use host::{AdoptReport, MAX_OWNER_NAME, SessionHost, SessionInfo, SessionState, ShutdownReport};
 pub use id::{BadSessionId, SessionId};
 pub use metrics::{CLOSE_REASONS, Gauges, Metrics, TURN_OUTCOMES, TURN_SECONDS_BUCKETS};
 pub use storage::{BoxFuture, LocalDir, PausedStore, StoreError};

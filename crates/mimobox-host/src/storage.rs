@@ -62,6 +62,9 @@ pub trait PausedStore: Send + Sync + 'static {
 
     /// Removes the paused state of `id`, if there is one.
     fn delete(&self, id: SessionId) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The ids of every paused state held.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<SessionId>, StoreError>>;
 }
 
 /// Paused sessions as files of one directory of this machine, named by
@@ -170,6 +173,24 @@ impl LocalInner {
         Ok(bytes)
     }
 
+    fn list(&self) -> Result<Vec<SessionId>, StoreError> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| io("listing", &self.dir, e))?;
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io("listing", &self.dir, e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(id) = name.strip_suffix(".paused").and_then(|stem| stem.parse().ok()) {
+                ids.push(id);
+            } else if name.starts_with('.') && name.ends_with(".tmp") {
+                // A write that a crash cut short.
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
     fn delete(&self, id: SessionId) -> Result<(), StoreError> {
         let path = self.path_of(id);
         match std::fs::remove_file(&path) {
@@ -202,6 +223,11 @@ impl PausedStore for LocalDir {
     fn delete(&self, id: SessionId) -> BoxFuture<'_, Result<(), StoreError>> {
         let inner = self.inner.clone();
         Box::pin(async move { blocking(move || inner.delete(id)).await })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<SessionId>, StoreError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move { blocking(move || inner.list()).await })
     }
 }
 

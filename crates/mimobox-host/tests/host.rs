@@ -467,3 +467,39 @@ async fn a_turn_whose_caller_gave_up_ends_the_session() {
     );
     assert!(matches!(s.host.info("alice", id), Err(HostError::NotFound)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_host_takes_up_the_sessions_an_earlier_one_paused() {
+    let dirs = tempfile::tempdir().unwrap();
+    let store = LocalDir::open(dirs.path().join("paused"), 64 << 20).unwrap();
+    let host_with = |store: &LocalDir| {
+        let mut config = HostConfig::new(KEY.to_vec());
+        config.store = Some(Arc::new(store.clone()));
+        SessionHost::new(config, [("counter".to_string(), sandbox(dirs.path(), |_| {}))]).unwrap()
+    };
+    let first = host_with(&store);
+    let kept = first.open("alice", "counter").await.unwrap();
+    let forged = first.open("bob", "counter").await.unwrap();
+    turn(&first, "alice", kept, "i").await;
+    turn(&first, "alice", kept, "i").await;
+    let report = first.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(report.paused, 2);
+    drop(first);
+    // A store that moves bob's state under another name is not believed.
+    let mut moved = store.get(forged).await.unwrap();
+    let at = moved.len() - 40;
+    moved[at] ^= 1;
+    store.put(forged, moved).await.unwrap();
+
+    let second = host_with(&store);
+    let report = second.adopt_paused().await.unwrap();
+    assert_eq!((report.adopted, report.refused), (1, 1));
+    let info = second.info("alice", kept).unwrap();
+    assert_eq!((info.state, info.turns), (SessionState::Paused, 2));
+    assert!(matches!(second.info("bob", forged), Err(HostError::NotFound)));
+    // Its next turn resumes it with its state, and its numbers go on.
+    let result = second.turn("alice", kept, TurnRequest::new("i"), WhenBusy::Refuse).await.unwrap();
+    assert_eq!((result.turn, result.result.stdout.as_slice()), (3, &b"3\n"[..]));
+    // Another owner still cannot reach it.
+    assert!(matches!(second.info("bob", kept), Err(HostError::NotFound)));
+}

@@ -448,7 +448,8 @@ fn json_object(body: &[u8], known: &[&str]) -> Result<serde_json::Map<String, Va
     if body.is_empty() {
         return Ok(serde_json::Map::new());
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| bad(&format!("the body is not JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| bad(&format!("the body is not JSON: {e}")))?;
     let Value::Object(map) = value else {
         return Err(bad("the body must be a JSON object"));
     };

@@ -61,6 +61,11 @@ pub fn execute(args: ServeArgs) -> Result<ExitCode> {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
         let host = SessionHost::new(host_config, profiles)?;
+        // What an earlier server paused on its drain is taken up again.
+        let adopted = host.adopt_paused().await?;
+        if adopted.adopted + adopted.refused > 0 {
+            tracing::info!("paused sessions taken up: {}, left alone: {}", adopted.adopted, adopted.refused);
+        }
         let stop = Arc::new(tokio::sync::Notify::new());
         let signals = stop.clone();
         tokio::spawn(async move {

@@ -37,13 +37,17 @@ struct Server {
     child: Child,
     base: String,
     agent: ureq::Agent,
-    _cli: crate::Cli,
+    cli: Option<crate::Cli>,
     pause_dir: std::path::PathBuf,
 }
 
 impl Server {
     fn start(extra: &[&str]) -> Server {
-        let cli = cli();
+        Server::start_in(cli(), extra)
+    }
+
+    /// A server in `cli`'s directory (its pause directory and profile).
+    fn start_in(cli: crate::Cli, extra: &[&str]) -> Server {
         let profile = cli.write("python-sci.toml", &relocated_profile());
         let pause_dir = cli.path().join("paused");
         let alice = format!("alice={}", sha256_hex(ALICE));
@@ -74,7 +78,7 @@ impl Server {
             .timeout_global(Some(Duration::from_secs(120)))
             .build()
             .into();
-        Server { child, base, agent, _cli: cli, pause_dir }
+        Server { child, base, agent, cli: Some(cli), pause_dir }
     }
 
     fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&[u8]>) -> (u16, Vec<u8>) {
@@ -267,7 +271,7 @@ fn a_huge_body_a_slow_client_and_a_stream_nobody_reads_hold_nothing() {
 }
 
 #[test]
-fn sigterm_drains_pauses_live_sessions_and_exits_0() {
+fn sigterm_drains_pauses_live_sessions_and_a_restarted_server_takes_them_up() {
     let mut server = Server::start(&[]);
     let id = server.open(ALICE);
     let (status, _) = server.json(
@@ -294,4 +298,21 @@ fn sigterm_drains_pauses_live_sessions_and_exits_0() {
     assert_eq!(status.code(), Some(0));
     let paused = server.pause_dir.join(format!("{id}.paused"));
     assert!(paused.is_file(), "the live session was paused to {}", paused.display());
+
+    // A server started again on the same directory takes the session up:
+    // its next turn sees its variables, and its turns go on.
+    let again = Server::start_in(server.cli.take().unwrap(), &[]);
+    let (status, turn) = again.json(
+        "POST",
+        &format!("/v1/sessions/{id}/execute"),
+        Some(ALICE),
+        Some(json!({"code": "print(y)"})),
+    );
+    assert_eq!(
+        (status, turn["stdout"].as_str(), turn["turn"].as_u64()),
+        (200, Some("5\n"), Some(2)),
+        "{turn}"
+    );
+    // Still only its owner's.
+    assert_eq!(again.json("GET", &format!("/v1/sessions/{id}"), Some(BOB), None).0, 404);
 }
