@@ -31,6 +31,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::{Notify, Semaphore};
 
+use crate::mcp::{McpServer, RequestOwner};
 use crate::wire;
 
 /// How the HTTP server runs.
@@ -100,7 +101,23 @@ struct Owner(Arc<str>);
 
 /// The API's router (every route, its limits and its authentication).
 fn router(state: AppState, config: &HttpConfig) -> Router {
+    // MCP over streamable HTTP, the same tools as over stdio, each call
+    // its token's owner's. Browsers' requests (an `Origin` header) are
+    // refused, and the `Host` must be this server's, against DNS rebinding.
+    let default = state.host.profiles().first().map(|p| p.to_string()).unwrap_or_default();
+    let host = state.host.clone();
+    let mut allowed_hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    allowed_hosts.push(config.listen.ip().to_string());
+    let mcp = rmcp::transport::streamable_http_server::StreamableHttpService::new(
+        move || Ok(McpServer::per_request(host.clone(), &default)),
+        Arc::new(rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default()),
+        rmcp::transport::streamable_http_server::StreamableHttpServerConfig::default()
+            .with_allowed_hosts(allowed_hosts)
+            .enforce_origin_validation()
+            .with_max_request_body_bytes(config.max_json),
+    );
     let api = Router::new()
+        .nest_service("/mcp", mcp)
         .route("/v1/sessions", post(create_session).get(list_sessions))
         .route("/v1/sessions/{id}", get(inspect_session).delete(close_session))
         .route("/v1/sessions/{id}/execute", post(execute))
@@ -220,6 +237,7 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     let Some(owner) = found else {
         return refuse(StatusCode::UNAUTHORIZED, "the token is not one this server knows");
     };
+    request.extensions_mut().insert(RequestOwner(owner.clone()));
     request.extensions_mut().insert(Owner(owner));
     next.run(request).await
 }

@@ -45,20 +45,45 @@ pub const MAX_WRITE: usize = 32 << 20;
 /// How long a call waits for its session's running call to end.
 const BUSY_WAIT: Duration = Duration::from_secs(30);
 
-/// The MCP server of one owner's sessions: every session it opens belongs
-/// to `owner` (over stdio, the one client; over HTTP, the token's owner).
+/// The MCP server of an owner's sessions: every session it opens belongs
+/// to that owner (over stdio, the one client's; over HTTP, the owner of
+/// the request's bearer token, which the HTTP layer found).
 #[derive(Clone)]
 pub struct McpServer {
     host: SessionHost<WasmSandbox>,
-    owner: Arc<str>,
+    /// The owner of every call; `None` takes each call's from its HTTP
+    /// request ([`RequestOwner`]).
+    owner: Option<Arc<str>>,
     default_profile: Arc<str>,
 }
+
+/// The owner the HTTP layer authenticated, in a request's extensions.
+#[derive(Debug, Clone)]
+pub struct RequestOwner(pub Arc<str>);
 
 impl McpServer {
     /// A server for `owner`'s sessions on `host`; sessions opened without
     /// a profile named run `default_profile`.
     pub fn new(host: SessionHost<WasmSandbox>, owner: &str, default_profile: &str) -> McpServer {
-        McpServer { host, owner: owner.into(), default_profile: default_profile.into() }
+        McpServer { host, owner: Some(owner.into()), default_profile: default_profile.into() }
+    }
+
+    /// A server whose calls each belong to the owner their HTTP request
+    /// carries ([`RequestOwner`]); a call without one is refused.
+    pub fn per_request(host: SessionHost<WasmSandbox>, default_profile: &str) -> McpServer {
+        McpServer { host, owner: None, default_profile: default_profile.into() }
+    }
+
+    fn owner_of(&self, context: &RequestContext<RoleServer>) -> Result<Arc<str>, McpError> {
+        if let Some(owner) = &self.owner {
+            return Ok(owner.clone());
+        }
+        context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<RequestOwner>())
+            .map(|owner| owner.0.clone())
+            .ok_or_else(|| McpError::invalid_request("no authenticated owner for this call", None))
     }
 
     /// The tools, with their input and output schemas.
@@ -142,7 +167,12 @@ impl McpServer {
 
     /// Runs one tool call; a refusal the client should read is a tool
     /// result with `isError`, not a protocol error.
-    pub async fn call(&self, name: &str, arguments: JsonObject) -> Result<CallToolResult, McpError> {
+    pub async fn call(
+        &self,
+        owner: &str,
+        name: &str,
+        arguments: JsonObject,
+    ) -> Result<CallToolResult, McpError> {
         let args = Args::new(name, arguments)?;
         match name {
             "run_code" => {
@@ -154,18 +184,18 @@ impl McpServer {
                 let timeout = args.seconds("timeout")?;
                 let id = match args.session("session_id")? {
                     Some(id) => id,
-                    None => match self.host.open(&self.owner, &self.default_profile).await {
+                    None => match self.host.open(owner, &self.default_profile).await {
                         Ok(id) => id,
                         Err(e) => return Ok(refusal(&e)),
                     },
                 };
                 let opened = args.session("session_id")?.is_none();
                 let request = TurnRequest { timeout, ..TurnRequest::new(code) };
-                match self.host.turn(&self.owner, id, request, WhenBusy::Wait(BUSY_WAIT)).await {
+                match self.host.turn(owner, id, request, WhenBusy::Wait(BUSY_WAIT)).await {
                     Ok(turn) => Ok(turn_result(id, &turn)),
                     // A session this call opened is not left behind unnamed.
                     Err(e) if opened => {
-                        let _ = self.host.close(&self.owner, id).await;
+                        let _ = self.host.close(owner, id).await;
                         Ok(refusal(&e))
                     }
                     Err(e) => Ok(refusal(&e)),
@@ -174,7 +204,7 @@ impl McpServer {
             "create_session" => {
                 args.only(&["profile"])?;
                 let profile = args.string("profile")?.unwrap_or_else(|| self.default_profile.to_string());
-                match self.host.open(&self.owner, &profile).await {
+                match self.host.open(owner, &profile).await {
                     Ok(id) => Ok(structured(json!({"session_id": id.to_string(), "profile": profile}))),
                     Err(e) => Ok(refusal(&e)),
                 }
@@ -182,7 +212,7 @@ impl McpServer {
             "close_session" => {
                 args.only(&["session_id"])?;
                 let id = args.session("session_id")?.ok_or_else(|| args.missing("session_id"))?;
-                match self.host.close(&self.owner, id).await {
+                match self.host.close(owner, id).await {
                     Ok(()) => Ok(structured(json!({"closed": true}))),
                     Err(e) => Ok(refusal(&e)),
                 }
@@ -197,7 +227,7 @@ impl McpServer {
                 let data = STANDARD
                     .decode(encoded.as_bytes())
                     .map_err(|e| McpError::invalid_params(format!("`data` is not base64: {e}"), None))?;
-                match self.host.write_file(&self.owner, id, &path, &data, WhenBusy::Wait(BUSY_WAIT)).await {
+                match self.host.write_file(owner, id, &path, &data, WhenBusy::Wait(BUSY_WAIT)).await {
                     Ok(bytes) => Ok(structured(json!({"bytes": bytes}))),
                     Err(e) => Ok(refusal(&e)),
                 }
@@ -205,7 +235,7 @@ impl McpServer {
             "read_file" => {
                 args.only(&["session_id", "path"])?;
                 let (id, path) = args.file()?;
-                match self.host.read_file(&self.owner, id, &path, WhenBusy::Wait(BUSY_WAIT)).await {
+                match self.host.read_file(owner, id, &path, WhenBusy::Wait(BUSY_WAIT)).await {
                     Ok(data) => Ok(structured(json!({"data": wire::base64(&data), "bytes": data.len()}))),
                     Err(e) => Ok(refusal(&e)),
                 }
@@ -213,7 +243,7 @@ impl McpServer {
             "list_files" => {
                 args.only(&["session_id", "path"])?;
                 let (id, path) = args.file()?;
-                match self.host.list_files(&self.owner, id, &path, WhenBusy::Wait(BUSY_WAIT)).await {
+                match self.host.list_files(owner, id, &path, WhenBusy::Wait(BUSY_WAIT)).await {
                     Ok(listing) => Ok(structured(wire::listing_json(&listing))),
                     Err(e) => Ok(refusal(&e)),
                 }
@@ -252,10 +282,11 @@ impl ServerHandler for McpServer {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        let owner = self.owner_of(&context)?;
         let arguments = request.arguments.unwrap_or_default();
-        self.call(&request.name, arguments).await.map(CallToolResponse::from)
+        self.call(&owner, &request.name, arguments).await.map(CallToolResponse::from)
     }
 }
 

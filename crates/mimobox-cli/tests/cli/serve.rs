@@ -316,3 +316,28 @@ fn sigterm_drains_pauses_live_sessions_and_a_restarted_server_takes_them_up() {
     // Still only its owner's.
     assert_eq!(again.json("GET", &format!("/v1/sessions/{id}"), Some(BOB), None).0, 404);
 }
+
+#[test]
+fn the_official_mcp_client_works_over_streamable_http_for_its_owner_only() {
+    let server = Server::start(&[]);
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/mcp_http.py");
+    let output = std::process::Command::new("python3")
+        .arg(&script)
+        .args([server.base.as_str(), ALICE, BOB])
+        .output()
+        .expect("python3 runs");
+    let out = crate::stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{out}\n{}", crate::stderr(&output));
+    for check in [
+        "protocol 2026-07-28",
+        "protocol 2025-11-25",
+        "state kept",
+        "figure",
+        "files",
+        "error turn",
+        "owners apart",
+        "refused",
+    ] {
+        assert!(out.contains(&format!("ok {check}\n")), "{check} did not hold:\n{out}");
+    }
+}
