@@ -341,3 +341,25 @@ fn the_official_mcp_client_works_over_streamable_http_for_its_owner_only() {
         assert!(out.contains(&format!("ok {check}\n")), "{check} did not hold:\n{out}");
     }
 }
+
+#[test]
+fn the_python_client_works_against_the_server_and_locally() {
+    let server = Server::start(&[]);
+    let cli = server.cli.as_ref().unwrap();
+    let profile = cli.path().join("python-sci.toml");
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python_client.py");
+    let output = std::process::Command::new("python3")
+        .arg(&script)
+        .args([server.base.as_str(), ALICE, env!("CARGO_BIN_EXE_mimobox"), profile.to_str().unwrap()])
+        .current_dir(cli.path())
+        .env("MIMOBOX_CACHE_DIR", cli.cache())
+        .env("TMPDIR", cli.path())
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .expect("python3 runs");
+    let out = crate::stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{out}\n{}", crate::stderr(&output));
+    for check in ["http", "wrong token", "local"] {
+        assert!(out.contains(&format!("ok {check}\n")), "{check} did not hold:\n{out}");
+    }
+}
