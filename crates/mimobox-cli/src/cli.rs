@@ -76,7 +76,7 @@ pub struct ServeArgs {
     /// OWNER=HEX. Repeatable. `printf %s "$TOKEN" | sha256sum` makes one.
     #[arg(long = "token-sha256", value_name = "OWNER=HEX", required = true)]
     pub tokens: Vec<String>,
-    /// Most sessions each owner may have open at once.
+    /// Most sessions open at once, in all (and so for each owner).
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub max_sessions: u32,
     /// Pause idle sessions (and, on a drain, every live one) to this
@@ -96,6 +96,9 @@ pub struct ServeArgs {
     /// slower one is dropped.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub read_timeout: u64,
+    /// Seconds a streamed answer may last, however slowly its client reads.
+    #[arg(long, value_name = "SECONDS", default_value_t = 900)]
+    pub max_stream: u64,
 }
 
 #[derive(Debug, Args)]

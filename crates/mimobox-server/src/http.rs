@@ -7,9 +7,11 @@
 //! sessions: another's id is the same 404 as one that never existed.
 //!
 //! Bounds: request bodies (JSON and file uploads apart), the time to send
-//! the headers and the body, connections at once; a stream lasts no longer
-//! than its turn (whose own timeout bounds it) and holds a bounded queue,
-//! so a client that stops reading holds neither the turn nor memory.
+//! the headers (from the first byte; HTTP/1 only) and between body chunks,
+//! connections at once; a stream ends by `max_stream` and holds a bounded
+//! queue, so a client that stops reading holds neither the turn nor
+//! memory for longer. A turn runs as a task of its own: a client that
+//! hangs up does not abandon it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use mimobox_core::{SandboxError, TurnEvent, TurnRequest};
+use mimobox_files::FileError;
 use mimobox_host::{HostError, SessionHost, SessionId, SessionInfo, SessionState, WhenBusy};
 use mimobox_wasm::WasmSandbox;
 use serde_json::{Value, json};
@@ -53,12 +56,14 @@ pub struct HttpConfig {
     pub busy_wait: Duration,
     /// How long running turns get to finish on a drain.
     pub drain_grace: Duration,
+    /// Longest a streamed answer lasts, however slowly it is read.
+    pub max_stream: Duration,
 }
 
 impl HttpConfig {
     /// Defaults for `listen`: 1 MiB JSON bodies, 64 MiB uploads, 10 s to
     /// send a request, 1,024 connections, 30 s for a busy session, 30 s of
-    /// drain.
+    /// drain, 15 minutes for a stream.
     pub fn new(listen: SocketAddr) -> HttpConfig {
         HttpConfig {
             listen,
@@ -69,6 +74,7 @@ impl HttpConfig {
             max_connections: 1024,
             busy_wait: Duration::from_secs(30),
             drain_grace: Duration::from_secs(30),
+            max_stream: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -76,7 +82,7 @@ impl HttpConfig {
 /// A token's hash from its hex spelling (64 hex digits).
 pub fn parse_token_hash(hex: &str) -> Option<[u8; 32]> {
     let digits = hex.as_bytes();
-    if digits.len() != 64 {
+    if digits.len() != 64 || !digits.iter().all(u8::is_ascii_hexdigit) {
         return None;
     }
     let mut out = [0u8; 32];
@@ -92,6 +98,7 @@ struct AppState {
     host: SessionHost<WasmSandbox>,
     tokens: Arc<Vec<([u8; 32], Arc<str>)>>,
     busy_wait: Duration,
+    max_stream: Duration,
     draining: Arc<std::sync::atomic::AtomicBool>,
     requests: Arc<[AtomicU64; 5]>,
 }
@@ -108,13 +115,23 @@ fn router(state: AppState, config: &HttpConfig) -> Router {
     let host = state.host.clone();
     let mut allowed_hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
     allowed_hosts.push(config.listen.ip().to_string());
+    allowed_hosts.push(config.listen.to_string());
+    let unspecified = config.listen.ip().is_unspecified();
     let mcp = rmcp::transport::streamable_http_server::StreamableHttpService::new(
         move || Ok(McpServer::per_request(host.clone(), &default)),
         Arc::new(rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default()),
-        rmcp::transport::streamable_http_server::StreamableHttpServerConfig::default()
-            .with_allowed_hosts(allowed_hosts)
-            .enforce_origin_validation()
-            .with_max_request_body_bytes(config.max_json),
+        {
+            let mcp = rmcp::transport::streamable_http_server::StreamableHttpServerConfig::default()
+                // State is in the tools' explicit session ids: no MCP
+                // sessions for the server to keep.
+                .with_legacy_session_mode(false)
+                .with_json_response(true)
+                .enforce_origin_validation()
+                .with_max_request_body_bytes(config.max_json);
+            // Bound to every address, the server answers by any name; the
+            // bearer token already keeps a rebinding page out.
+            if unspecified { mcp.disable_allowed_hosts() } else { mcp.with_allowed_hosts(allowed_hosts) }
+        },
     );
     let api = Router::new()
         .nest_service("/mcp", mcp)
@@ -155,6 +172,7 @@ pub async fn serve(
         host: host.clone(),
         tokens: Arc::new(tokens),
         busy_wait: config.busy_wait,
+        max_stream: config.max_stream,
         draining: Arc::default(),
         requests: Arc::new(Default::default()),
     };
@@ -162,7 +180,10 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     bound(listener.local_addr()?);
     let connections = Arc::new(Semaphore::new(config.max_connections));
-    let stopping = Arc::new(Notify::new());
+    // Told once the drain is done: open connections then finish the
+    // request they are on and close.
+    let (closing, closed) = tokio::sync::watch::channel(false);
+    let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         let permit = tokio::select! {
             permit = connections.clone().acquire_owned() => permit.expect("never closed"),
@@ -179,31 +200,38 @@ pub async fn serve(
             },
             _ = stop.notified() => break,
         };
+        let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let stopping = stopping.clone();
+        let mut closed = closed.clone();
         let read_timeout = config.read_timeout;
+        let live = live.clone();
+        live.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
             let io = hyper_util::rt::TokioIo::new(stream);
             let service = hyper_util::service::TowerToHyperService::new(app);
-            let mut builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            builder
-                .http1()
+            // HTTP/1 only: its header read timeout holds from the first
+            // byte (HTTP/2 would bring streams and idle connections that
+            // no timeout here bounds).
+            let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(read_timeout)
-                .max_buf_size(64 << 10);
-            let connection = builder.serve_connection(io, service);
+                .max_buf_size(64 << 10)
+                .serve_connection(io, service);
             tokio::pin!(connection);
             tokio::select! {
                 _ = connection.as_mut() => {}
-                _ = stopping.notified() => {
+                _ = until_closing(&mut closed) => {
                     connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+                    let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
                 }
             }
+            live.fetch_sub(1, Ordering::SeqCst);
             drop(permit);
         });
     }
+    // No new connections: the listener goes, so clients (and a load
+    // balancer's readiness probe) are refused at once rather than queued.
+    drop(listener);
     state.draining.store(true, Ordering::SeqCst);
     let report = host.shutdown(config.drain_grace).await;
     tracing::info!(
@@ -212,8 +240,23 @@ pub async fn serve(
         report.closed,
         report.still_running
     );
-    stopping.notify_waiters();
+    let _ = closing.send(true);
+    // Open connections get a moment to send what they have.
+    let until = tokio::time::Instant::now() + Duration::from_secs(6);
+    while live.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Ok(())
+}
+
+/// Returns once the drain says connections are to close.
+async fn until_closing(closed: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let done = *closed.borrow_and_update();
+        if done || closed.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Finds the owner of the request's bearer token, or refuses it.
@@ -222,8 +265,9 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|token| Sha256::digest(token.trim().as_bytes()));
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
+        .map(|(_, token)| Sha256::digest(token.trim().as_bytes()));
     let Some(presented) = presented else {
         return refuse(StatusCode::UNAUTHORIZED, "an Authorization: Bearer token is needed");
     };
@@ -360,16 +404,21 @@ async fn execute(
     let mut turn = TurnRequest { timeout, ..TurnRequest::new(code.clone()) };
     let wait = WhenBusy::Wait(state.busy_wait);
     if !stream {
-        return match state.host.turn(&owner, id, turn, wait).await {
-            Ok(result) => axum::Json(wire::turn_json(&result)).into_response(),
-            Err(e) => host_refusal(&e),
+        // A task of its own: a client that hangs up mid-turn does not
+        // abandon the turn (which would end the session).
+        let host = state.host.clone();
+        let ran = tokio::spawn(async move { host.turn(&owner, id, turn, wait).await }).await;
+        return match ran {
+            Ok(Ok(result)) => axum::Json(wire::turn_json(&result)).into_response(),
+            Ok(Err(e)) => host_refusal(&e),
+            Err(_) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "the turn's task failed"),
         };
     }
     // The turn runs on its own; its events go through a bounded queue to
     // the response. A client that stops reading fills the queue, then the
     // guest's own bounded stream, whose undelivered output is dropped at
     // the turn's deadline: it holds neither the turn nor memory.
-    let (lines, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let (lines, receiver) = tokio::sync::mpsc::channel::<Bytes>(64);
     let events = lines.clone();
     let mut encoder = wire::EventLines::default();
     turn.events = Some(Box::new(move |event: TurnEvent| {
@@ -378,6 +427,7 @@ async fn execute(
         }
     }));
     let host = state.host.clone();
+    let max_stream = state.max_stream;
     tokio::spawn(async move {
         let end = match host.turn(&owner, id, turn, wait).await {
             Ok(result) => {
@@ -387,10 +437,17 @@ async fn execute(
             }
             Err(e) => json!({"type": "end", "error": refusal_text(&e)}),
         };
-        let _ = lines.send(ndjson(&end)).await;
+        let _ = lines.send_timeout(ndjson(&end), max_stream).await;
     });
-    let body = futures_util::stream::poll_fn(move |cx| {
-        receiver.poll_recv(cx).map(|line| line.map(Ok::<_, std::io::Error>))
+    // However slowly the client reads, the stream ends by `max_stream`:
+    // then its queue is dropped, which frees the turn's output thread and
+    // the task waiting to send the end line.
+    let deadline = tokio::time::Instant::now() + state.max_stream;
+    let body = futures_util::stream::unfold(receiver, move |mut receiver| async move {
+        match tokio::time::timeout_at(deadline, receiver.recv()).await {
+            Ok(Some(line)) => Some((Ok::<_, std::io::Error>(line), receiver)),
+            _ => None,
+        }
     });
     let mut response = Response::new(Body::from_stream(body));
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
@@ -494,9 +551,14 @@ fn refuse(status: StatusCode, message: &str) -> Response {
 fn host_refusal(error: &HostError) -> Response {
     let status = match error {
         HostError::NotFound => StatusCode::NOT_FOUND,
-        HostError::UnknownProfile { .. } | HostError::BadOwner { .. } | HostError::File(_) => {
-            StatusCode::BAD_REQUEST
-        }
+        HostError::File(file) => match file {
+            FileError::NotFound { .. } => StatusCode::NOT_FOUND,
+            FileError::TooLarge { .. } | FileError::OverQuota { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            FileError::ReadOnly { .. } => StatusCode::FORBIDDEN,
+            FileError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        },
+        HostError::UnknownProfile { .. } | HostError::BadOwner { .. } => StatusCode::BAD_REQUEST,
         HostError::Limit { .. } => StatusCode::TOO_MANY_REQUESTS,
         HostError::Busy { .. } => StatusCode::CONFLICT,
         HostError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -507,10 +569,19 @@ fn host_refusal(error: &HostError) -> Response {
     refuse(status, &refusal_text(error))
 }
 
-fn refusal_text(error: &HostError) -> String {
+/// What a client is told of a refusal: the reason for its own mistakes
+/// and limits, a fixed line for the server's failures (which are logged).
+pub(crate) fn refusal_text(error: &HostError) -> String {
     match error {
         HostError::NotFound | HostError::Sandbox(SandboxError::SessionEnded { .. }) => {
             "no such session".into()
+        }
+        HostError::File(FileError::Io { .. }) => {
+            tracing::warn!(
+                "a file operation failed: {}",
+                mimobox_core::text::one_line_bounded(&error.to_string())
+            );
+            "the file operation failed in the server".into()
         }
         HostError::UnknownProfile { .. }
         | HostError::BadOwner { .. }

@@ -394,7 +394,8 @@ fn refusal(error: &HostError) -> CallToolResult {
         HostError::NotFound => {
             "no such session (it never existed, it has ended, or it is not yours)".to_owned()
         }
-        other => bounded(&other.to_string()),
+        // The server's own failures are logged; the client gets no paths.
+        other => crate::http::refusal_text(other),
     };
     CallToolResult::error(vec![ContentBlock::text(message)])
 }

@@ -53,10 +53,14 @@ pub fn execute(args: ServeArgs) -> Result<ExitCode> {
         }
         None => HostConfig::new(mcp::random_key()?),
     };
+    // The pool holds `max_sessions` sessions and one spare slot for a
+    // pause: that bounds the whole server, not each owner alone.
     host_config.owner_limits = Limits { sessions: u64::from(args.max_sessions), ..Limits::UNLIMITED };
+    host_config.limits = Limits { sessions: u64::from(args.max_sessions), ..Limits::UNLIMITED };
     let mut http = HttpConfig::new(args.listen);
     http.tokens = tokens;
     http.read_timeout = Duration::from_secs(args.read_timeout.max(1));
+    http.max_stream = Duration::from_secs(args.max_stream.max(1));
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
