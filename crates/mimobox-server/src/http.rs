@@ -99,6 +99,8 @@ struct AppState {
     tokens: Arc<Vec<([u8; 32], Arc<str>)>>,
     busy_wait: Duration,
     max_stream: Duration,
+    max_json: usize,
+    max_upload: usize,
     draining: Arc<std::sync::atomic::AtomicBool>,
     requests: Arc<[AtomicU64; 5]>,
 }
@@ -152,6 +154,7 @@ fn router(state: AppState, config: &HttpConfig) -> Router {
         .merge(api)
         .fallback(|| async { refuse(StatusCode::NOT_FOUND, "no such route") })
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(config.read_timeout))
+        .layer(middleware::from_fn_with_state(state.clone(), refuse_long_bodies))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
 }
@@ -173,6 +176,8 @@ pub async fn serve(
         tokens: Arc::new(tokens),
         busy_wait: config.busy_wait,
         max_stream: config.max_stream,
+        max_json: config.max_json,
+        max_upload: config.max_upload,
         draining: Arc::default(),
         requests: Arc::new(Default::default()),
     };
@@ -283,6 +288,22 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     };
     request.extensions_mut().insert(RequestOwner(owner.clone()));
     request.extensions_mut().insert(Owner(owner));
+    next.run(request).await
+}
+
+/// Refuses a body whose declared length is over its route's bound (413)
+/// before any of it is read.
+async fn refuse_long_bodies(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let upload = request.method() == axum::http::Method::PUT && request.uri().path().contains("/files/");
+    let limit = if upload { state.max_upload } else { state.max_json };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, &format!("the body is over {limit} bytes"));
+    }
     next.run(request).await
 }
 
