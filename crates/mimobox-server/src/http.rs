@@ -435,6 +435,12 @@ async fn execute(
             Err(_) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "the turn's task failed"),
         };
     }
+    // An id the caller has no session under is a 404 before the stream's
+    // 200 is sent (a refusal after it, say a busy session, is the end
+    // line's `error`).
+    if let Err(e) = state.host.info(&owner, id) {
+        return host_refusal(&e);
+    }
     // The turn runs on its own; its events go through a bounded queue to
     // the response. A client that stops reading fills the queue, then the
     // guest's own bounded stream, whose undelivered output is dropped at

@@ -157,6 +157,11 @@ fn sessions_turns_and_files_over_http_each_owner_its_own() {
             ("GET", format!("/v1/sessions/{target}"), None),
             ("DELETE", format!("/v1/sessions/{target}"), None),
             ("POST", format!("/v1/sessions/{target}/execute"), Some(json!({"code": "print(x)"}))),
+            (
+                "POST",
+                format!("/v1/sessions/{target}/execute"),
+                Some(json!({"code": "print(x)", "stream": true})),
+            ),
             ("GET", format!("/v1/sessions/{target}/files/workspace/a.txt"), None),
             ("GET", format!("/v1/sessions/{target}/files?path=/workspace"), None),
         ] {
