@@ -409,18 +409,9 @@ async fn execute(
         Some(Value::Bool(true)) => true,
         Some(_) => return refuse(StatusCode::BAD_REQUEST, "`stream` must be true or false"),
     };
-    let timeout = match request.get("timeout") {
-        None => None,
-        Some(Value::Number(n)) => match n.as_f64().filter(|s| s.is_finite() && *s >= 0.001) {
-            Some(seconds) => Duration::try_from_secs_f64(seconds).ok(),
-            None => {
-                return refuse(
-                    StatusCode::BAD_REQUEST,
-                    "`timeout` must be a number of seconds, at least 0.001",
-                );
-            }
-        },
-        Some(_) => return refuse(StatusCode::BAD_REQUEST, "`timeout` must be a number of seconds"),
+    let timeout = match wire::turn_timeout(request.get("timeout")) {
+        Ok(timeout) => timeout,
+        Err(problem) => return refuse(StatusCode::BAD_REQUEST, problem),
     };
     let mut turn = TurnRequest { timeout, ..TurnRequest::new(code.clone()) };
     let wait = WhenBusy::Wait(state.busy_wait);

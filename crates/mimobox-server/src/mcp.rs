@@ -181,7 +181,7 @@ impl McpServer {
                 if code.len() > MAX_CODE {
                     return Err(McpError::invalid_params(format!("`code` is over {MAX_CODE} bytes"), None));
                 }
-                let timeout = args.seconds("timeout")?;
+                let timeout = args.timeout()?;
                 let id = match args.session("session_id")? {
                     Some(id) => id,
                     None => match self.host.open(owner, &self.default_profile).await {
@@ -439,17 +439,8 @@ impl<'a> Args<'a> {
         }
     }
 
-    fn seconds(&self, key: &str) -> Result<Option<Duration>, McpError> {
-        match self.map.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => n
-                .as_f64()
-                .filter(|s| s.is_finite() && *s >= 0.001)
-                .and_then(|s| Duration::try_from_secs_f64(s).ok())
-                .map(Some)
-                .ok_or_else(|| self.bad(format!("`{key}` must be a number of seconds, at least 0.001"))),
-            Some(_) => Err(self.bad(format!("`{key}` must be a number of seconds"))),
-        }
+    fn timeout(&self) -> Result<Option<Duration>, McpError> {
+        wire::turn_timeout(self.map.get("timeout")).map_err(|problem| self.bad(problem.to_owned()))
     }
 
     fn session(&self, key: &str) -> Result<Option<SessionId>, McpError> {

@@ -141,6 +141,24 @@ pub fn listing_json(listing: &Listing) -> Value {
     json!({ "entries": entries, "truncated": listing.truncated })
 }
 
+/// Shortest timeout a turn request may ask for.
+pub const MIN_TURN_TIMEOUT: f64 = 0.001;
+
+/// A turn request's `timeout` (seconds, at least [`MIN_TURN_TIMEOUT`]):
+/// `None` when absent, or why it is not one.
+pub fn turn_timeout(value: Option<&Value>) -> Result<Option<std::time::Duration>, &'static str> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .filter(|s| s.is_finite() && *s >= MIN_TURN_TIMEOUT)
+            .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+            .map(Some)
+            .ok_or("`timeout` must be a number of seconds, at least 0.001"),
+        Some(_) => Err("`timeout` must be a number of seconds"),
+    }
+}
+
 /// `data` as the protocol writes bytes.
 pub fn base64(data: &[u8]) -> String {
     STANDARD.encode(data)

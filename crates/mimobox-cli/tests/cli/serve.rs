@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::mcp::run_client;
 use crate::scientific::{cli, relocated_profile};
 
 const ALICE: &str = "alice-token";
@@ -335,26 +336,21 @@ fn sigterm_drains_pauses_live_sessions_and_a_restarted_server_takes_them_up() {
 #[test]
 fn the_official_mcp_client_works_over_streamable_http_for_its_owner_only() {
     let server = Server::start(&[]);
-    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/mcp_http.py");
-    let output = std::process::Command::new("python3")
-        .arg(&script)
-        .args([server.base.as_str(), ALICE, BOB])
-        .output()
-        .expect("python3 runs");
-    let out = crate::stdout(&output);
-    assert_eq!(output.status.code(), Some(0), "{out}\n{}", crate::stderr(&output));
-    for check in [
-        "protocol 2026-07-28",
-        "protocol 2025-11-25",
-        "state kept",
-        "figure",
-        "files",
-        "error turn",
-        "owners apart",
-        "refused",
-    ] {
-        assert!(out.contains(&format!("ok {check}\n")), "{check} did not hold:\n{out}");
-    }
+    run_client(
+        "mcp_http.py",
+        &[server.base.as_str(), ALICE, BOB],
+        None,
+        &[
+            "protocol 2026-07-28",
+            "protocol 2025-11-25",
+            "state kept",
+            "figure",
+            "files",
+            "error turn",
+            "owners apart",
+            "refused",
+        ],
+    );
 }
 
 #[test]
@@ -362,19 +358,10 @@ fn the_python_client_works_against_the_server_and_locally() {
     let server = Server::start(&[]);
     let cli = server.cli.as_ref().unwrap();
     let profile = cli.path().join("python-sci.toml");
-    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python_client.py");
-    let output = std::process::Command::new("python3")
-        .arg(&script)
-        .args([server.base.as_str(), ALICE, env!("CARGO_BIN_EXE_mimobox"), profile.to_str().unwrap()])
-        .current_dir(cli.path())
-        .env("MIMOBOX_CACHE_DIR", cli.cache())
-        .env("TMPDIR", cli.path())
-        .env_remove("XDG_RUNTIME_DIR")
-        .output()
-        .expect("python3 runs");
-    let out = crate::stdout(&output);
-    assert_eq!(output.status.code(), Some(0), "{out}\n{}", crate::stderr(&output));
-    for check in ["http", "wrong token", "local"] {
-        assert!(out.contains(&format!("ok {check}\n")), "{check} did not hold:\n{out}");
-    }
+    run_client(
+        "python_client.py",
+        &[server.base.as_str(), ALICE, env!("CARGO_BIN_EXE_mimobox"), profile.to_str().unwrap()],
+        Some(cli),
+        &["http", "wrong token", "local"],
+    );
 }

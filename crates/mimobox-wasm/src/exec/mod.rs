@@ -92,11 +92,7 @@ impl WasmSandbox {
         // Live output gets until the deadline (and a moment to flush) to
         // reach its sink; what it has not taken by then is dropped.
         let flush_by = started + timeout + LIVE_FLUSH_GRACE;
-        if delivery.is_live() {
-            offload(|| delivery.finish(flush_by, &stdout, &stderr));
-        } else {
-            delivery.finish(flush_by, &stdout, &stderr);
-        }
+        delivery.finish(flush_by, &stdout, &stderr);
         let elapsed = started.elapsed();
 
         let outcome = match ran {

@@ -153,11 +153,6 @@ pub(crate) struct Delivery {
 }
 
 impl Delivery {
-    /// Whether output goes to a live sink (whose draining may wait).
-    pub(crate) fn is_live(&self) -> bool {
-        !self.streams.is_empty()
-    }
-
     /// Connects the pipes to their sinks: every event to `events` when it is
     /// given (one stream, in order), else stdout and stderr each to its own
     /// byte sink. Returns the delivery and, with `events`, a writer for
@@ -189,15 +184,25 @@ impl Delivery {
     /// Ends live delivery (see [`LiveStream::finish`]); output that did not
     /// reach its sink by `deadline` flags both pipes truncated. The door's
     /// writer must have been dropped first.
+    ///
+    /// Only waiting for a live stream's reader blocks, and that wait runs
+    /// off a multi-threaded executor; without a live stream this costs
+    /// nothing (handing a worker's place over costs more than a whole
+    /// trivial turn).
     pub(crate) fn finish(self, deadline: Instant, stdout: &CappedPipe, stderr: &CappedPipe) {
         stdout.attach(None);
         stderr.attach(None);
-        for stream in self.streams {
-            if !stream.finish(deadline) {
-                stdout.lock().truncated = true;
-                stderr.lock().truncated = true;
-            }
+        if self.streams.is_empty() {
+            return;
         }
+        crate::exec::offload(|| {
+            for stream in self.streams {
+                if !stream.finish(deadline) {
+                    stdout.lock().truncated = true;
+                    stderr.lock().truncated = true;
+                }
+            }
+        });
     }
 }
 

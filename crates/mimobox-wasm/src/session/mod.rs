@@ -32,7 +32,7 @@ pub use pause::PauseBinding;
 use crate::WasmSandbox;
 use crate::engine::arm_deadline;
 use crate::engine::slots::SlotGuard;
-use crate::exec::{block_on, classify, measured, offload};
+use crate::exec::{block_on, classify, measured};
 use crate::guest::output::{CappedPipe, Delivery};
 use crate::guest::results::TurnResults;
 use crate::guest::{GuestState, LIVE_FLUSH_GRACE};
@@ -67,6 +67,9 @@ pub struct WasmSession {
     opened: Instant,
     last_turn: Instant,
     ended: Option<String>,
+    /// Set while a turn's guest call runs: still set when that turn's
+    /// future was dropped mid-call, which ends the session.
+    in_call: bool,
     /// Whether the guest's `_initialize` has run, here or in the instance
     /// whose state this one took.
     initialized: bool,
@@ -208,7 +211,7 @@ impl WasmSession {
         // Stands if this future is dropped mid-call (a caller that gave up
         // on the turn): the instance stopped at an arbitrary point is never
         // given another turn.
-        self.ended = Some("its last turn was abandoned before it finished".into());
+        self.in_call = true;
         let (store, instance, calls) = (&mut self.store, &self.instance, &self.calls);
         let ran = tokio::time::timeout(timeout, async {
             if first && let Some(initialize) = &calls.initialize {
@@ -228,7 +231,7 @@ impl WasmSession {
             calls.turn.call_async(&mut *store, (ptr, len)).await
         })
         .await;
-        self.ended = None;
+        self.in_call = false;
         let elapsed = started.elapsed();
         let results = self.store.data_mut().door.results.take().expect("set for the turn");
         let TurnResults { bundles, truncated, error, live, .. } = results;
@@ -263,15 +266,7 @@ impl WasmSession {
             let _ =
                 tokio::time::timeout(wait, live.send(mimobox_core::TurnEvent::Error(error.clone()))).await;
         }
-        // Waits (bounded) only for a stream's reader to take what is left:
-        // off the executor then, and only then (handing a worker's place
-        // over costs more than a whole trivial turn).
-        let (stdout, stderr) = (&self.stdout, &self.stderr);
-        if delivery.is_live() {
-            offload(|| delivery.finish(flush_by, stdout, stderr));
-        } else {
-            delivery.finish(flush_by, stdout, stderr);
-        }
+        delivery.finish(flush_by, &self.stdout, &self.stderr);
         self.last_turn = Instant::now();
         let result = measured(outcome, elapsed, config.fuel, &mut self.store, &self.stdout, &self.stderr);
         Ok(TurnResult {
@@ -287,6 +282,10 @@ impl WasmSession {
     /// Refuses a session that has ended, or that is past its idle timeout
     /// or lifetime (which ends it).
     fn usable(&mut self) -> Result<(), SandboxError> {
+        if self.in_call {
+            self.ended = Some("its last turn was abandoned before it finished".into());
+            self.in_call = false;
+        }
         if self.ended.is_none() {
             self.ended = self.expired();
         }
@@ -324,7 +323,7 @@ impl Session for WasmSession {
     }
 
     fn alive(&self) -> bool {
-        self.ended.is_none() && self.expired().is_none()
+        !self.in_call && self.ended.is_none() && self.expired().is_none()
     }
 
     fn fork(&mut self, request: ExecRequest) -> Result<Self, SandboxError> {

@@ -192,6 +192,7 @@ impl WasmSandbox {
             opened: now,
             last_turn: now,
             ended: None,
+            in_call: false,
             initialized: false,
             image,
             source: source.clone(),
