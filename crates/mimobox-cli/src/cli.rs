@@ -64,41 +64,65 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// The server's config file (TOML): listen address, profiles, owners
+    /// and their limits, pausing, HTTP bounds. In place of the flags below.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Check the config (and the profiles it names), print a summary, and
+    /// exit: 0 when it is good, 2 with the first problem when not.
+    #[arg(long)]
+    pub check: bool,
     /// The address to listen on. Port 0 picks a free port; the address
     /// bound is printed on stderr.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8800")]
-    pub listen: std::net::SocketAddr,
+    #[arg(long, value_name = "ADDR", conflicts_with = "config")]
+    pub listen: Option<std::net::SocketAddr>,
     /// A profile to offer, as NAME=FILE, or FILE (named after the file,
     /// without `.toml`). Repeatable; the first is the default.
-    #[arg(long = "profile", value_name = "NAME=FILE", required = true)]
+    #[arg(
+        long = "profile",
+        value_name = "NAME=FILE",
+        required_unless_present = "config",
+        conflicts_with = "config"
+    )]
     pub profiles: Vec<String>,
     /// An owner and the SHA-256 of its bearer token, in hex (64 digits):
     /// OWNER=HEX. Repeatable. `printf %s "$TOKEN" | sha256sum` makes one.
-    #[arg(long = "token-sha256", value_name = "OWNER=HEX", required = true)]
+    #[arg(
+        long = "token-sha256",
+        value_name = "OWNER=HEX",
+        required_unless_present = "config",
+        conflicts_with = "config"
+    )]
     pub tokens: Vec<String>,
+    /// An owner that may read `/metrics` (the whole server's numbers).
+    /// Repeatable; without one, `/metrics` is refused to every owner.
+    #[arg(long = "metrics-owner", value_name = "OWNER", conflicts_with = "config")]
+    pub metrics_owners: Vec<String>,
     /// Most sessions open at once, in all (and so for each owner).
-    #[arg(long, value_name = "N", default_value_t = 64)]
-    pub max_sessions: u32,
+    /// Default 64.
+    #[arg(long, value_name = "N", conflicts_with = "config")]
+    pub max_sessions: Option<u32>,
     /// Pause idle sessions (and, on a drain, every live one) to this
     /// directory (mode 0700, created if missing), and resume them on their
     /// next call.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
     pub pause_dir: Option<PathBuf>,
-    /// Seconds of idleness after which a session is paused (with
-    /// --pause-dir).
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    pub pause_after: u64,
+    /// Idleness after which a session is paused (with --pause-dir), in
+    /// seconds or with a unit (`5m`). Default 5 minutes.
+    #[arg(long, value_name = "DURATION", conflicts_with = "config")]
+    pub pause_after: Option<String>,
     /// The key that authenticates paused sessions (at least 32 bytes).
     /// Default: the user's own, `mimobox-state.key` beside the cache.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
     pub state_key: Option<PathBuf>,
-    /// Seconds a client has to send a request's headers, and its body; a
-    /// slower one is dropped.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-    pub read_timeout: u64,
-    /// Seconds a streamed answer may last, however slowly its client reads.
-    #[arg(long, value_name = "SECONDS", default_value_t = 900)]
-    pub max_stream: u64,
+    /// Time a client has to send a request's headers, and between pieces
+    /// of its body; a slower one is dropped. Default 10 s.
+    #[arg(long, value_name = "DURATION", conflicts_with = "config")]
+    pub read_timeout: Option<String>,
+    /// Longest a streamed answer lasts, however slowly its client reads.
+    /// Default 15 minutes.
+    #[arg(long, value_name = "DURATION", conflicts_with = "config")]
+    pub max_stream: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -27,9 +27,10 @@ pub mod keys;
 mod outcome;
 mod profile;
 mod sandbox;
-mod serde_units;
+pub mod serde_units;
 mod session;
 pub mod text;
+pub mod toml_file;
 pub mod units;
 
 pub use config::{

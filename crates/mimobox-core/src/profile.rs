@@ -1,15 +1,19 @@
 //! TOML profiles: loading a [`SandboxConfig`] from a file, with errors that
 //! point at the key and line at fault.
 
-use std::fmt;
 use std::ops::Range;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use toml::de::{DeTable, DeValue};
 
 use crate::config::{ConfigError, SandboxConfig};
 use crate::keys;
+use crate::toml_file::{self, line_column};
+
+/// Why a profile could not be used: its file, the line and column and the
+/// key at fault, and what is wrong, shown as one line
+/// (`FILE:LINE:COLUMN: key `KEY`: PROBLEM`).
+pub type ProfileError = toml_file::TomlError;
 
 /// Profiles larger than this are refused unread; no real profile comes close.
 const MAX_PROFILE_SIZE: u64 = 1 << 20;
@@ -24,60 +28,13 @@ pub struct Profile {
     config: SandboxConfig,
 }
 
-/// Why a profile could not be used. Its `Display` is one line:
-/// `FILE:LINE:COLUMN: key `KEY`: PROBLEM`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ProfileError {
-    /// The profile file.
-    pub path: PathBuf,
-    /// One-based line and column of the fault, where it has one.
-    pub position: Option<(usize, usize)>,
-    /// The key at fault, dotted for nested tables (`cache.dir`).
-    pub key: Option<String>,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for ProfileError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.path.display())?;
-        if let Some((line, column)) = self.position {
-            write!(f, ":{line}:{column}")?;
-        }
-        if let Some(key) = &self.key {
-            write!(f, ": key `{key}`")?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
 impl Profile {
     /// Reads, parses and validates the profile at `path`.
     ///
     /// Unknown keys, values of the wrong type and impossible values (such as
     /// a zero timeout) are errors that name the key and its line.
     pub fn load(path: &Path) -> Result<Profile, ProfileError> {
-        let fail =
-            |message: String| ProfileError { path: path.to_owned(), position: None, key: None, message };
-        // Opened once, without blocking (a FIFO opens at once instead of
-        // waiting for a writer), checked through the handle, read with a
-        // bound: the path cannot be swapped between the check and the read.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| fail(format!("cannot read profile: {e}")))?;
-        let metadata = file.metadata().map_err(|e| fail(format!("cannot read profile: {e}")))?;
-        if !metadata.is_file() {
-            return Err(fail("not a regular file".into()));
-        }
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_PROFILE_SIZE + 1), &mut bytes)
-            .map_err(|e| fail(format!("cannot read profile: {e}")))?;
-        if bytes.len() as u64 > MAX_PROFILE_SIZE {
-            return Err(fail(format!("profile is larger than {MAX_PROFILE_SIZE} bytes")));
-        }
-        let source = String::from_utf8(bytes).map_err(|e| fail(format!("not UTF-8 text: {e}")))?;
+        let source = toml_file::read(path, MAX_PROFILE_SIZE, "profile")?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Profile::parse(path, source, &base)
     }
@@ -134,41 +91,16 @@ impl Profile {
     /// Turns an error about a key of this profile's config, found after
     /// loading (by a backend, say), into one that points at its line.
     pub fn config_error(&self, error: &ConfigError) -> ProfileError {
-        ProfileError {
-            path: self.path.clone(),
-            position: self.locate(&error.key).map(|span| line_column(&self.source, span.start)),
-            key: Some(error.key.clone()),
-            message: error.message.clone(),
-        }
+        ProfileError::at_key(&self.path, &self.source, &error.key, error.message.clone())
     }
 
     fn toml_error(&self, error: &toml::de::Error) -> ProfileError {
-        let span = error.span();
-        // serde puts no key on a wrong value; find the key that owns the span.
-        ProfileError {
-            path: self.path.clone(),
-            position: span.as_ref().map(|span| line_column(&self.source, span.start)),
-            key: span.as_ref().and_then(|span| key_at(&self.source, span.start)),
-            message: error.message().split_whitespace().collect::<Vec<_>>().join(" "),
-        }
+        toml_file::TomlError::from_toml(&self.path, &self.source, error)
     }
 
     /// The span of the key `dotted` in the source, if it is written there.
     fn locate(&self, dotted: &str) -> Option<Range<usize>> {
-        let table = DeTable::parse(&self.source).ok()?;
-        let mut current = table.get_ref();
-        let mut parts = dotted.split('.').peekable();
-        while let Some(part) = parts.next() {
-            let (key, value) = current.iter().find(|(k, _)| k.get_ref().as_ref() == part)?;
-            if parts.peek().is_none() {
-                return Some(key.span());
-            }
-            match value.get_ref() {
-                DeValue::Table(inner) => current = inner,
-                _ => return None,
-            }
-        }
-        None
+        toml_file::locate(&self.source, dotted)
     }
 }
 
@@ -222,44 +154,6 @@ fn unknown_key(table: &DeTable<'_>) -> Option<(String, Range<usize>)> {
         }
     }
     None
-}
-
-/// The dotted key whose entry contains byte `offset` of `source`.
-fn key_at(source: &str, offset: usize) -> Option<String> {
-    fn walk(table: &DeTable<'_>, offset: usize, prefix: &str) -> Option<String> {
-        for (key, value) in table {
-            let name = if prefix.is_empty() {
-                key.get_ref().to_string()
-            } else {
-                format!("{prefix}.{}", key.get_ref())
-            };
-            if key.span().contains(&offset) {
-                return Some(name);
-            }
-            // A table's own span may cover only its header, so look inside
-            // every table.
-            if let DeValue::Table(inner) = value.get_ref()
-                && let Some(found) = walk(inner, offset, &name)
-            {
-                return Some(found);
-            }
-            if value.span().contains(&offset) || value.span().start == offset {
-                return Some(name);
-            }
-        }
-        None
-    }
-    let table = DeTable::parse(source).ok()?;
-    walk(table.get_ref(), offset, "")
-}
-
-/// One-based line and column (in characters) of byte `offset`.
-fn line_column(source: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(source.len());
-    let before = &source[..source.floor_char_boundary(offset)];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }
 
 #[cfg(test)]

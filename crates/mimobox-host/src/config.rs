@@ -51,6 +51,9 @@ pub struct HostConfig {
     /// Pause a live session idle this long to the store (with a store);
     /// `None` keeps idle sessions live until they expire.
     pub pause_idle_after: Option<Duration>,
+    /// Close a session idle this long, live or paused, in place of its
+    /// profile's idle timeout; `None` keeps the profile's.
+    pub close_idle_after: Option<Duration>,
     /// How often the background sweep looks for sessions to close or
     /// pause.
     pub sweep_interval: Duration,
@@ -72,6 +75,7 @@ impl HostConfig {
             owner_limits: Limits::UNLIMITED,
             owners: HashMap::new(),
             pause_idle_after: None,
+            close_idle_after: None,
             sweep_interval: Duration::from_secs(1),
             max_waiting: 8,
             state_key: state_key.into(),
@@ -91,6 +95,7 @@ impl std::fmt::Debug for HostConfig {
             .field("owner_limits", &self.owner_limits)
             .field("owners", &self.owners)
             .field("pause_idle_after", &self.pause_idle_after)
+            .field("close_idle_after", &self.close_idle_after)
             .field("sweep_interval", &self.sweep_interval)
             .field("max_waiting", &self.max_waiting)
             .field("store", &self.store.is_some())

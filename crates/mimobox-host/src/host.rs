@@ -957,6 +957,7 @@ impl<B: Backend> Inner<B> {
         for entry in entries {
             let meta = entry.meta();
             let (idle_timeout, lifetime) = entry.backend.timeouts();
+            let idle_timeout = self.config.close_idle_after.unwrap_or(idle_timeout);
             let idle = meta.last_used.elapsed();
             let reason = if entry.opened.elapsed() >= lifetime {
                 Some("lifetime")

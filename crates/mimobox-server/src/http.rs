@@ -13,6 +13,7 @@
 //! memory for longer. A turn runs as a task of its own: a client that
 //! hangs up does not abandon it.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Extension, Path, Query, Request, State};
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -48,8 +49,11 @@ pub struct HttpConfig {
     pub max_json: usize,
     /// Most bytes of a file upload.
     pub max_upload: usize,
-    /// Time a client has to send its request's headers, and its body.
+    /// Time a client has to send its request's headers, and between two
+    /// pieces of its body.
     pub read_timeout: Duration,
+    /// Time a client has to send its whole body, however it trickles.
+    pub body_timeout: Duration,
     /// Most connections open at once; more wait in the listen backlog.
     pub max_connections: usize,
     /// How long a call waits for its session's running call.
@@ -58,12 +62,20 @@ pub struct HttpConfig {
     pub drain_grace: Duration,
     /// Longest a streamed answer lasts, however slowly it is read.
     pub max_stream: Duration,
+    /// Most requests of one owner at once (a stream counts until it ends),
+    /// unless `requests_of` names the owner.
+    pub owner_requests: u32,
+    /// Most requests at once of particular owners.
+    pub requests_of: HashMap<String, u32>,
+    /// Owners that may read `/metrics`, the whole server's numbers.
+    pub metrics_owners: HashSet<String>,
 }
 
 impl HttpConfig {
     /// Defaults for `listen`: 1 MiB JSON bodies, 64 MiB uploads, 10 s to
-    /// send a request, 1,024 connections, 30 s for a busy session, 30 s of
-    /// drain, 15 minutes for a stream.
+    /// send the headers and between pieces of a body, 60 s for a whole
+    /// body, 1,024 connections, 64 requests at once per owner, 30 s for a
+    /// busy session, 30 s of drain, 15 minutes for a stream.
     pub fn new(listen: SocketAddr) -> HttpConfig {
         HttpConfig {
             listen,
@@ -71,10 +83,14 @@ impl HttpConfig {
             max_json: 1 << 20,
             max_upload: 64 << 20,
             read_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
             max_connections: 1024,
             busy_wait: Duration::from_secs(30),
             drain_grace: Duration::from_secs(30),
             max_stream: Duration::from_secs(15 * 60),
+            owner_requests: 64,
+            requests_of: HashMap::new(),
+            metrics_owners: HashSet::new(),
         }
     }
 }
@@ -97,6 +113,10 @@ pub fn parse_token_hash(hex: &str) -> Option<[u8; 32]> {
 struct AppState {
     host: SessionHost<WasmSandbox>,
     tokens: Arc<Vec<([u8; 32], Arc<str>)>>,
+    /// Each owner's requests at once.
+    requests_of: Arc<HashMap<Arc<str>, Arc<Semaphore>>>,
+    body_timeout: Duration,
+    metrics_owners: Arc<HashSet<String>>,
     busy_wait: Duration,
     max_stream: Duration,
     max_json: usize,
@@ -141,12 +161,8 @@ fn router(state: AppState, config: &HttpConfig) -> Router {
         .route("/v1/sessions/{id}", get(inspect_session).delete(close_session))
         .route("/v1/sessions/{id}/execute", post(execute))
         .route("/v1/sessions/{id}/files", get(list_files))
-        .route(
-            "/v1/sessions/{id}/files/{*path}",
-            get(read_file).put(write_file).layer(DefaultBodyLimit::max(config.max_upload)),
-        )
+        .route("/v1/sessions/{id}/files/{*path}", get(read_file).put(write_file))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(config.max_json))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -169,11 +185,21 @@ pub async fn serve(
     stop: Arc<Notify>,
     bound: impl FnOnce(SocketAddr),
 ) -> std::io::Result<()> {
-    let tokens =
+    let tokens: Vec<([u8; 32], Arc<str>)> =
         config.tokens.iter().map(|(hash, owner)| (*hash, Arc::<str>::from(owner.as_str()))).collect();
+    let requests_of = tokens
+        .iter()
+        .map(|(_, owner)| {
+            let bound = config.requests_of.get(&**owner).copied().unwrap_or(config.owner_requests);
+            (owner.clone(), Arc::new(Semaphore::new(bound.max(1) as usize)))
+        })
+        .collect();
     let state = AppState {
         host: host.clone(),
         tokens: Arc::new(tokens),
+        requests_of: Arc::new(requests_of),
+        body_timeout: config.body_timeout,
+        metrics_owners: Arc::new(config.metrics_owners.clone()),
         busy_wait: config.busy_wait,
         max_stream: config.max_stream,
         max_json: config.max_json,
@@ -286,16 +312,94 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     let Some(owner) = found else {
         return refuse(StatusCode::UNAUTHORIZED, "the token is not one this server knows");
     };
+    // The owner's bound on requests at once; a streamed answer holds its
+    // place until its body ends.
+    let permit = match state.requests_of.get(&owner).map(|slots| slots.clone().try_acquire_owned()) {
+        Some(Ok(permit)) => permit,
+        _ => {
+            return refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "this owner has as many requests running as it may",
+            );
+        }
+    };
     request.extensions_mut().insert(RequestOwner(owner.clone()));
     request.extensions_mut().insert(Owner(owner));
-    next.run(request).await
+    let response = next.run(request).await;
+    response.map(|body| Body::new(Held { body, _permit: permit }))
+}
+
+/// A response body that holds its owner's request slot until it is done
+/// (or dropped).
+struct Held {
+    body: Body,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl http_body::Body for Held {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(context)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A request's whole body: at most its route's bound (413), all of it
+/// within `body_timeout` however it trickles, and no pause between pieces
+/// longer than `read_timeout` (408 either way).
+struct Whole(Bytes);
+
+impl axum::extract::FromRequest<AppState> for Whole {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Whole, Response> {
+        let limit = if is_upload(&request) { state.max_upload } else { state.max_json };
+        let body = http_body_util::Limited::new(request.into_body(), limit);
+        let collected =
+            tokio::time::timeout(state.body_timeout, http_body_util::BodyExt::collect(body)).await;
+        let late = || refuse(StatusCode::REQUEST_TIMEOUT, "the request's body did not arrive in time");
+        match collected {
+            Ok(Ok(collected)) => Ok(Whole(collected.to_bytes())),
+            Err(_) => Err(late()),
+            Ok(Err(error)) => {
+                let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*error);
+                while let Some(e) = cause {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        return Err(refuse(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            &format!("the body is over {limit} bytes"),
+                        ));
+                    }
+                    if e.is::<tower_http::timeout::TimeoutError>() {
+                        return Err(late());
+                    }
+                    cause = e.source();
+                }
+                Err(refuse(StatusCode::BAD_REQUEST, "the request's body could not be read"))
+            }
+        }
+    }
+}
+
+/// Whether a request uploads a file (its body bound is `max_upload`).
+fn is_upload(request: &Request) -> bool {
+    request.method() == axum::http::Method::PUT && request.uri().path().contains("/files/")
 }
 
 /// Refuses a body whose declared length is over its route's bound (413)
 /// before any of it is read.
 async fn refuse_long_bodies(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let upload = request.method() == axum::http::Method::PUT && request.uri().path().contains("/files/");
-    let limit = if upload { state.max_upload } else { state.max_json };
+    let limit = if is_upload(&request) { state.max_upload } else { state.max_json };
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -323,7 +427,11 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<AppState>, Extension(Owner(owner)): Extension<Owner>) -> Response {
+    // Sessions, turns and memory of every owner: for the operator's own.
+    if !state.metrics_owners.contains(&*owner) {
+        return refuse(StatusCode::FORBIDDEN, "this owner may not read the server's metrics");
+    }
     let mut text = state.host.render_metrics();
     text.push_str("# HELP mimobox_http_responses_total HTTP answers, by status class.\n");
     text.push_str("# TYPE mimobox_http_responses_total counter\n");
@@ -340,7 +448,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 async fn create_session(
     State(state): State<AppState>,
     Extension(Owner(owner)): Extension<Owner>,
-    body: Bytes,
+    Whole(body): Whole,
 ) -> Response {
     let request = match json_object(&body, &["profile"]) {
         Ok(request) => request,
@@ -394,7 +502,7 @@ async fn execute(
     State(state): State<AppState>,
     Extension(Owner(owner)): Extension<Owner>,
     Path(id): Path<String>,
-    body: Bytes,
+    Whole(body): Whole,
 ) -> Response {
     let Some(id) = session_id(&id) else { return not_found() };
     let request = match json_object(&body, &["code", "stream", "timeout"]) {
@@ -507,7 +615,7 @@ async fn write_file(
     State(state): State<AppState>,
     Extension(Owner(owner)): Extension<Owner>,
     Path((id, path)): Path<(String, String)>,
-    body: Bytes,
+    Whole(body): Whole,
 ) -> Response {
     let Some(id) = session_id(&id) else { return not_found() };
     match state.host.write_file(&owner, id, &format!("/{path}"), &body, WhenBusy::Wait(state.busy_wait)).await

@@ -2,6 +2,7 @@
 //! ([`wire`]), the MCP server over the session host ([`mcp`]), and the HTTP
 //! API of `mimobox serve` ([`http`]).
 
+pub mod config;
 pub mod http;
 pub mod mcp;
 pub mod wire;

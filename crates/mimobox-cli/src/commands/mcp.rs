@@ -1,10 +1,10 @@
 //! `mimobox mcp`: the MCP server over stdio, on a session host of the
 //! offered profiles.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use mimobox_core::Profile;
 use mimobox_host::{HostConfig, Limits, SessionHost};
 use mimobox_server::mcp::McpServer;
@@ -16,7 +16,7 @@ use crate::cli::McpArgs;
 const OWNER: &str = "stdio";
 
 pub fn execute(args: McpArgs) -> Result<ExitCode> {
-    let profiles = sandboxes(&args.profiles, args.max_sessions)?;
+    let profiles = sandboxes(&super::serve::offered(&args.profiles)?, args.max_sessions)?;
     let default = profiles[0].0.clone();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
@@ -36,12 +36,13 @@ async fn serve(profiles: Vec<(String, WasmSandbox)>, default: String, max_sessio
     }
 }
 
-/// One sandbox for each `--profile` value, by name, with room in its pool
+/// One sandbox for each offered profile, by name, with room in its pool
 /// for `sessions` sessions.
-pub fn sandboxes(values: &[String], sessions: u32) -> Result<Vec<(String, WasmSandbox)>> {
+pub fn sandboxes(offered: &[(String, PathBuf)], sessions: u32) -> Result<Vec<(String, WasmSandbox)>> {
     let mut profiles = Vec::new();
-    for (name, path) in offered(values)? {
-        let profile = Profile::load(&path).map_err(|e| anyhow::anyhow!("--profile {name}: profile {e}"))?;
+    for (name, path) in offered {
+        let name = name.clone();
+        let profile = Profile::load(path).map_err(|e| anyhow::anyhow!("--profile {name}: profile {e}"))?;
         let mut config = profile.into_config();
         // Every session holds a slot; a pause takes one more for a moment.
         config.pool.size = config.pool.size.max(sessions.saturating_add(1)).min(1024);
@@ -50,39 +51,6 @@ pub fn sandboxes(values: &[String], sessions: u32) -> Result<Vec<(String, WasmSa
         profiles.push((name, sandbox));
     }
     Ok(profiles)
-}
-
-/// The `--profile` values as (name, file), names unique.
-fn offered(values: &[String]) -> Result<Vec<(String, PathBuf)>> {
-    let mut offered: Vec<(String, PathBuf)> = Vec::new();
-    for value in values {
-        let (name, path) = match value.split_once('=') {
-            Some((name, path)) => (name.to_owned(), PathBuf::from(path)),
-            None => {
-                let path = PathBuf::from(value);
-                let name = Path::new(&path)
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .with_context(|| format!("--profile {value}: no name can be made from the file name"))?
-                    .to_owned();
-                (name, path)
-            }
-        };
-        if name.is_empty()
-            || name.len() > 128
-            || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            bail!(
-                "--profile {}: a name is 1 to 128 letters, digits, `-`, `_` and `.`",
-                mimobox_core::text::one_line_bounded(&name)
-            );
-        }
-        if offered.iter().any(|(other, _)| *other == name) {
-            bail!("--profile {name}: named twice");
-        }
-        offered.push((name, path));
-    }
-    Ok(offered)
 }
 
 /// A key for this process's paused states (none outlive it).

@@ -32,7 +32,7 @@ pub fn state_key(given: Option<&Path>, sandbox: &WasmSandbox) -> Result<Vec<u8>>
     if given.is_none() && !path.exists() {
         create_key(&path)?;
     }
-    read_key(&path)
+    read_state_key(&path)
 }
 
 fn default_key_path(sandbox: &WasmSandbox) -> Result<PathBuf> {
@@ -65,7 +65,8 @@ fn create_key(path: &Path) -> Result<()> {
     file.write_all(&key).and_then(|()| file.sync_all()).with_context(|| format!("writing {}", path.display()))
 }
 
-fn read_key(path: &Path) -> Result<Vec<u8>> {
+/// The key in the key file at `path`, checked as `state_key` checks it.
+pub fn read_state_key(path: &Path) -> Result<Vec<u8>> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)

@@ -1,12 +1,21 @@
 //! `mimobox serve`: the HTTP API on a session host of the offered
-//! profiles, until SIGTERM or SIGINT drains it.
+//! profiles, until SIGTERM or SIGINT drains it. Configured by a file
+//! (`--config`, checked alone with `--check`) or, for the common case, by
+//! flags.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
+use mimobox_core::Profile;
+use mimobox_core::text::one_line_bounded;
+use mimobox_core::units::parse_duration;
 use mimobox_host::{HostConfig, Limits, LocalDir, SessionHost};
+use mimobox_server::config::{
+    DEFAULT_PAUSE_AFTER, PauseConfig, ServerConfig, check_owner_name, check_profile_name,
+};
 use mimobox_server::http::{HttpConfig, parse_token_hash};
 
 use crate::cli::ServeArgs;
@@ -15,52 +24,46 @@ use crate::commands::{mcp, pause};
 /// Most bytes of one paused session in the pause directory.
 const MAX_PAUSED: u64 = 8 << 30;
 
+/// Sessions a server started by flags holds at once, unless told.
+const DEFAULT_MAX_SESSIONS: u32 = 64;
+
 pub fn execute(args: ServeArgs) -> Result<ExitCode> {
-    let mut tokens = Vec::new();
-    for value in &args.tokens {
-        let Some((owner, hex)) = value.split_once('=') else {
-            bail!("--token-sha256: expected OWNER=HEX");
-        };
-        let Some(hash) = parse_token_hash(&hex.to_ascii_lowercase()) else {
-            bail!(
-                "--token-sha256 {}: the hash is 64 hex digits",
-                mimobox_core::text::one_line_bounded(owner)
-            );
-        };
-        if owner.is_empty()
-            || owner.len() > mimobox_host::MAX_OWNER_NAME
-            || owner.chars().any(char::is_control)
-        {
-            bail!("--token-sha256: an owner is 1 to 128 printable characters");
-        }
-        if tokens.iter().any(|(h, _)| *h == hash) {
-            bail!(
-                "--token-sha256 {}: this token hash is given twice",
-                mimobox_core::text::one_line_bounded(owner)
-            );
-        }
-        tokens.push((hash, owner.to_owned()));
+    let config = match &args.config {
+        Some(path) => ServerConfig::load(path).map_err(|e| anyhow!("{e}"))?,
+        None => from_flags(&args)?,
+    };
+    if args.check {
+        check(&config)?;
+        let what = args.config.as_deref().map_or("the flags".into(), |p| p.display().to_string());
+        println!(
+            "{what}: ok: {} profile(s), {} owner(s), listening on {}",
+            config.profiles.len(),
+            config.http.tokens.iter().map(|(_, owner)| owner).collect::<std::collections::HashSet<_>>().len(),
+            config.http.listen
+        );
+        return Ok(ExitCode::SUCCESS);
     }
-    let profiles = mcp::sandboxes(&args.profiles, args.max_sessions)?;
-    let mut host_config = match &args.pause_dir {
-        Some(dir) => {
-            let mut config = HostConfig::new(pause::state_key(args.state_key.as_deref(), &profiles[0].1)?);
-            let store =
-                LocalDir::open(dir, MAX_PAUSED).with_context(|| format!("--pause-dir {}", dir.display()))?;
-            config.store = Some(Arc::new(store));
-            config.pause_idle_after = Some(Duration::from_secs(args.pause_after.max(1)));
-            config
+    // Every live session holds a slot of its profile's pool, and a pause
+    // one more for a moment.
+    let slots = u32::try_from(config.limits.sessions).unwrap_or(u32::MAX);
+    let profiles = mcp::sandboxes(&config.profiles, slots)?;
+    let mut host_config = match &config.pause {
+        Some(paused) => {
+            let mut host = HostConfig::new(pause::state_key(paused.state_key.as_deref(), &profiles[0].1)?);
+            let store = LocalDir::open(&paused.dir, MAX_PAUSED)
+                .with_context(|| format!("the pause directory {}", paused.dir.display()))?;
+            host.store = Some(Arc::new(store));
+            host.pause_idle_after = Some(paused.after);
+            host
         }
         None => HostConfig::new(mcp::random_key()?),
     };
-    // The pool holds `max_sessions` sessions and one spare slot for a
-    // pause: that bounds the whole server, not each owner alone.
-    host_config.owner_limits = Limits { sessions: u64::from(args.max_sessions), ..Limits::UNLIMITED };
-    host_config.limits = Limits { sessions: u64::from(args.max_sessions), ..Limits::UNLIMITED };
-    let mut http = HttpConfig::new(args.listen);
-    http.tokens = tokens;
-    http.read_timeout = Duration::from_secs(args.read_timeout.max(1));
-    http.max_stream = Duration::from_secs(args.max_stream.max(1));
+    host_config.limits = config.limits;
+    host_config.owner_limits = config.owner_limits;
+    host_config.owners = config.owners.clone();
+    host_config.close_idle_after = config.close_after;
+    let http = config.http.clone();
+    let listen = http.listen;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
@@ -90,7 +93,103 @@ pub fn execute(args: ServeArgs) -> Result<ExitCode> {
             eprintln!("mimobox: listening on http://{bound}")
         })
         .await
-        .with_context(|| format!("--listen {}", args.listen))
+        .with_context(|| format!("listening on {listen}"))
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Checks what a start would check first, without starting: every
+/// profile loads and its settings are ones the backend honours, and the
+/// state key (when one is named) is readable.
+fn check(config: &ServerConfig) -> Result<()> {
+    for (name, path) in &config.profiles {
+        let profile = Profile::load(path).map_err(|e| anyhow!("profile {name}: {e}"))?;
+        mimobox_wasm::check_config(profile.config()).map_err(|e| anyhow!("profile {name}: {e}"))?;
+    }
+    if let Some(PauseConfig { state_key: Some(key), .. }) = &config.pause {
+        pause::read_state_key(key)?;
+    }
+    Ok(())
+}
+
+/// The config the flags describe.
+fn from_flags(args: &ServeArgs) -> Result<ServerConfig> {
+    let listen = args.listen.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8800)));
+    let mut http = HttpConfig::new(listen);
+    for value in &args.tokens {
+        let Some((owner, hex)) = value.split_once('=') else {
+            bail!("--token-sha256: expected OWNER=HEX");
+        };
+        check_owner_name(owner).map_err(|problem| anyhow!("--token-sha256: {problem}"))?;
+        let Some(hash) = parse_token_hash(&hex.to_ascii_lowercase()) else {
+            bail!("--token-sha256 {}: the hash is 64 hex digits", one_line_bounded(owner));
+        };
+        if http.tokens.iter().any(|(h, _)| *h == hash) {
+            bail!("--token-sha256 {}: this token hash is given twice", one_line_bounded(owner));
+        }
+        http.tokens.push((hash, owner.to_owned()));
+    }
+    for owner in &args.metrics_owners {
+        if !http.tokens.iter().any(|(_, named)| named == owner) {
+            bail!("--metrics-owner {}: no --token-sha256 names this owner", one_line_bounded(owner));
+        }
+        http.metrics_owners.insert(owner.clone());
+    }
+    let duration = |flag: &str, text: &Option<String>, default: Duration| -> Result<Duration> {
+        match text {
+            None => Ok(default),
+            Some(text) => match parse_duration(text).with_context(|| flag.to_owned())? {
+                d if d.is_zero() => bail!("{flag}: must be more than zero"),
+                d => Ok(d),
+            },
+        }
+    };
+    http.read_timeout = duration("--read-timeout", &args.read_timeout, http.read_timeout)?;
+    http.max_stream = duration("--max-stream", &args.max_stream, http.max_stream)?;
+    let sessions = u64::from(args.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS).max(1));
+    let limits = Limits { sessions, ..Limits::UNLIMITED };
+    let pause = match &args.pause_dir {
+        Some(dir) => Some(PauseConfig {
+            dir: dir.clone(),
+            after: duration("--pause-after", &args.pause_after, DEFAULT_PAUSE_AFTER)?,
+            state_key: args.state_key.clone(),
+        }),
+        None if args.pause_after.is_some() => bail!("--pause-after: needs --pause-dir"),
+        None => None,
+    };
+    Ok(ServerConfig {
+        http,
+        profiles: offered(&args.profiles)?,
+        limits,
+        owner_limits: limits,
+        owners: Default::default(),
+        pause,
+        close_after: None,
+    })
+}
+
+/// The `--profile` values as (name, file), names unique.
+pub fn offered(values: &[String]) -> Result<Vec<(String, PathBuf)>> {
+    let mut offered: Vec<(String, PathBuf)> = Vec::new();
+    for value in values {
+        let (name, path) = match value.split_once('=') {
+            Some((name, path)) => (name.to_owned(), PathBuf::from(path)),
+            None => {
+                let path = PathBuf::from(value);
+                let name = Path::new(&path)
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .with_context(|| format!("--profile {value}: no name can be made from the file name"))?
+                    .to_owned();
+                (name, path)
+            }
+        };
+        check_profile_name(&name)
+            .map_err(|problem| anyhow!("--profile {}: {problem}", one_line_bounded(&name)))?;
+        if offered.iter().any(|(other, _)| *other == name) {
+            bail!("--profile {name}: named twice");
+        }
+        offered.push((name, path));
+    }
+    Ok(offered)
 }

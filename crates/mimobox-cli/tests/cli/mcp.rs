@@ -61,7 +61,7 @@ fn a_profile_flag_that_names_nothing_usable_is_one_line_status_2() {
     for (args, problem) in [
         (&["mcp", "--profile", "missing.toml"][..], "missing.toml"),
         (&["mcp", "--profile", "a=x.toml", "--profile", "a=y.toml"], "named twice"),
-        (&["mcp", "--profile", "bad name=x.toml"], "a name is"),
+        (&["mcp", "--profile", "bad name=x.toml"], "a profile name is"),
     ] {
         let output = cli.run(args);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {}", stderr(&output));

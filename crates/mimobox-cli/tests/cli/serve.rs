@@ -1,8 +1,9 @@
 //! `mimobox serve` as a real process, driven over HTTP: owners and their
 //! tokens, sessions, turns whole and streamed, files, health and metrics,
 //! and the attacks of a hostile client (no token, a wrong one, another
-//! owner's id, a huge body, a slow client, a stream nobody reads), and the
-//! drain on SIGTERM.
+//! owner's id, a huge body, a slow client, a trickled body, a stream
+//! nobody reads), the drain on SIGTERM, and the config file with its
+//! per-owner limits and its check.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -65,9 +66,26 @@ impl Server {
             &bob,
             "--pause-dir",
             pause_dir.to_str().unwrap(),
+            "--metrics-owner",
+            "alice",
         ];
         args.extend_from_slice(extra);
-        let mut child = cli.command(&args).stderr(Stdio::piped()).spawn().unwrap();
+        Server::spawn(cli, &args, pause_dir.clone())
+    }
+
+    /// A server started from a config file; `{alice}` and `{bob}` in
+    /// `config` become the hashes of their tokens.
+    fn start_with_config(config: &str) -> Server {
+        let cli = cli();
+        cli.write("python-sci.toml", &relocated_profile());
+        let config = config.replace("{alice}", &sha256_hex(ALICE)).replace("{bob}", &sha256_hex(BOB));
+        let file = cli.write("server.toml", &config);
+        let pause_dir = cli.path().join("paused");
+        Server::spawn(cli, &["serve", "--config", file.to_str().unwrap()], pause_dir)
+    }
+
+    fn spawn(cli: crate::Cli, args: &[&str], pause_dir: std::path::PathBuf) -> Server {
+        let mut child = cli.command(args).stderr(Stdio::piped()).spawn().unwrap();
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let mut line = String::new();
         stderr.read_line(&mut line).unwrap();
@@ -80,6 +98,13 @@ impl Server {
             .build()
             .into();
         Server { child, base, agent, cli: Some(cli), pause_dir }
+    }
+
+    /// A raw connection to the server.
+    fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.base.trim_start_matches("http://")).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream
     }
 
     fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&[u8]>) -> (u16, Vec<u8>) {
@@ -205,7 +230,9 @@ fn sessions_turns_and_files_over_http_each_owner_its_own() {
     assert_eq!(kinds, ["stdout", "stderr", "result", "end"], "{lines:?}");
     assert_eq!(lines[3]["results"][0]["text/plain"], "2");
 
-    // Metrics, for the token's holder.
+    // Metrics (the whole server's numbers): only for an owner the
+    // operator named; bob is not one.
+    assert_eq!(server.call("GET", "/metrics", Some(BOB), None).0, 403);
     let (status, text) = server.call("GET", "/metrics", Some(ALICE), None);
     let text = String::from_utf8(text).unwrap();
     assert_eq!(status, 200);
@@ -364,4 +391,140 @@ fn the_python_client_works_against_the_server_and_locally() {
         Some(cli),
         &["http", "wrong token", "local"],
     );
+}
+
+/// A server config with two owners: alice with the defaults of
+/// `[owner_limits]`, bob with one session.
+const CONFIG: &str = r#"
+listen = "127.0.0.1:0"
+
+[profiles]
+python-sci = "python-sci.toml"
+
+[owner_limits]
+sessions = 2
+requests = 2
+
+[owners.alice]
+token_sha256 = "{alice}"
+metrics = true
+
+[owners.bob]
+token_sha256 = ["{bob}"]
+sessions = 1
+
+[sessions]
+pause_dir = "paused"
+close_after = "1h"
+
+[http]
+read_timeout = "1s"
+body_timeout = "2s"
+"#;
+
+#[test]
+fn a_config_file_gives_each_owner_its_limits_and_bounds_requests_and_bodies() {
+    let server = Server::start_with_config(CONFIG);
+    // Sessions: bob's own bound of 1, alice's 2 from `[owner_limits]`.
+    let bobs = server.open(BOB);
+    let (status, answer) = server.json("POST", "/v1/sessions", Some(BOB), Some(json!({})));
+    assert_eq!(status, 429, "{answer}");
+    let first = server.open(ALICE);
+    let second = server.open(ALICE);
+    assert_eq!(server.json("POST", "/v1/sessions", Some(ALICE), Some(json!({}))).0, 429);
+
+    // Requests at once: alice's two streams hold both of her places until
+    // they end; a third request of hers is refused meanwhile, bob's is not.
+    let mut streams = Vec::new();
+    for id in [&first, &second] {
+        let mut stream = server.connect();
+        let body = json!({"code": "import time\ntime.sleep(3)\nprint('slept')", "stream": true}).to_string();
+        write!(
+            stream,
+            "POST /v1/sessions/{id}/execute HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        streams.push(stream);
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    let (status, answer) = server.json("GET", "/v1/sessions", Some(ALICE), None);
+    assert_eq!(status, 429, "{answer}");
+    assert_eq!(server.json("GET", &format!("/v1/sessions/{bobs}"), Some(BOB), None).0, 200);
+    for mut stream in streams {
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.contains("slept") && answer.contains("\"type\":\"end\""), "{answer}");
+    }
+    assert_eq!(server.json("GET", "/v1/sessions", Some(ALICE), None).0, 200);
+    assert_eq!(server.call("GET", "/metrics", Some(ALICE), None).0, 200);
+    assert_eq!(server.call("GET", "/metrics", Some(BOB), None).0, 403);
+
+    // A body that trickles in, each piece within the read timeout, is cut
+    // off at the whole-body deadline with 408.
+    let mut trickle = server.connect();
+    write!(
+        trickle,
+        "POST /v1/sessions/{first}/execute HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE}\r\nContent-Length: 100\r\n\r\n"
+    )
+    .unwrap();
+    let started = Instant::now();
+    trickle.set_nonblocking(false).unwrap();
+    let sender = {
+        let mut trickle = trickle.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for _ in 0..20 {
+                if trickle.write_all(b" ").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(400));
+            }
+        })
+    };
+    let mut answer = [0u8; 64];
+    let n = trickle.read(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
+    drop(trickle);
+    let _ = sender.join();
+}
+
+#[test]
+fn serve_check_passes_a_good_config_and_names_the_line_of_a_bad_one() {
+    let cli = cli();
+    cli.write("python-sci.toml", &relocated_profile());
+    let good = CONFIG.replace("{alice}", &sha256_hex(ALICE)).replace("{bob}", &sha256_hex(BOB));
+    let file = cli.write("server.toml", &good);
+    let out = cli.run(&["serve", "--config", file.to_str().unwrap(), "--check"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("ok: 1 profile(s), 2 owner(s)"), "{stdout}");
+
+    for (bad, expected) in [
+        // A typo in an owner's table: its line and column, and the key.
+        (good.replace("sessions = 1\n", "sesions = 1\n"), ":17:1: key `owners.bob.sesions`"),
+        (
+            good.replace("requests = 2", "requests = 0"),
+            ":9:1: key `owner_limits.requests`: must be more than zero",
+        ),
+        (
+            good.replace(&sha256_hex(BOB), "abc"),
+            "key `owners.bob.token_sha256`: a token hash is 64 hex digits",
+        ),
+        (good.replace(&sha256_hex(BOB), &sha256_hex(ALICE)), "this token hash is given twice"),
+        (good.replace("body_timeout = \"2s\"", "body_timeout = \"2 weeks\""), "key `http.body_timeout`"),
+        (good.replace("python-sci.toml", "missing.toml"), "profile python-sci: "),
+    ] {
+        std::fs::write(&file, &bad).unwrap();
+        let out = cli.run(&["serve", "--config", file.to_str().unwrap(), "--check"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(expected), "expected {expected:?} in {stderr}");
+    }
+    // The config is in place of the flags, not beside them.
+    let out = cli.run(&["serve", "--config", file.to_str().unwrap(), "--profile", "x.toml"]);
+    assert_eq!(out.status.code(), Some(2));
 }

@@ -1,0 +1,464 @@
+//! The server's config file (`mimobox serve --config FILE`): where it
+//! listens, the profiles it offers by name, its owners with their token
+//! hashes and limits, idle pause and close times, the pause directory, and
+//! the HTTP bounds. Checked as profiles are: an unknown key, a value of the
+//! wrong type or an impossible one is one line naming the file, the line
+//! and column, and the key.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8800"
+//! default_profile = "python"
+//!
+//! [profiles]
+//! python = "python-sci.toml"     # relative to this file
+//!
+//! [limits]                        # the whole server
+//! sessions = 1000
+//! memory = "16GiB"
+//!
+//! [owner_limits]                  # each owner, unless its own table says
+//! sessions = 64
+//! running_turns = 8
+//! requests = 32
+//!
+//! [owners.alice]
+//! token_sha256 = ["<64 hex digits>"]
+//! sessions = 200
+//! metrics = true                  # may read /metrics
+//!
+//! [sessions]
+//! pause_dir = "/var/lib/mimobox/paused"
+//! pause_after = "5m"
+//! close_after = "24h"
+//!
+//! [http]
+//! read_timeout = "10s"
+//! max_body = "1MiB"
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mimobox_core::serde_units;
+use mimobox_core::toml_file::{self, TomlError};
+use mimobox_host::{Limits, MAX_OWNER_NAME};
+use serde::Deserialize;
+
+use crate::http::{HttpConfig, parse_token_hash};
+
+/// Config files larger than this are refused unread.
+const MAX_CONFIG_SIZE: u64 = 1 << 20;
+
+/// A server's whole configuration, from its file (or from flags).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The HTTP face: address, owners' token hashes, bounds.
+    pub http: HttpConfig,
+    /// The profiles offered, by name, the default first; relative paths
+    /// already resolved against the config file's directory.
+    pub profiles: Vec<(String, PathBuf)>,
+    /// The whole server's limits.
+    pub limits: Limits,
+    /// Each owner's limits, unless `owners` names it.
+    pub owner_limits: Limits,
+    /// Limits of particular owners.
+    pub owners: HashMap<String, Limits>,
+    /// Pausing idle sessions to a directory, if configured.
+    pub pause: Option<PauseConfig>,
+    /// Close a session idle this long, live or paused, in place of its
+    /// profile's idle timeout.
+    pub close_after: Option<Duration>,
+}
+
+/// Where and when idle sessions are paused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PauseConfig {
+    /// The pause directory (mode 0700, created if missing).
+    pub dir: PathBuf,
+    /// Idleness after which a live session is paused.
+    pub after: Duration,
+    /// The key file that authenticates paused states; `None` is the
+    /// user's own beside the cache.
+    pub state_key: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listen: Option<SocketAddr>,
+    default_profile: Option<String>,
+    #[serde(default)]
+    profiles: BTreeMap<String, PathBuf>,
+    #[serde(default)]
+    limits: LimitsFile,
+    #[serde(default)]
+    owner_limits: LimitsFile,
+    #[serde(default)]
+    owners: BTreeMap<String, OwnerFile>,
+    #[serde(default)]
+    sessions: SessionsFile,
+    #[serde(default)]
+    http: HttpFile,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    sessions: Option<u64>,
+    running_turns: Option<u64>,
+    #[serde(default, with = "serde_units::optional_bytes")]
+    memory: Option<u64>,
+    requests: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OwnerFile {
+    token_sha256: Tokens,
+    sessions: Option<u64>,
+    running_turns: Option<u64>,
+    #[serde(default, with = "serde_units::optional_bytes")]
+    memory: Option<u64>,
+    requests: Option<u32>,
+    #[serde(default)]
+    metrics: bool,
+}
+
+impl OwnerFile {
+    fn limits(&self) -> LimitsFile {
+        LimitsFile {
+            sessions: self.sessions,
+            running_turns: self.running_turns,
+            memory: self.memory,
+            requests: self.requests,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Tokens {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SessionsFile {
+    pause_dir: Option<PathBuf>,
+    #[serde(default, with = "optional_seconds")]
+    pause_after: Option<Duration>,
+    #[serde(default, with = "optional_seconds")]
+    close_after: Option<Duration>,
+    state_key: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct HttpFile {
+    #[serde(default, with = "optional_seconds")]
+    read_timeout: Option<Duration>,
+    #[serde(default, with = "optional_seconds")]
+    body_timeout: Option<Duration>,
+    #[serde(default, with = "serde_units::optional_bytes")]
+    max_body: Option<u64>,
+    #[serde(default, with = "serde_units::optional_bytes")]
+    max_upload: Option<u64>,
+    max_connections: Option<usize>,
+    #[serde(default, with = "optional_seconds")]
+    max_stream: Option<Duration>,
+    #[serde(default, with = "optional_seconds")]
+    busy_wait: Option<Duration>,
+    #[serde(default, with = "optional_seconds")]
+    drain_grace: Option<Duration>,
+}
+
+mod optional_seconds {
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        mimobox_core::serde_units::seconds::deserialize(deserializer).map(Some)
+    }
+}
+
+/// Default idleness after which a session is paused: 5 minutes.
+pub const DEFAULT_PAUSE_AFTER: Duration = Duration::from_secs(300);
+
+/// Default bound of each owner's HTTP requests at once.
+pub const DEFAULT_OWNER_REQUESTS: u32 = 64;
+
+impl ServerConfig {
+    /// Reads and checks the config file at `path`.
+    pub fn load(path: &Path) -> Result<ServerConfig, TomlError> {
+        let source = toml_file::read(path, MAX_CONFIG_SIZE, "server config")?;
+        ServerConfig::parse(path, &source)
+    }
+
+    /// Checks config text as if read from `path` (relative paths are
+    /// resolved against its directory).
+    pub fn parse(path: &Path, source: &str) -> Result<ServerConfig, TomlError> {
+        let file: File = toml::from_str(source).map_err(|e| TomlError::from_toml(path, source, &e))?;
+        let at = |key: &str, message: String| TomlError::at_key(path, source, key, message);
+        let base = path.parent().unwrap_or(Path::new(""));
+
+        if file.profiles.is_empty() {
+            return Err(at(
+                "profiles",
+                "at least one profile is offered: `[profiles] NAME = \"FILE\"`".into(),
+            ));
+        }
+        let mut profiles = Vec::new();
+        for (name, file_path) in &file.profiles {
+            check_profile_name(name).map_err(|problem| at(&format!("profiles.{name}"), problem.into()))?;
+            profiles.push((name.clone(), base.join(file_path)));
+        }
+        let default = match &file.default_profile {
+            Some(name) => name.clone(),
+            None if profiles.len() == 1 => profiles[0].0.clone(),
+            None => {
+                return Err(at(
+                    "default_profile",
+                    "with more than one profile, `default_profile` names the one a new session gets".into(),
+                ));
+            }
+        };
+        let Some(first) = profiles.iter().position(|(name, _)| *name == default) else {
+            return Err(at("default_profile", format!("`{}` is not in [profiles]", bounded(&default))));
+        };
+        let chosen = profiles.remove(first);
+        profiles.insert(0, chosen);
+
+        let listen = file.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8800)));
+        let mut http = HttpConfig::new(listen);
+        let h = &file.http;
+        for (key, value) in [
+            ("read_timeout", h.read_timeout),
+            ("body_timeout", h.body_timeout),
+            ("max_stream", h.max_stream),
+            ("busy_wait", h.busy_wait),
+            ("drain_grace", h.drain_grace),
+        ] {
+            if value.is_some_and(|d| d.is_zero()) {
+                return Err(at(&format!("http.{key}"), "must be more than zero".into()));
+            }
+        }
+        http.read_timeout = h.read_timeout.unwrap_or(http.read_timeout);
+        http.body_timeout = h.body_timeout.unwrap_or(http.body_timeout);
+        http.max_stream = h.max_stream.unwrap_or(http.max_stream);
+        http.busy_wait = h.busy_wait.unwrap_or(http.busy_wait);
+        http.drain_grace = h.drain_grace.unwrap_or(http.drain_grace);
+        for (key, value, into) in
+            [("max_body", h.max_body, &mut http.max_json), ("max_upload", h.max_upload, &mut http.max_upload)]
+        {
+            if let Some(bytes) = value {
+                *into = usize::try_from(bytes)
+                    .ok()
+                    .filter(|&b| b > 0 && b <= 1 << 40)
+                    .ok_or_else(|| at(&format!("http.{key}"), "must be from 1 byte to 1 TiB".into()))?;
+            }
+        }
+        if let Some(n) = h.max_connections {
+            if n == 0 || n > 1 << 20 {
+                return Err(at("http.max_connections", "must be from 1 to 1048576".into()));
+            }
+            http.max_connections = n;
+        }
+
+        let limits = limits_of(&file.limits, Limits::UNLIMITED, "limits", &at)?;
+        let owner_limits = limits_of(&file.owner_limits, Limits::UNLIMITED, "owner_limits", &at)?;
+        http.owner_requests = positive(file.owner_limits.requests, "owner_limits.requests", &at)?
+            .unwrap_or(DEFAULT_OWNER_REQUESTS);
+        if file.limits.requests.is_some() {
+            return Err(at("limits.requests", "requests are bounded per owner, in [owner_limits]".into()));
+        }
+        if file.owners.is_empty() {
+            return Err(at(
+                "owners",
+                "at least one owner is named: `[owners.NAME] token_sha256 = \"HEX\"`".into(),
+            ));
+        }
+        let mut owners = HashMap::new();
+        for (name, owner) in &file.owners {
+            let key = format!("owners.{name}");
+            check_owner_name(name).map_err(|problem| at(&key, problem.into()))?;
+            let hashes = match &owner.token_sha256 {
+                Tokens::One(hex) => vec![hex.clone()],
+                Tokens::Many(list) => list.clone(),
+            };
+            if hashes.is_empty() {
+                return Err(at(&format!("{key}.token_sha256"), "at least one token hash".into()));
+            }
+            for hex in hashes {
+                let Some(hash) = parse_token_hash(&hex.to_ascii_lowercase()) else {
+                    return Err(at(&format!("{key}.token_sha256"), "a token hash is 64 hex digits".into()));
+                };
+                if http.tokens.iter().any(|(other, _)| *other == hash) {
+                    return Err(at(&format!("{key}.token_sha256"), "this token hash is given twice".into()));
+                }
+                http.tokens.push((hash, name.clone()));
+            }
+            owners.insert(name.clone(), limits_of(&owner.limits(), owner_limits, &key, &at)?);
+            if owner.metrics {
+                http.metrics_owners.insert(name.clone());
+            }
+            if let Some(requests) = positive(owner.requests, &format!("{key}.requests"), &at)? {
+                http.requests_of.insert(name.clone(), requests);
+            }
+        }
+
+        let s = &file.sessions;
+        for (key, value) in [("pause_after", s.pause_after), ("close_after", s.close_after)] {
+            if value.is_some_and(|d| d.is_zero()) {
+                return Err(at(&format!("sessions.{key}"), "must be more than zero".into()));
+            }
+        }
+        let pause = match &s.pause_dir {
+            Some(dir) => Some(PauseConfig {
+                dir: base.join(dir),
+                after: s.pause_after.unwrap_or(DEFAULT_PAUSE_AFTER),
+                state_key: s.state_key.as_ref().map(|key| base.join(key)),
+            }),
+            None => {
+                for key in ["pause_after", "state_key"] {
+                    if toml_file::locate(source, &format!("sessions.{key}")).is_some() {
+                        return Err(at(&format!("sessions.{key}"), "needs `sessions.pause_dir`".into()));
+                    }
+                }
+                None
+            }
+        };
+        Ok(ServerConfig { http, profiles, limits, owner_limits, owners, pause, close_after: s.close_after })
+    }
+}
+
+/// Refuses a profile name that is not 1 to 128 letters, digits, `-`, `_`
+/// and `.`.
+pub fn check_profile_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty()
+        || name.len() > 128
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err("a profile name is 1 to 128 letters, digits, `-`, `_` and `.`");
+    }
+    Ok(())
+}
+
+/// Refuses an owner name that is not 1 to 128 bytes of printable text.
+pub fn check_owner_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > MAX_OWNER_NAME || name.chars().any(char::is_control) {
+        return Err("an owner is 1 to 128 bytes of printable characters");
+    }
+    Ok(())
+}
+
+fn limits_of(
+    file: &LimitsFile,
+    default: Limits,
+    table: &str,
+    at: &impl Fn(&str, String) -> TomlError,
+) -> Result<Limits, TomlError> {
+    let mut limits = default;
+    for (key, value, into) in [
+        ("sessions", file.sessions, &mut limits.sessions),
+        ("running_turns", file.running_turns, &mut limits.running_turns),
+        ("memory", file.memory, &mut limits.memory),
+    ] {
+        if let Some(value) = value {
+            if value == 0 {
+                return Err(at(&format!("{table}.{key}"), "must be more than zero".into()));
+            }
+            *into = value;
+        }
+    }
+    Ok(limits)
+}
+
+fn positive(
+    value: Option<u32>,
+    key: &str,
+    at: &impl Fn(&str, String) -> TomlError,
+) -> Result<Option<u32>, TomlError> {
+    match value {
+        Some(0) => Err(at(key, "must be more than zero".into())),
+        other => Ok(other),
+    }
+}
+
+fn bounded(text: &str) -> String {
+    mimobox_core::text::one_line_bounded(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    fn parse(text: &str) -> Result<ServerConfig, TomlError> {
+        ServerConfig::parse(Path::new("/etc/mimobox/server.toml"), text)
+    }
+
+    #[test]
+    fn owners_take_the_defaults_their_tables_leave_unsaid() {
+        let config = parse(&format!(
+            "default_profile = \"b\"\n[profiles]\na = \"a.toml\"\nb = \"/srv/b.toml\"\n\
+             [limits]\nmemory = \"8GiB\"\n[owner_limits]\nsessions = 4\nrunning_turns = 2\n\
+             [owners.x]\ntoken_sha256 = \"{HASH}\"\nsessions = 9\nrequests = 3\n\
+             [sessions]\npause_dir = \"paused\"\npause_after = 90\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.profiles,
+            vec![
+                ("b".into(), PathBuf::from("/srv/b.toml")),
+                ("a".into(), PathBuf::from("/etc/mimobox/a.toml"))
+            ]
+        );
+        assert_eq!(config.limits, Limits { memory: 8 << 30, ..Limits::UNLIMITED });
+        assert_eq!(config.owners["x"], Limits { sessions: 9, running_turns: 2, memory: u64::MAX });
+        assert_eq!(config.http.requests_of["x"], 3);
+        assert_eq!(config.http.owner_requests, DEFAULT_OWNER_REQUESTS);
+        assert_eq!(
+            config.pause,
+            Some(PauseConfig {
+                dir: "/etc/mimobox/paused".into(),
+                after: Duration::from_secs(90),
+                state_key: None
+            })
+        );
+    }
+
+    #[test]
+    fn each_problem_is_one_line_naming_its_key_and_line() {
+        let owner = format!("[owners.x]\ntoken_sha256 = \"{HASH}\"\n");
+        for (text, expected) in [
+            (
+                format!("lisen = 1\n[profiles]\na = \"a.toml\"\n{owner}"),
+                "server.toml:1:1: key `lisen`: unknown field",
+            ),
+            (
+                format!("[profiles]\na = \"a.toml\"\n{owner}tokn = 1\n"),
+                "server.toml:5:1: key `owners.x.tokn`",
+            ),
+            ("[profiles]\n[owners.x]\ntoken_sha256 = \"\"\n".into(), "key `profiles`: at least one profile"),
+            (format!("[profiles]\na = \"a\"\nb = \"b\"\n{owner}"), "key `default_profile`: with more"),
+            (format!("default_profile = \"c\"\n[profiles]\na = \"a\"\n{owner}"), "`c` is not in [profiles]"),
+            (format!("[profiles]\n\"a/b\" = \"a\"\n{owner}"), "server.toml:2:1: key `profiles.a/b`"),
+            ("[profiles]\na = \"a\"\n".into(), "key `owners`: at least one owner"),
+            (
+                format!("[profiles]\na = \"a\"\n{owner}[sessions]\npause_after = 5\n"),
+                "needs `sessions.pause_dir`",
+            ),
+            (format!("[profiles]\na = \"a\"\n{owner}[http]\nmax_connections = 0\n"), "http.max_connections"),
+            (format!("[profiles]\na = \"a\"\n{owner}[limits]\nmemory = \"lots\"\n"), "key `limits.memory`"),
+        ] {
+            let error = parse(&text).unwrap_err().to_string();
+            assert!(error.contains(expected), "expected {expected:?} in {error:?}");
+            assert!(!error.contains('\n'), "{error:?}");
+        }
+    }
+}
