@@ -433,6 +433,33 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_and_module_examples_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let blocks: Vec<&str> = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split("```").next())
+            .filter(|block| block.starts_with("# server.toml"))
+            .collect();
+        assert_eq!(blocks.len(), 1, "the README shows one server config");
+        let config = parse(blocks[0]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.owners["alice"].sessions, 200);
+        assert!(config.http.metrics_owners.contains("ops"));
+        // This module's own example, with a real hash in place of the
+        // placeholder.
+        let source = include_str!("config.rs");
+        let example: String = source
+            .lines()
+            .skip_while(|line| *line != "//! ```toml")
+            .skip(1)
+            .take_while(|line| *line != "//! ```")
+            .map(|line| format!("{}\n", line.trim_start_matches("//!").trim_start()))
+            .collect();
+        parse(&example.replace("<64 hex digits>", HASH)).unwrap_or_else(|e| panic!("{e}\n{example}"));
+    }
+
+    #[test]
     fn each_problem_is_one_line_naming_its_key_and_line() {
         let owner = format!("[owners.x]\ntoken_sha256 = \"{HASH}\"\n");
         for (text, expected) in [

@@ -36,6 +36,10 @@ use subtle::ConstantTimeEq;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::mcp::{McpServer, RequestOwner};
+use crate::openapi::{
+    Created, ErrorBody, Execute, ListingBody, NewSession, SessionBody, SessionList,
+    State as SessionStateBody, TurnAnswer, Written,
+};
 use crate::wire;
 
 /// How the HTTP server runs.
@@ -110,7 +114,7 @@ pub fn parse_token_hash(hex: &str) -> Option<[u8; 32]> {
 }
 
 #[derive(Clone)]
-struct AppState {
+pub(crate) struct AppState {
     host: SessionHost<WasmSandbox>,
     tokens: Arc<Vec<([u8; 32], Arc<str>)>>,
     /// Each owner's requests at once.
@@ -126,7 +130,7 @@ struct AppState {
 }
 
 #[derive(Clone)]
-struct Owner(Arc<str>);
+pub(crate) struct Owner(Arc<str>);
 
 /// The API's router (every route, its limits and its authentication).
 fn router(state: AppState, config: &HttpConfig) -> Router {
@@ -155,6 +159,11 @@ fn router(state: AppState, config: &HttpConfig) -> Router {
             if unspecified { mcp.disable_allowed_hosts() } else { mcp.with_allowed_hosts(allowed_hosts) }
         },
     );
+    let document = serde_json::to_vec(&crate::openapi::document(
+        &state.host.profiles().iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+    ))
+    .map(Bytes::from)
+    .unwrap_or_default();
     let api = Router::new()
         .nest_service("/mcp", mcp)
         .route("/v1/sessions", post(create_session).get(list_sessions))
@@ -163,9 +172,17 @@ fn router(state: AppState, config: &HttpConfig) -> Router {
         .route("/v1/sessions/{id}/files", get(list_files))
         .route("/v1/sessions/{id}/files/{*path}", get(read_file).put(write_file))
         .route("/metrics", get(metrics))
+        // The document names the profiles offered: for owners only.
+        .route(
+            "/v1/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], document) }
+            }),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(health))
         .route("/readyz", get(ready))
         .merge(api)
         .fallback(|| async { refuse(StatusCode::NOT_FOUND, "no such route") })
@@ -357,7 +374,7 @@ impl http_body::Body for Held {
 /// A request's whole body: at most its route's bound (413), all of it
 /// within `body_timeout` however it trickles, and no pause between pieces
 /// longer than `read_timeout` (408 either way).
-struct Whole(Bytes);
+pub(crate) struct Whole(Bytes);
 
 impl axum::extract::FromRequest<AppState> for Whole {
     type Rejection = Response;
@@ -419,7 +436,20 @@ async fn count(State(state): State<AppState>, request: Request, next: Next) -> R
     response
 }
 
-async fn ready(State(state): State<AppState>) -> Response {
+/// Whether the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses(
+    (status = 200, description = "The server is up", body = String, content_type = "text/plain"),
+))]
+pub(crate) async fn health() -> &'static str {
+    "ok\n"
+}
+
+/// Whether the server takes new work (not while it drains).
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()), responses(
+    (status = 200, description = "Ready", body = String, content_type = "text/plain"),
+    (status = 503, description = "Draining", body = ErrorBody),
+))]
+pub(crate) async fn ready(State(state): State<AppState>) -> Response {
     if state.draining.load(Ordering::SeqCst) {
         refuse(StatusCode::SERVICE_UNAVAILABLE, "draining")
     } else {
@@ -427,7 +457,18 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>, Extension(Owner(owner)): Extension<Owner>) -> Response {
+/// The whole server's metrics in the Prometheus text format, for owners
+/// the operator named.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "The metrics", body = String, content_type = "text/plain"),
+    (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+    (status = 403, description = "This owner may not read them", body = ErrorBody),
+    (status = 429, description = "Too many of this owner's requests at once", body = ErrorBody),
+))]
+pub(crate) async fn metrics(
+    State(state): State<AppState>,
+    Extension(Owner(owner)): Extension<Owner>,
+) -> Response {
     // Sessions, turns and memory of every owner: for the operator's own.
     if !state.metrics_owners.contains(&*owner) {
         return refuse(StatusCode::FORBIDDEN, "this owner may not read the server's metrics");
@@ -445,83 +486,125 @@ async fn metrics(State(state): State<AppState>, Extension(Owner(owner)): Extensi
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-async fn create_session(
+/// Opens a session of a profile the server offers.
+#[utoipa::path(post, path = "/v1/sessions", tag = "sessions", request_body(content = NewSession, content_type = "application/json",
+        description = "Optional: without a body, the default profile"),
+    responses(
+        (status = 201, description = "Opened", body = Created),
+        (status = 400, description = "A malformed body, or a profile not offered", body = ErrorBody),
+        (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 429, description = "Past a limit of the owner or the server", body = ErrorBody),
+        (status = 503, description = "Draining, or no room for another live session", body = ErrorBody),
+    ))]
+pub(crate) async fn create_session(
     State(state): State<AppState>,
     Extension(Owner(owner)): Extension<Owner>,
     Whole(body): Whole,
 ) -> Response {
-    let request = match json_object(&body, &["profile"]) {
+    let request: NewSession = match json_body(&body) {
         Ok(request) => request,
         Err(response) => return *response,
     };
-    let profile = match request.get("profile") {
-        Some(Value::String(name)) => name.clone(),
+    let profile = match request.profile {
+        Some(name) => name,
         None => match state.host.profiles().first() {
             Some(name) => name.to_string(),
             None => return refuse(StatusCode::BAD_REQUEST, "this server offers no profile"),
         },
-        Some(_) => return refuse(StatusCode::BAD_REQUEST, "`profile` must be a string"),
     };
     match state.host.open(&owner, &profile).await {
-        Ok(id) => (StatusCode::CREATED, axum::Json(json!({"id": id.to_string(), "profile": profile})))
-            .into_response(),
+        Ok(id) => (StatusCode::CREATED, axum::Json(Created { id: id.to_string(), profile })).into_response(),
         Err(e) => host_refusal(&e),
     }
 }
 
-async fn list_sessions(State(state): State<AppState>, Extension(Owner(owner)): Extension<Owner>) -> Response {
-    let sessions: Vec<Value> = state.host.list(&owner).iter().map(info_json).collect();
-    axum::Json(json!({"sessions": sessions})).into_response()
-}
-
-async fn inspect_session(
+/// Lists the caller's own sessions.
+#[utoipa::path(get, path = "/v1/sessions", tag = "sessions", responses(
+    (status = 200, description = "The caller's sessions", body = SessionList),
+    (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+    (status = 429, description = "Too many of this owner's requests at once", body = ErrorBody),
+))]
+pub(crate) async fn list_sessions(
     State(state): State<AppState>,
     Extension(Owner(owner)): Extension<Owner>,
-    Path(id): Path<String>,
 ) -> Response {
-    let Some(id) = session_id(&id) else { return not_found() };
+    let sessions = state.host.list(&owner).iter().map(info_body).collect();
+    axum::Json(SessionList { sessions }).into_response()
+}
+
+/// One of the caller's sessions.
+#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "The session's id")), responses(
+        (status = 200, description = "The session", body = SessionBody),
+        (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+        (status = 404, description = "No such session of the caller's (or no such file in it)", body = ErrorBody),
+        (status = 429, description = "Too many of this owner's requests at once", body = ErrorBody),
+    ))]
+pub(crate) async fn inspect_session(
+    State(state): State<AppState>,
+    Extension(Owner(owner)): Extension<Owner>,
+    Id(id): Id,
+) -> Response {
     match state.host.info(&owner, id) {
-        Ok(info) => axum::Json(info_json(&info)).into_response(),
+        Ok(info) => axum::Json(info_body(&info)).into_response(),
         Err(e) => host_refusal(&e),
     }
 }
 
-async fn close_session(
+/// Closes one of the caller's sessions.
+#[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "The session's id")), responses(
+        (status = 204, description = "Closed"),
+        (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+        (status = 404, description = "No such session of the caller's (or no such file in it)", body = ErrorBody),
+        (status = 429, description = "Too many of this owner's requests at once", body = ErrorBody),
+        (status = 409, description = "Busy past the wait", body = ErrorBody),
+        (status = 503, description = "Draining", body = ErrorBody),
+    ))]
+pub(crate) async fn close_session(
     State(state): State<AppState>,
     Extension(Owner(owner)): Extension<Owner>,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Response {
-    let Some(id) = session_id(&id) else { return not_found() };
     match state.host.close(&owner, id).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => host_refusal(&e),
     }
 }
 
-async fn execute(
+/// Runs a turn: the whole answer, or NDJSON event lines ending with it.
+#[utoipa::path(post, path = "/v1/sessions/{id}/execute", tag = "sessions", params(("id" = String, Path, description = "The session's id")),
+    request_body(content = Execute, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The turn's answer; with `stream`, NDJSON lines (`stdout`, `stderr`, \
+            `result`, `error`) ending with the answer as a `\"type\": \"end\"` line, or an end line with \
+            only `error` when the session could not run it",
+            content((TurnAnswer = "application/json"), (String = "application/x-ndjson"))),
+        (status = 400, description = "A malformed body", body = ErrorBody),
+        (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+        (status = 404, description = "No such session of the caller's (or no such file in it)", body = ErrorBody),
+        (status = 429, description = "Too many of this owner's requests at once", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
+        (status = 409, description = "Busy past the wait", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 503, description = "Draining, or no room to resume the session", body = ErrorBody),
+    ))]
+pub(crate) async fn execute(
     State(state): State<AppState>,
     Extension(Owner(owner)): Extension<Owner>,
-    Path(id): Path<String>,
+    Id(id): Id,
     Whole(body): Whole,
 ) -> Response {
-    let Some(id) = session_id(&id) else { return not_found() };
-    let request = match json_object(&body, &["code", "stream", "timeout"]) {
+    let request: Execute = match json_body(&body) {
         Ok(request) => request,
         Err(response) => return *response,
     };
-    let Some(Value::String(code)) = request.get("code") else {
-        return refuse(StatusCode::BAD_REQUEST, "`code` is required, as a string");
-    };
-    let stream = match request.get("stream") {
-        None | Some(Value::Bool(false)) => false,
-        Some(Value::Bool(true)) => true,
-        Some(_) => return refuse(StatusCode::BAD_REQUEST, "`stream` must be true or false"),
-    };
-    let timeout = match wire::turn_timeout(request.get("timeout")) {
+    let stream = request.stream.unwrap_or(false);
+    let timeout = match wire::turn_timeout(request.timeout.map(Value::from).as_ref()) {
         Ok(timeout) => timeout,
         Err(problem) => return refuse(StatusCode::BAD_REQUEST, problem),
     };
-    let mut turn = TurnRequest { timeout, ..TurnRequest::new(code.clone()) };
+    let mut turn = TurnRequest { timeout, ..TurnRequest::new(request.code) };
     let wait = WhenBusy::Wait(state.busy_wait);
     if !stream {
         // A task of its own: a client that hangs up mid-turn does not
@@ -581,17 +664,34 @@ async fn execute(
 }
 
 #[derive(serde::Deserialize)]
-struct ListQuery {
+pub(crate) struct ListQuery {
     path: Option<String>,
 }
 
-async fn list_files(
+/// Lists a directory of the session's.
+#[utoipa::path(get, path = "/v1/sessions/{id}/files", tag = "files", params(
+        ("id" = String, Path, description = "The session's id"),
+        ("path" = Option<String>, Query, description = "The directory, absolute; `/workspace` when absent",
+            pattern = r"^/(([^/.\x00][^/\x00]*|\.[^/.\x00][^/\x00]*|\.\.[^/\x00]+)(/([^/.\x00][^/\x00]*|\.[^/.\x00][^/\x00]*|\.\.[^/\x00]+))*/?)?$",
+            max_length = 4000),
+    ), responses(
+        (status = 200, description = "The listing", body = ListingBody),
+        (status = 400, description = "A path the rules refuse", body = ErrorBody),
+        (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+        (status = 404, description = "No such session of the caller's (or no such file in it)", body = ErrorBody),
+        (status = 429, description = "Too many of this owner's requests at once", body = ErrorBody),
+        (status = 409, description = "Busy past the wait", body = ErrorBody),
+        (status = 503, description = "Draining, or no room to resume the session", body = ErrorBody),
+    ))]
+pub(crate) async fn list_files(
     State(state): State<AppState>,
     Extension(Owner(owner)): Extension<Owner>,
-    Path(id): Path<String>,
-    Query(query): Query<ListQuery>,
+    Id(id): Id,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let Some(id) = session_id(&id) else { return not_found() };
+    let Ok(Query(query)) = query else {
+        return refuse(StatusCode::BAD_REQUEST, "the query is `?path=DIRECTORY`, once");
+    };
     let path = query.path.unwrap_or_else(|| "/workspace".into());
     match state.host.list_files(&owner, id, &path, WhenBusy::Wait(state.busy_wait)).await {
         Ok(listing) => axum::Json(wire::listing_json(&listing)).into_response(),
@@ -599,42 +699,79 @@ async fn list_files(
     }
 }
 
-async fn read_file(
+/// A file of the session's, as raw bytes.
+#[utoipa::path(get, path = "/v1/sessions/{id}/files/{path}", tag = "files", params(
+        ("id" = String, Path, description = "The session's id"),
+        ("path" = String, Path, description = "The guest path without its leading `/` (`workspace/data.csv`)",
+            pattern = r"^([^/.\x00][^/\x00]*|\.[^/.\x00][^/\x00]*|\.\.[^/\x00]+)(/([^/.\x00][^/\x00]*|\.[^/.\x00][^/\x00]*|\.\.[^/\x00]+))*$",
+            max_length = 4000),
+    ), responses(
+        (status = 200, description = "The file's bytes", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 400, description = "A path the rules refuse", body = ErrorBody),
+        (status = 403, description = "A read-only place", body = ErrorBody),
+        (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+        (status = 404, description = "No such session of the caller's (or no such file in it)", body = ErrorBody),
+        (status = 429, description = "Too many of this owner's requests at once", body = ErrorBody),
+        (status = 409, description = "Busy past the wait", body = ErrorBody),
+        (status = 413, description = "Larger than a read may be", body = ErrorBody),
+        (status = 503, description = "Draining, or no room to resume the session", body = ErrorBody),
+    ))]
+pub(crate) async fn read_file(
     State(state): State<AppState>,
     Extension(Owner(owner)): Extension<Owner>,
-    Path((id, path)): Path<(String, String)>,
+    FilePath(id, path): FilePath,
 ) -> Response {
-    let Some(id) = session_id(&id) else { return not_found() };
-    match state.host.read_file(&owner, id, &format!("/{path}"), WhenBusy::Wait(state.busy_wait)).await {
+    match state.host.read_file(&owner, id, &path, WhenBusy::Wait(state.busy_wait)).await {
         Ok(data) => ([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response(),
         Err(e) => host_refusal(&e),
     }
 }
 
-async fn write_file(
+/// Writes a file of the session's from the raw bytes of the body.
+#[utoipa::path(put, path = "/v1/sessions/{id}/files/{path}", tag = "files", params(
+        ("id" = String, Path, description = "The session's id"),
+        ("path" = String, Path, description = "The guest path without its leading `/` (`workspace/data.csv`)",
+            pattern = r"^([^/.\x00][^/\x00]*|\.[^/.\x00][^/\x00]*|\.\.[^/\x00]+)(/([^/.\x00][^/\x00]*|\.[^/.\x00][^/\x00]*|\.\.[^/\x00]+))*$",
+            max_length = 4000),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "Written", body = Written),
+        (status = 400, description = "A path the rules refuse", body = ErrorBody),
+        (status = 403, description = "A read-only place", body = ErrorBody),
+        (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+        (status = 404, description = "No such session of the caller's (or no such file in it)", body = ErrorBody),
+        (status = 429, description = "Too many of this owner's requests at once", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
+        (status = 409, description = "Busy past the wait", body = ErrorBody),
+        (status = 413, description = "Over the upload bound or the session's disk quota", body = ErrorBody),
+        (status = 503, description = "Draining, or no room to resume the session", body = ErrorBody),
+    ))]
+pub(crate) async fn write_file(
     State(state): State<AppState>,
     Extension(Owner(owner)): Extension<Owner>,
-    Path((id, path)): Path<(String, String)>,
+    FilePath(id, path): FilePath,
     Whole(body): Whole,
 ) -> Response {
-    let Some(id) = session_id(&id) else { return not_found() };
-    match state.host.write_file(&owner, id, &format!("/{path}"), &body, WhenBusy::Wait(state.busy_wait)).await
-    {
-        Ok(bytes) => axum::Json(json!({"bytes": bytes})).into_response(),
+    match state.host.write_file(&owner, id, &path, &body, WhenBusy::Wait(state.busy_wait)).await {
+        Ok(bytes) => axum::Json(Written { bytes }).into_response(),
         Err(e) => host_refusal(&e),
     }
 }
 
-fn info_json(info: &SessionInfo) -> Value {
-    json!({
-        "id": info.id.to_string(),
-        "profile": info.profile,
-        "state": match info.state { SessionState::Live => "live", SessionState::Paused => "paused" },
-        "turns": info.turns,
-        "memory_bytes": info.memory,
-        "idle_seconds": info.idle.as_secs_f64(),
-        "age_seconds": info.age.as_secs_f64(),
-    })
+fn info_body(info: &SessionInfo) -> SessionBody {
+    SessionBody {
+        id: info.id.to_string(),
+        profile: info.profile.to_string(),
+        state: match info.state {
+            SessionState::Live => SessionStateBody::Live,
+            SessionState::Paused => SessionStateBody::Paused,
+        },
+        turns: info.turns,
+        memory_bytes: info.memory,
+        idle_seconds: info.idle.as_secs_f64(),
+        age_seconds: info.age.as_secs_f64(),
+    }
 }
 
 fn ndjson(value: &Value) -> Bytes {
@@ -643,25 +780,51 @@ fn ndjson(value: &Value) -> Bytes {
     Bytes::from(line)
 }
 
-/// A JSON object body with only `known` keys, or the answer refusing it.
-fn json_object(body: &[u8], known: &[&str]) -> Result<serde_json::Map<String, Value>, Box<Response>> {
-    let bad = |message: &str| Box::new(refuse(StatusCode::BAD_REQUEST, message));
-    if body.is_empty() {
-        return Ok(serde_json::Map::new());
-    }
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| bad(&format!("the body is not JSON: {e}")))?;
-    let Value::Object(map) = value else {
-        return Err(bad("the body must be a JSON object"));
-    };
-    if let Some(key) = map.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(bad(&format!("unknown key `{}`", mimobox_core::text::one_line_bounded(key))));
-    }
-    Ok(map)
+/// A JSON body as `T` (an empty body is `{}`), or the answer refusing
+/// it: an unknown key, a missing one or a value of the wrong type is a
+/// 400 that says which.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
+    let body = if body.is_empty() { b"{}".as_slice() } else { body };
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(refuse(
+            StatusCode::BAD_REQUEST,
+            &format!("the body is not the request: {}", mimobox_core::text::one_line_bounded(&e.to_string())),
+        ))
+    })
 }
 
-fn session_id(text: &str) -> Option<SessionId> {
-    text.parse().ok()
+/// The session id of a route's path; one that cannot be an id is a 404,
+/// as an id that names nothing is.
+pub(crate) struct Id(SessionId);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Id {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Id, Response> {
+        let Ok(Path(id)) = Path::<String>::from_request_parts(parts, state).await else {
+            return Err(not_found());
+        };
+        id.parse().map(Id).map_err(|_| not_found())
+    }
+}
+
+/// The session id and the guest path (with its leading `/`) of a file
+/// route.
+pub(crate) struct FilePath(SessionId, String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for FilePath {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<FilePath, Response> {
+        let Ok(Path((id, path))) = Path::<(String, String)>::from_request_parts(parts, state).await else {
+            return Err(not_found());
+        };
+        let id = id.parse().map_err(|_| not_found())?;
+        Ok(FilePath(id, format!("/{path}")))
+    }
 }
 
 fn not_found() -> Response {
@@ -669,7 +832,7 @@ fn not_found() -> Response {
 }
 
 fn refuse(status: StatusCode, message: &str) -> Response {
-    (status, axum::Json(json!({"error": message}))).into_response()
+    (status, axum::Json(ErrorBody { error: message.to_owned() })).into_response()
 }
 
 /// The status and the message a host refusal answers with; a failure of
@@ -678,7 +841,11 @@ fn host_refusal(error: &HostError) -> Response {
     let status = match error {
         HostError::NotFound => StatusCode::NOT_FOUND,
         HostError::File(file) => match file {
-            FileError::NotFound { .. } => StatusCode::NOT_FOUND,
+            // A place outside the session's files is, for the session,
+            // one that does not exist.
+            FileError::NotFound { .. } | FileError::Outside { .. } => StatusCode::NOT_FOUND,
+            // A directory where a file is meant, or the other way round.
+            FileError::NotRegular { .. } | FileError::NotADirectory { .. } => StatusCode::CONFLICT,
             FileError::TooLarge { .. } | FileError::OverQuota { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             FileError::ReadOnly { .. } => StatusCode::FORBIDDEN,
             FileError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,

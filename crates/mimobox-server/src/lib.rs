@@ -5,4 +5,5 @@
 pub mod config;
 pub mod http;
 pub mod mcp;
+pub mod openapi;
 pub mod wire;

@@ -144,15 +144,20 @@ pub fn listing_json(listing: &Listing) -> Value {
 /// Shortest timeout a turn request may ask for.
 pub const MIN_TURN_TIMEOUT: f64 = 0.001;
 
+/// A longer timeout asked for is read as this (a year of seconds); the
+/// profile's own bounds it far sooner.
+const MAX_TURN_TIMEOUT: f64 = 365.0 * 24.0 * 3600.0;
+
 /// A turn request's `timeout` (seconds, at least [`MIN_TURN_TIMEOUT`]):
-/// `None` when absent, or why it is not one.
+/// `None` when absent, or why it is not one. However large, it is only
+/// ever the lesser of itself and the profile's timeout.
 pub fn turn_timeout(value: Option<&Value>) -> Result<Option<std::time::Duration>, &'static str> {
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n
             .as_f64()
             .filter(|s| s.is_finite() && *s >= MIN_TURN_TIMEOUT)
-            .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+            .and_then(|s| std::time::Duration::try_from_secs_f64(s.min(MAX_TURN_TIMEOUT)).ok())
             .map(Some)
             .ok_or("`timeout` must be a number of seconds, at least 0.001"),
         Some(_) => Err("`timeout` must be a number of seconds"),

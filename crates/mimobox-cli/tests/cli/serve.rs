@@ -528,3 +528,82 @@ fn serve_check_passes_a_good_config_and_names_the_line_of_a_bad_one() {
     let out = cli.run(&["serve", "--config", file.to_str().unwrap(), "--profile", "x.toml"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn schemathesis_finds_no_answer_the_openapi_document_does_not_allow() {
+    let server = Server::start(&[]);
+    // The document is the server's own, for owners only.
+    assert_eq!(server.call("GET", "/v1/openapi.json", None, None).0, 401);
+    let (status, document) = server.json("GET", "/v1/openapi.json", Some(ALICE), None);
+    assert_eq!(status, 200);
+    assert_eq!(document["openapi"], "3.1.0");
+    assert_eq!(
+        document["components"]["schemas"]["NewSession"]["properties"]["profile"]["enum"],
+        json!(["python-sci"])
+    );
+    // Random valid and invalid requests, alone and in sequences that
+    // follow the links from a new session to its turns and files: no 5xx,
+    // no status, content type, header or body the document does not
+    // allow, invalid requests refused and valid ones accepted.
+    let output = std::process::Command::new("schemathesis")
+        .args(["run", &format!("{}/v1/openapi.json", server.base)])
+        .args(["--header", &format!("Authorization: Bearer {ALICE}")])
+        .args(["--checks", "all", "--max-examples", "25", "--seed", "20261202"])
+        .args(["--generation-database", "none", "--request-timeout", "60", "--no-color"])
+        .env("SCHEMATHESIS_HOOKS", "")
+        .output()
+        .expect("schemathesis runs (.ci/run installs it from PyPI)");
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{out}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(out.contains("Stateful") && !out.contains("failures"), "{out}");
+    // The server is still up and answers.
+    assert_eq!(server.call("GET", "/healthz", None, None).0, 200);
+}
+
+#[test]
+fn curl_streams_ndjson_lines_and_moves_files() {
+    let server = Server::start(&[]);
+    let id = server.open(ALICE);
+    let dir = server.cli.as_ref().unwrap().path().to_owned();
+    let curl = |args: &[&str]| {
+        let output = std::process::Command::new("curl")
+            .args(["--silent", "--show-error", "--fail-with-body", "--max-time", "60"])
+            .args(["-H", &format!("Authorization: Bearer {ALICE}")])
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("curl runs");
+        assert!(output.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        output.stdout
+    };
+    std::fs::write(dir.join("data.csv"), "a,b\n1,2\n3,4\n").unwrap();
+    let url = format!("{}/v1/sessions/{id}", server.base);
+    let written =
+        curl(&["-X", "PUT", "--data-binary", "@data.csv", &format!("{url}/files/workspace/data.csv")]);
+    assert_eq!(String::from_utf8_lossy(&written), "{\"bytes\":12}");
+    // -N: each event line as it comes, then the end line.
+    let code = json!({"code": "import pandas\ndf = pandas.read_csv('data.csv')\nprint(df.a.sum())\ndf.to_csv('out.csv', index=False)\nint(df.b.sum())", "stream": true});
+    let lines = curl(&[
+        "-N",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &code.to_string(),
+        &format!("{url}/execute"),
+    ]);
+    let lines: Vec<Value> =
+        String::from_utf8(lines).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let kinds: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["stdout", "result", "end"], "{lines:?}");
+    assert_eq!(
+        (lines[0]["text"].as_str(), lines[2]["results"][0]["text/plain"].as_str()),
+        (Some("4\n"), Some("6"))
+    );
+    let read = curl(&["-o", "-", &format!("{url}/files/workspace/out.csv")]);
+    assert_eq!(String::from_utf8_lossy(&read), "a,b\n1,2\n3,4\n");
+    let listing: Value = serde_json::from_slice(&curl(&[&format!("{url}/files?path=/workspace")])).unwrap();
+    let mut names: Vec<&str> =
+        listing["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["data.csv", "out.csv"], "{listing}");
+}
