@@ -14,6 +14,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+/// The front doors' rows alone, on a fresh release build.
+pub fn run_server(quick: bool) -> Result<()> {
+    let root = super::root();
+    mimobox_fixtures::runtimes::ensure().context("fetching runtimes")?;
+    cargo(&root, &["build", "--release", "-p", "mimobox-cli"], &[])?;
+    let release = root.join("target").join("release").join("mimobox");
+    let out = crate::server_bench::rows(&root, &release, quick)?;
+    print!("mimobox bench-server ({}), {}\n{out}", if quick { "quick" } else { "full" }, machine());
+    Ok(())
+}
+
 pub fn run(quick: bool) -> Result<()> {
     let root = super::root();
     mimobox_fixtures::runtimes::ensure().context("fetching runtimes")?;
@@ -161,6 +172,7 @@ pub fn run(quick: bool) -> Result<()> {
     if mimobox_benches_have_scientific(&root) {
         let release = root.join("target").join("release").join("mimobox");
         processes.push_str(&crate::interpreter_bench::rows(&root, &release, quick)?);
+        processes.push_str(&crate::server_bench::rows(&root, &release, quick)?);
     }
 
     let mut out = String::new();

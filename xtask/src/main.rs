@@ -4,6 +4,8 @@
 //! - `cargo xtask runtimes`: fetch CPython and QuickJS (WASI builds) into
 //!   `target/runtimes`, checked against a pinned SHA-256.
 //! - `cargo xtask bench [--quick]`: run the benchmarks and print one table.
+//! - `cargo xtask bench-server [--quick]`: only the front doors' rows (MCP
+//!   and HTTP against the release binary).
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +16,7 @@ mod bench;
 mod fixtures;
 mod interpreter_bench;
 mod runtimes;
+mod server_bench;
 
 /// The project's chores.
 #[derive(Debug, Parser)]
@@ -37,6 +40,13 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
+    /// Only the front doors' rows: `mimobox mcp` and `mimobox serve`
+    /// against the release binary.
+    BenchServer {
+        /// Shorter measurements, for a quick look (less precise).
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -44,6 +54,7 @@ fn main() -> Result<()> {
         Task::Fixtures => fixtures::run(),
         Task::Runtimes => runtimes::run(),
         Task::Bench { quick } => bench::run(quick),
+        Task::BenchServer { quick } => bench::run_server(quick),
     }
 }
 

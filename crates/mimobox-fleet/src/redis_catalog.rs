@@ -1,0 +1,254 @@
+//! The catalog in Redis: one hash per session, every change one Lua
+//! script (atomic on the server), leases judged by the server's clock.
+
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+use redis::{Script, Value};
+
+use crate::catalog::{Catalog, CatalogError, Claim, Lease, PausedRef, Record};
+
+/// The time in milliseconds by the Redis server's clock.
+const NOW: &str = "local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+";
+
+/// The routing catalog in a Redis server (`redis://HOST:PORT`).
+#[derive(Clone)]
+pub struct RedisCatalog {
+    connection: ConnectionManager,
+    prefix: String,
+    scripts: std::sync::Arc<Scripts>,
+}
+
+struct Scripts {
+    create: Script,
+    claim: Script,
+    renew: Script,
+    record_paused: Script,
+    release: Script,
+    remove: Script,
+    lookup: Script,
+}
+
+impl RedisCatalog {
+    /// Connects to the Redis server at `url`; the sessions' keys start
+    /// with `prefix` (say `mimobox:`), so that fleets can share a server.
+    pub async fn connect(url: &str, prefix: &str) -> Result<RedisCatalog, CatalogError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let connection = client.get_connection_manager().await.map_err(unavailable)?;
+        let script = |body: &str| Script::new(&format!("{NOW}{body}"));
+        let scripts = Scripts {
+            create: script(
+                "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+                 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'worker', ARGV[2], 'epoch', 1,
+                            'lease_until', now + tonumber(ARGV[3]))
+                 return 1",
+            ),
+            claim: script(
+                "local r = redis.call('HMGET', KEYS[1], 'owner', 'worker', 'epoch', 'lease_until')
+                 if not r[1] or r[1] ~= ARGV[1] then return {'none'} end
+                 local epoch = tonumber(r[3])
+                 local held = r[2] and r[2] ~= '' and tonumber(r[4]) > now
+                 if held and r[2] ~= ARGV[2] then return {'held', r[2], tostring(epoch)} end
+                 if not held then epoch = epoch + 1 end
+                 redis.call('HSET', KEYS[1], 'worker', ARGV[2], 'epoch', epoch,
+                            'lease_until', now + tonumber(ARGV[3]))
+                 return {'granted', tostring(epoch)}",
+            ),
+            renew: script(
+                "local r = redis.call('HMGET', KEYS[1], 'worker', 'epoch')
+                 if r[1] ~= ARGV[1] or r[2] ~= ARGV[2] then return 0 end
+                 redis.call('HSET', KEYS[1], 'lease_until', now + tonumber(ARGV[3]))
+                 return 1",
+            ),
+            record_paused: script(
+                "local r = redis.call('HMGET', KEYS[1], 'worker', 'epoch', 'paused_turn')
+                 if r[1] ~= ARGV[1] or r[2] ~= ARGV[2] then return 0 end
+                 if r[3] and tonumber(r[3]) > tonumber(ARGV[3]) then return 0 end
+                 redis.call('HSET', KEYS[1], 'paused_key', ARGV[4], 'paused_epoch', ARGV[2],
+                            'paused_turn', ARGV[3])
+                 return 1",
+            ),
+            release: script(
+                "local r = redis.call('HMGET', KEYS[1], 'worker', 'epoch')
+                 if r[1] ~= ARGV[1] or r[2] ~= ARGV[2] then return 0 end
+                 redis.call('HSET', KEYS[1], 'worker', '', 'lease_until', 0)
+                 return 1",
+            ),
+            remove: script(
+                "local r = redis.call('HMGET', KEYS[1], 'worker', 'epoch', 'paused_key', 'paused_epoch',
+                                      'paused_turn')
+                 if r[1] ~= ARGV[1] or r[2] ~= ARGV[2] then return {0} end
+                 redis.call('DEL', KEYS[1])
+                 if r[3] then return {1, r[3], r[4], r[5]} end
+                 return {1}",
+            ),
+            lookup: script(
+                "local r = redis.call('HMGET', KEYS[1], 'owner', 'worker', 'epoch', 'lease_until',
+                                      'paused_key', 'paused_epoch', 'paused_turn')
+                 if not r[1] then return {} end
+                 local left = 0
+                 if r[2] and r[2] ~= '' then left = math.max(0, tonumber(r[4]) - now) end
+                 return {r[1], r[2] or '', r[3], tostring(left), r[5] or '', r[6] or '', r[7] or ''}",
+            ),
+        };
+        Ok(RedisCatalog { connection, prefix: prefix.to_owned(), scripts: std::sync::Arc::new(scripts) })
+    }
+
+    fn key(&self, id: &str) -> String {
+        format!("{}session:{id}", self.prefix)
+    }
+
+    async fn run(&self, script: &Script, id: &str, args: &[String]) -> Result<Value, CatalogError> {
+        let mut invocation = script.key(self.key(id));
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let mut connection = self.connection.clone();
+        invocation.invoke_async(&mut connection).await.map_err(unavailable)
+    }
+}
+
+fn unavailable(error: redis::RedisError) -> CatalogError {
+    CatalogError::Unavailable(error.to_string())
+}
+
+fn malformed(what: &str) -> CatalogError {
+    CatalogError::Malformed(what.to_owned())
+}
+
+fn millis(duration: Duration) -> String {
+    duration.as_millis().max(1).to_string()
+}
+
+/// This worker's deadline for a lease asked for at `asked`: the lease
+/// counted from before the request, less 2% for clocks that run apart.
+fn lease_from(asked: Instant, epoch: u64, lease: Duration) -> Lease {
+    Lease { epoch, serve_until: asked + lease - lease / 50 }
+}
+
+fn strings(value: Value) -> Result<Vec<String>, CatalogError> {
+    let Value::Array(items) = value else { return Err(malformed("not a list")) };
+    items
+        .into_iter()
+        .map(|item| match item {
+            Value::BulkString(bytes) => String::from_utf8(bytes).map_err(|_| malformed("not UTF-8")),
+            Value::SimpleString(text) => Ok(text),
+            Value::Int(n) => Ok(n.to_string()),
+            _ => Err(malformed("an unexpected value")),
+        })
+        .collect()
+}
+
+fn number(text: &str) -> Result<u64, CatalogError> {
+    text.parse().map_err(|_| malformed("a number that is not one"))
+}
+
+fn flag(value: Value) -> Result<bool, CatalogError> {
+    match value {
+        Value::Int(n) => Ok(n == 1),
+        _ => Err(malformed("not a flag")),
+    }
+}
+
+impl Catalog for RedisCatalog {
+    async fn create(
+        &self,
+        id: &str,
+        owner: &str,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Option<Lease>, CatalogError> {
+        let asked = Instant::now();
+        let created =
+            flag(self.run(&self.scripts.create, id, &[owner.into(), worker.into(), millis(lease)]).await?)?;
+        Ok(created.then(|| lease_from(asked, 1, lease)))
+    }
+
+    async fn claim(
+        &self,
+        id: &str,
+        owner: &str,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Claim, CatalogError> {
+        let asked = Instant::now();
+        let answer =
+            strings(self.run(&self.scripts.claim, id, &[owner.into(), worker.into(), millis(lease)]).await?)?;
+        match answer.as_slice() {
+            [none] if none == "none" => Ok(Claim::NotFound),
+            [held, worker, epoch] if held == "held" => {
+                Ok(Claim::HeldBy { worker: worker.clone(), epoch: number(epoch)? })
+            }
+            [granted, epoch] if granted == "granted" => {
+                Ok(Claim::Granted(lease_from(asked, number(epoch)?, lease)))
+            }
+            _ => Err(malformed("an unknown answer to a claim")),
+        }
+    }
+
+    async fn renew(
+        &self,
+        id: &str,
+        worker: &str,
+        epoch: u64,
+        lease: Duration,
+    ) -> Result<Option<Lease>, CatalogError> {
+        let asked = Instant::now();
+        let renewed = flag(
+            self.run(&self.scripts.renew, id, &[worker.into(), epoch.to_string(), millis(lease)]).await?,
+        )?;
+        Ok(renewed.then(|| lease_from(asked, epoch, lease)))
+    }
+
+    async fn record_paused(&self, id: &str, worker: &str, paused: &PausedRef) -> Result<bool, CatalogError> {
+        let args = [worker.into(), paused.epoch.to_string(), paused.turn.to_string(), paused.key.clone()];
+        flag(self.run(&self.scripts.record_paused, id, &args).await?)
+    }
+
+    async fn release(&self, id: &str, worker: &str, epoch: u64) -> Result<bool, CatalogError> {
+        flag(self.run(&self.scripts.release, id, &[worker.into(), epoch.to_string()]).await?)
+    }
+
+    async fn remove(
+        &self,
+        id: &str,
+        worker: &str,
+        epoch: u64,
+    ) -> Result<Option<Option<PausedRef>>, CatalogError> {
+        let Value::Array(items) =
+            self.run(&self.scripts.remove, id, &[worker.into(), epoch.to_string()]).await?
+        else {
+            return Err(malformed("not a list"));
+        };
+        let answer = strings(Value::Array(items))?;
+        match answer.as_slice() {
+            [removed] if removed == "0" => Ok(None),
+            [removed] if removed == "1" => Ok(Some(None)),
+            [removed, key, epoch, turn] if removed == "1" => {
+                Ok(Some(Some(PausedRef { key: key.clone(), epoch: number(epoch)?, turn: number(turn)? })))
+            }
+            _ => Err(malformed("an unknown answer to a removal")),
+        }
+    }
+
+    async fn lookup(&self, id: &str) -> Result<Option<Record>, CatalogError> {
+        let answer = strings(self.run(&self.scripts.lookup, id, &[]).await?)?;
+        match answer.as_slice() {
+            [] => Ok(None),
+            [owner, worker, epoch, left, key, paused_epoch, turn] => Ok(Some(Record {
+                owner: owner.clone(),
+                worker: (!worker.is_empty() && left != "0").then(|| worker.clone()),
+                epoch: number(epoch)?,
+                lease_left: Duration::from_millis(number(left)?),
+                paused: if key.is_empty() {
+                    None
+                } else {
+                    Some(PausedRef { key: key.clone(), epoch: number(paused_epoch)?, turn: number(turn)? })
+                },
+            })),
+            _ => Err(malformed("an unknown record")),
+        }
+    }
+}
