@@ -251,6 +251,15 @@ pub enum ResumeError {
     /// Presented for another session or owner.
     #[error("the paused state belongs to another session or owner")]
     Binding,
+    /// A genuine but older state of the session: its last pause was at
+    /// another turn.
+    #[error("the paused state is of turn {found}, but the session was last paused at turn {expected}")]
+    Stale {
+        /// The turn the state holds.
+        found: u64,
+        /// The turn of the session's last pause.
+        expected: u64,
+    },
     /// It holds more than the resuming profile's session may, or a path
     /// or link that would leave the workspace.
     #[error("the paused state is refused: {0}")]

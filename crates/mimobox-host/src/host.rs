@@ -810,6 +810,12 @@ impl<B: Backend> Inner<B> {
             {
                 return Err(refused(ResumeError::Binding));
             }
+            // The host knows the turn of its last pause: a store handing
+            // back an earlier, genuine state of the session is refused.
+            let expected = entry.meta().turns;
+            if ticket.turns != expected {
+                return Err(refused(ResumeError::Stale { found: ticket.turns, expected }));
+            }
             let session = entry.backend.resume(paused, &self.config.state_key, &entry.binding()).await?;
             Ok::<_, HostError>(session)
         }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mimobox_core::{Outcome, SandboxConfig, TurnRequest};
+use mimobox_core::{Outcome, ResumeError, SandboxConfig, SandboxError, TurnRequest};
 use mimobox_host::{
     HostConfig, HostError, LimitKind, Limits, LocalDir, PausedStore, Scope, SessionHost, SessionId,
     SessionState, WhenBusy,
@@ -288,6 +288,29 @@ async fn a_paused_state_altered_swapped_or_replayed_in_the_store_is_refused() {
     // The genuine one still resumes.
     s.store.put(a, state_a).await.unwrap();
     assert_eq!(turn(&s.host, "alice", a, "p").await, "1\n");
+}
+
+#[tokio::test]
+async fn an_older_genuine_state_handed_back_by_the_store_is_refused() {
+    let s = setup(|_| {}, |_| {});
+    let a = s.host.open("alice", "counter").await.unwrap();
+    turn(&s.host, "alice", a, "i").await;
+    s.host.pause("alice", a).await.unwrap();
+    let older = s.store.get(a).await.unwrap();
+    // Resumed, one more turn, paused again: the store now holds turn 3.
+    turn(&s.host, "alice", a, "i").await;
+    s.host.pause("alice", a).await.unwrap();
+    let newer = s.store.get(a).await.unwrap();
+    // The store replays the state of turn 1: MAC and binding are genuine,
+    // the turn is not the session's last.
+    s.store.put(a, older).await.unwrap();
+    let turned = s.host.turn("alice", a, TurnRequest::new("p"), WhenBusy::Refuse).await;
+    assert!(
+        matches!(turned, Err(HostError::Sandbox(SandboxError::Resume(ResumeError::Stale { found: 1, expected: 2 })))),
+        "{turned:?}"
+    );
+    s.store.put(a, newer).await.unwrap();
+    assert_eq!(turn(&s.host, "alice", a, "p").await, "2\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -231,9 +231,16 @@ fn sessions_start_with_the_preload_imported_and_their_own_randomness() {
     for (i, what) in [(1, "random"), (2, "numpy.random"), (3, "os.urandom")] {
         assert_ne!(a[i], b[i], "{what} repeats between two sessions of one checkpoint");
     }
+    // The session's own seeding is numpy's as ever: a given seed gives
+    // numpy's own sequence, and no seed fresh entropy again.
+    let seeded = first.turn(
+        "numpy.random.seed(1); a = numpy.random.rand(); numpy.random.seed(); b = numpy.random.rand()\n\
+         print(repr(a), b != a, numpy.random.seed.__module__)",
+    );
+    assert_eq!(seeded["stdout"], "0.417022004702574 True numpy.random\n", "{seeded}");
     // Tracebacks count the session's own turns.
     let failed = first.turn("1/0");
-    assert!(failed["stderr"].as_str().unwrap().contains("<turn 2>"), "{failed}");
+    assert!(failed["stderr"].as_str().unwrap().contains("<turn 3>"), "{failed}");
     assert_eq!(first.finish(), Some(0));
     assert_eq!(second.finish(), Some(0));
 }
