@@ -17,6 +17,12 @@
 //!   lost its lease, or a delayed write, never replaces a newer state;
 //! - a session belongs to the owner that opened it: a claim for another
 //!   owner is refused the same way as an id nobody knows.
+//!
+//! What this rests on: one Redis primary whose clock does not jump by more
+//! than 2% of a lease while one runs (no step of NTP, no failover that
+//! loses a claim it acknowledged). A deployment that cannot promise that
+//! must also check the epoch where paused states are written, which the
+//! catalog's `record_paused` does for the pointer to the state.
 
 mod catalog;
 mod redis_catalog;

@@ -90,7 +90,8 @@ impl RedisCatalog {
                  if not r[1] then return {} end
                  local left = 0
                  if r[2] and r[2] ~= '' then left = math.max(0, tonumber(r[4]) - now) end
-                 return {r[1], r[2] or '', r[3], tostring(left), r[5] or '', r[6] or '', r[7] or ''}",
+                 return {r[1], r[2] or '', r[3], string.format('%d', left), r[5] or '', r[6] or '',
+                         r[7] or ''}",
             ),
         };
         Ok(RedisCatalog { connection, prefix: prefix.to_owned(), scripts: std::sync::Arc::new(scripts) })
@@ -118,14 +119,20 @@ fn malformed(what: &str) -> CatalogError {
     CatalogError::Malformed(what.to_owned())
 }
 
+/// The longest lease asked for; longer ones are asked for as this.
+const MAX_LEASE: Duration = Duration::from_secs(86_400);
+
+/// A lease in whole milliseconds for the catalog, rounded up (the
+/// catalog's lease never ends before this worker's deadline).
 fn millis(duration: Duration) -> String {
-    duration.as_millis().max(1).to_string()
+    duration.min(MAX_LEASE).as_micros().div_ceil(1000).max(1).to_string()
 }
 
 /// This worker's deadline for a lease asked for at `asked`: the lease
 /// counted from before the request, less 2% for clocks that run apart.
 fn lease_from(asked: Instant, epoch: u64, lease: Duration) -> Lease {
-    Lease { epoch, serve_until: asked + lease - lease / 50 }
+    let lease = lease.min(MAX_LEASE);
+    Lease { epoch, serve_until: asked + (lease - lease / 50) }
 }
 
 fn strings(value: Value) -> Result<Vec<String>, CatalogError> {

@@ -306,7 +306,10 @@ async fn an_older_genuine_state_handed_back_by_the_store_is_refused() {
     s.store.put(a, older).await.unwrap();
     let turned = s.host.turn("alice", a, TurnRequest::new("p"), WhenBusy::Refuse).await;
     assert!(
-        matches!(turned, Err(HostError::Sandbox(SandboxError::Resume(ResumeError::Stale { found: 1, expected: 2 })))),
+        matches!(
+            turned,
+            Err(HostError::Sandbox(SandboxError::Resume(ResumeError::Stale { found: 1, expected: 2 })))
+        ),
         "{turned:?}"
     );
     s.store.put(a, newer).await.unwrap();

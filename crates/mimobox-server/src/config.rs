@@ -162,6 +162,8 @@ struct HttpFile {
     read_timeout: Option<Duration>,
     #[serde(default, with = "optional_seconds")]
     body_timeout: Option<Duration>,
+    #[serde(default, with = "optional_seconds")]
+    write_timeout: Option<Duration>,
     #[serde(default, with = "serde_units::optional_bytes")]
     max_body: Option<u64>,
     #[serde(default, with = "serde_units::optional_bytes")]
@@ -191,6 +193,21 @@ pub const DEFAULT_PAUSE_AFTER: Duration = Duration::from_secs(300);
 /// Default bound of each owner's HTTP requests at once.
 pub const DEFAULT_OWNER_REQUESTS: u32 = 64;
 
+/// Default bound of the whole server's sessions, live or paused.
+pub const DEFAULT_SESSIONS: u64 = 64;
+
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// Refuses a duration of zero or over `most`.
+pub fn check_duration(value: Option<Duration>, most: Duration) -> Result<(), String> {
+    match value {
+        Some(d) if d.is_zero() => Err("must be more than zero".into()),
+        Some(d) if d > most => Err(format!("must be at most {}", mimobox_core::units::format_duration(most))),
+        _ => Ok(()),
+    }
+}
+
 impl ServerConfig {
     /// Reads and checks the config file at `path`.
     pub fn load(path: &Path) -> Result<ServerConfig, TomlError> {
@@ -213,7 +230,8 @@ impl ServerConfig {
         }
         let mut profiles = Vec::new();
         for (name, file_path) in &file.profiles {
-            check_profile_name(name).map_err(|problem| at(&format!("profiles.{name}"), problem.into()))?;
+            check_profile_name(name)
+                .map_err(|problem| at(&format!("profiles.{}", bounded(name)), problem.into()))?;
             profiles.push((name.clone(), base.join(file_path)));
         }
         let default = match &file.default_profile {
@@ -235,30 +253,33 @@ impl ServerConfig {
         let listen = file.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8800)));
         let mut http = HttpConfig::new(listen);
         let h = &file.http;
-        for (key, value) in [
-            ("read_timeout", h.read_timeout),
-            ("body_timeout", h.body_timeout),
-            ("max_stream", h.max_stream),
-            ("busy_wait", h.busy_wait),
-            ("drain_grace", h.drain_grace),
+        for (key, value, most) in [
+            ("read_timeout", h.read_timeout, HOUR),
+            ("body_timeout", h.body_timeout, HOUR),
+            ("write_timeout", h.write_timeout, HOUR),
+            ("max_stream", h.max_stream, DAY),
+            ("busy_wait", h.busy_wait, HOUR),
+            ("drain_grace", h.drain_grace, HOUR),
         ] {
-            if value.is_some_and(|d| d.is_zero()) {
-                return Err(at(&format!("http.{key}"), "must be more than zero".into()));
-            }
+            check_duration(value, most).map_err(|problem| at(&format!("http.{key}"), problem))?;
         }
         http.read_timeout = h.read_timeout.unwrap_or(http.read_timeout);
         http.body_timeout = h.body_timeout.unwrap_or(http.body_timeout);
+        http.write_timeout = h.write_timeout.unwrap_or(http.write_timeout);
         http.max_stream = h.max_stream.unwrap_or(http.max_stream);
         http.busy_wait = h.busy_wait.unwrap_or(http.busy_wait);
         http.drain_grace = h.drain_grace.unwrap_or(http.drain_grace);
-        for (key, value, into) in
-            [("max_body", h.max_body, &mut http.max_json), ("max_upload", h.max_upload, &mut http.max_upload)]
-        {
+        // Bodies are held whole in memory while they are checked: bounded
+        // well below what a server holds.
+        for (key, value, into, most, shown) in [
+            ("max_body", h.max_body, &mut http.max_json, 64 << 20, "64 MiB"),
+            ("max_upload", h.max_upload, &mut http.max_upload, 1 << 30, "1 GiB"),
+        ] {
             if let Some(bytes) = value {
                 *into = usize::try_from(bytes)
                     .ok()
-                    .filter(|&b| b > 0 && b <= 1 << 40)
-                    .ok_or_else(|| at(&format!("http.{key}"), "must be from 1 byte to 1 TiB".into()))?;
+                    .filter(|&b| b > 0 && b <= most)
+                    .ok_or_else(|| at(&format!("http.{key}"), format!("must be from 1 byte to {shown}")))?;
             }
         }
         if let Some(n) = h.max_connections {
@@ -268,7 +289,10 @@ impl ServerConfig {
             http.max_connections = n;
         }
 
-        let limits = limits_of(&file.limits, Limits::UNLIMITED, "limits", &at)?;
+        // Unless the file says otherwise, the whole server holds as many
+        // sessions (live or paused) as `mimobox serve` by flags does.
+        let default_limits = Limits { sessions: DEFAULT_SESSIONS, ..Limits::UNLIMITED };
+        let limits = limits_of(&file.limits, default_limits, "limits", &at)?;
         let owner_limits = limits_of(&file.owner_limits, Limits::UNLIMITED, "owner_limits", &at)?;
         http.owner_requests = positive(file.owner_limits.requests, "owner_limits.requests", &at)?
             .unwrap_or(DEFAULT_OWNER_REQUESTS);
@@ -283,7 +307,7 @@ impl ServerConfig {
         }
         let mut owners = HashMap::new();
         for (name, owner) in &file.owners {
-            let key = format!("owners.{name}");
+            let key = format!("owners.{}", bounded(name));
             check_owner_name(name).map_err(|problem| at(&key, problem.into()))?;
             let hashes = match &owner.token_sha256 {
                 Tokens::One(hex) => vec![hex.clone()],
@@ -312,9 +336,7 @@ impl ServerConfig {
 
         let s = &file.sessions;
         for (key, value) in [("pause_after", s.pause_after), ("close_after", s.close_after)] {
-            if value.is_some_and(|d| d.is_zero()) {
-                return Err(at(&format!("sessions.{key}"), "must be more than zero".into()));
-            }
+            check_duration(value, 365 * DAY).map_err(|problem| at(&format!("sessions.{key}"), problem))?;
         }
         let pause = match &s.pause_dir {
             Some(dir) => Some(PauseConfig {
@@ -418,7 +440,10 @@ mod tests {
                 ("a".into(), PathBuf::from("/etc/mimobox/a.toml"))
             ]
         );
-        assert_eq!(config.limits, Limits { memory: 8 << 30, ..Limits::UNLIMITED });
+        assert_eq!(
+            config.limits,
+            Limits { memory: 8 << 30, sessions: DEFAULT_SESSIONS, ..Limits::UNLIMITED }
+        );
         assert_eq!(config.owners["x"], Limits { sessions: 9, running_turns: 2, memory: u64::MAX });
         assert_eq!(config.http.requests_of["x"], 3);
         assert_eq!(config.http.owner_requests, DEFAULT_OWNER_REQUESTS);

@@ -7,7 +7,8 @@
 //! sessions: another's id is the same 404 as one that never existed.
 //!
 //! Bounds: request bodies (JSON and file uploads apart), the time to send
-//! the headers (from the first byte; HTTP/1 only) and between body chunks,
+//! the headers (HTTP/1 only; an idle keep-alive connection too), a whole
+//! body and between its chunks, a client taking an answer's bytes,
 //! connections at once; a stream ends by `max_stream` and holds a bounded
 //! queue, so a client that stops reading holds neither the turn nor
 //! memory for longer. A turn runs as a task of its own: a client that
@@ -58,6 +59,9 @@ pub struct HttpConfig {
     pub read_timeout: Duration,
     /// Time a client has to send its whole body, however it trickles.
     pub body_timeout: Duration,
+    /// Longest a write to a client may wait for it to read: past it, the
+    /// connection is dropped.
+    pub write_timeout: Duration,
     /// Most connections open at once; more wait in the listen backlog.
     pub max_connections: usize,
     /// How long a call waits for its session's running call.
@@ -78,7 +82,8 @@ pub struct HttpConfig {
 impl HttpConfig {
     /// Defaults for `listen`: 1 MiB JSON bodies, 64 MiB uploads, 10 s to
     /// send the headers and between pieces of a body, 60 s for a whole
-    /// body, 1,024 connections, 64 requests at once per owner, 30 s for a
+    /// body, 30 s for a client to take an answer's next bytes, 1,024
+    /// connections, 64 requests at once per owner, 30 s for a
     /// busy session, 30 s of drain, 15 minutes for a stream.
     pub fn new(listen: SocketAddr) -> HttpConfig {
         HttpConfig {
@@ -88,6 +93,7 @@ impl HttpConfig {
             max_upload: 64 << 20,
             read_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
             max_connections: 1024,
             busy_wait: Duration::from_secs(30),
             drain_grace: Duration::from_secs(30),
@@ -186,6 +192,9 @@ fn router(state: AppState, config: &HttpConfig) -> Router {
         .route("/readyz", get(ready))
         .merge(api)
         .fallback(|| async { refuse(StatusCode::NOT_FOUND, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            refuse(StatusCode::METHOD_NOT_ALLOWED, "this route does not take this method")
+        })
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(config.read_timeout))
         .layer(middleware::from_fn_with_state(state.clone(), refuse_long_bodies))
         .layer(middleware::from_fn_with_state(state.clone(), count))
@@ -252,14 +261,18 @@ pub async fn serve(
         let app = app.clone();
         let mut closed = closed.clone();
         let read_timeout = config.read_timeout;
+        let write_timeout = config.write_timeout;
         let live = live.clone();
         live.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
-            let io = hyper_util::rt::TokioIo::new(stream);
+            // A client that stops reading an answer fails its write after
+            // `write_timeout`, and loses its connection.
+            let io = hyper_util::rt::TokioIo::new(crate::stall::WriteDeadline::new(stream, write_timeout));
             let service = hyper_util::service::TowerToHyperService::new(app);
-            // HTTP/1 only: its header read timeout holds from the first
-            // byte (HTTP/2 would bring streams and idle connections that
-            // no timeout here bounds).
+            // HTTP/1 only: its header read timeout runs from when hyper
+            // starts reading a request's head, an idle keep-alive
+            // connection included (HTTP/2 would bring streams and idle
+            // connections that no timeout here bounds).
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(read_timeout)
@@ -332,7 +345,7 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     // The owner's bound on requests at once; a streamed answer holds its
     // place until its body ends.
     let permit = match state.requests_of.get(&owner).map(|slots| slots.clone().try_acquire_owned()) {
-        Some(Ok(permit)) => permit,
+        Some(Ok(permit)) => Arc::new(permit),
         _ => {
             return refuse(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -342,6 +355,9 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     };
     request.extensions_mut().insert(RequestOwner(owner.clone()));
     request.extensions_mut().insert(Owner(owner));
+    // A turn's task holds the place too, so that a client that hangs up
+    // mid-turn does not free it while the turn runs.
+    request.extensions_mut().insert(Place { _held: permit.clone() });
     let response = next.run(request).await;
     response.map(|body| Body::new(Held { body, _permit: permit }))
 }
@@ -350,7 +366,13 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
 /// (or dropped).
 struct Held {
     body: Body,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// A request's place among its owner's requests at once.
+#[derive(Clone)]
+pub(crate) struct Place {
+    _held: Arc<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl http_body::Body for Held {
@@ -592,6 +614,7 @@ pub(crate) async fn close_session(
 pub(crate) async fn execute(
     State(state): State<AppState>,
     Extension(Owner(owner)): Extension<Owner>,
+    Extension(place): Extension<Place>,
     Id(id): Id,
     Whole(body): Whole,
 ) -> Response {
@@ -610,7 +633,11 @@ pub(crate) async fn execute(
         // A task of its own: a client that hangs up mid-turn does not
         // abandon the turn (which would end the session).
         let host = state.host.clone();
-        let ran = tokio::spawn(async move { host.turn(&owner, id, turn, wait).await }).await;
+        let ran = tokio::spawn(async move {
+            let _place = place;
+            host.turn(&owner, id, turn, wait).await
+        })
+        .await;
         return match ran {
             Ok(Ok(result)) => axum::Json(wire::turn_json(&result)).into_response(),
             Ok(Err(e)) => host_refusal(&e),
@@ -638,6 +665,7 @@ pub(crate) async fn execute(
     let host = state.host.clone();
     let max_stream = state.max_stream;
     tokio::spawn(async move {
+        let _place = place;
         let end = match host.turn(&owner, id, turn, wait).await {
             Ok(result) => {
                 let mut answer = wire::turn_json(&result);
@@ -651,7 +679,9 @@ pub(crate) async fn execute(
     // However slowly the client reads, the stream ends by `max_stream`:
     // then its queue is dropped, which frees the turn's output thread and
     // the task waiting to send the end line.
-    let deadline = tokio::time::Instant::now() + state.max_stream;
+    let deadline = tokio::time::Instant::now()
+        .checked_add(state.max_stream)
+        .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400));
     let body = futures_util::stream::unfold(receiver, move |mut receiver| async move {
         match tokio::time::timeout_at(deadline, receiver.recv()).await {
             Ok(Some(line)) => Some((Ok::<_, std::io::Error>(line), receiver)),

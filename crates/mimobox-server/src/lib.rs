@@ -6,4 +6,5 @@ pub mod config;
 pub mod http;
 pub mod mcp;
 pub mod openapi;
+mod stall;
 pub mod wire;

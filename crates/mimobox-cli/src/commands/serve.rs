@@ -14,7 +14,7 @@ use mimobox_core::text::one_line_bounded;
 use mimobox_core::units::parse_duration;
 use mimobox_host::{HostConfig, Limits, LocalDir, SessionHost};
 use mimobox_server::config::{
-    DEFAULT_PAUSE_AFTER, PauseConfig, ServerConfig, check_owner_name, check_profile_name,
+    DEFAULT_PAUSE_AFTER, PauseConfig, ServerConfig, check_duration, check_owner_name, check_profile_name,
 };
 use mimobox_server::http::{HttpConfig, parse_token_hash};
 
@@ -25,7 +25,7 @@ use crate::commands::{mcp, pause};
 const MAX_PAUSED: u64 = 8 << 30;
 
 /// Sessions a server started by flags holds at once, unless told.
-const DEFAULT_MAX_SESSIONS: u32 = 64;
+const DEFAULT_MAX_SESSIONS: u32 = mimobox_server::config::DEFAULT_SESSIONS as u32;
 
 pub fn execute(args: ServeArgs) -> Result<ExitCode> {
     let config = match &args.config {
@@ -135,23 +135,29 @@ fn from_flags(args: &ServeArgs) -> Result<ServerConfig> {
         }
         http.metrics_owners.insert(owner.clone());
     }
-    let duration = |flag: &str, text: &Option<String>, default: Duration| -> Result<Duration> {
-        match text {
-            None => Ok(default),
-            Some(text) => match parse_duration(text).with_context(|| flag.to_owned())? {
-                d if d.is_zero() => bail!("{flag}: must be more than zero"),
-                d => Ok(d),
-            },
-        }
+    let duration =
+        |flag: &str, text: &Option<String>, default: Duration, most: Duration| -> Result<Duration> {
+            match text {
+                None => Ok(default),
+                Some(text) => {
+                    let value = parse_duration(text).with_context(|| flag.to_owned())?;
+                    check_duration(Some(value), most).map_err(|problem| anyhow!("{flag}: {problem}"))?;
+                    Ok(value)
+                }
+            }
+        };
+    const HOUR: Duration = Duration::from_secs(3600);
+    http.read_timeout = duration("--read-timeout", &args.read_timeout, http.read_timeout, HOUR)?;
+    http.max_stream = duration("--max-stream", &args.max_stream, http.max_stream, 24 * HOUR)?;
+    let sessions = match args.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS) {
+        0 => bail!("--max-sessions: must be more than zero"),
+        n => u64::from(n),
     };
-    http.read_timeout = duration("--read-timeout", &args.read_timeout, http.read_timeout)?;
-    http.max_stream = duration("--max-stream", &args.max_stream, http.max_stream)?;
-    let sessions = u64::from(args.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS).max(1));
     let limits = Limits { sessions, ..Limits::UNLIMITED };
     let pause = match &args.pause_dir {
         Some(dir) => Some(PauseConfig {
             dir: dir.clone(),
-            after: duration("--pause-after", &args.pause_after, DEFAULT_PAUSE_AFTER)?,
+            after: duration("--pause-after", &args.pause_after, DEFAULT_PAUSE_AFTER, 365 * 24 * HOUR)?,
             state_key: args.state_key.clone(),
         }),
         None if args.pause_after.is_some() => bail!("--pause-after: needs --pause-dir"),

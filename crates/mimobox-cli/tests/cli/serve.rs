@@ -420,6 +420,7 @@ close_after = "1h"
 [http]
 read_timeout = "1s"
 body_timeout = "2s"
+write_timeout = "2s"
 "#;
 
 #[test]
@@ -489,6 +490,20 @@ fn a_config_file_gives_each_owner_its_limits_and_bounds_requests_and_bodies() {
     assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
     drop(trickle);
     let _ = sender.join();
+
+    // A client that asks for 32 MiB and reads none of it: the server's
+    // write stalls, and past the write timeout the connection is dropped
+    // (the client gets at most what the sockets' buffers held).
+    let big: Vec<u8> = (0..32u32 << 20).map(|i| (i % 251) as u8).collect();
+    let path = format!("/v1/sessions/{second}/files/workspace/big.bin");
+    assert_eq!(server.call("PUT", &path, Some(ALICE), Some(&big)).0, 200);
+    let mut stalled = server.connect();
+    write!(stalled, "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE}\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    let mut received = Vec::new();
+    let _ = stalled.read_to_end(&mut received);
+    assert!(received.len() < big.len(), "the whole answer came, {} bytes", received.len());
+    assert_eq!(server.call("GET", "/healthz", None, None).0, 200);
 }
 
 #[test]
