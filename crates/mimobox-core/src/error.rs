@@ -251,13 +251,13 @@ pub enum ResumeError {
     /// Presented for another session or owner.
     #[error("the paused state belongs to another session or owner")]
     Binding,
-    /// A genuine but older state of the session: its last pause was at
-    /// another turn.
-    #[error("the paused state is of turn {found}, but the session was last paused at turn {expected}")]
+    /// A genuine but older state of the session: not the one its last
+    /// pause wrote.
+    #[error("the paused state is of the session's pause {found}, but its last pause was pause {expected}")]
     Stale {
-        /// The turn the state holds.
+        /// The pause that wrote the state (1 for the first).
         found: u64,
-        /// The turn of the session's last pause.
+        /// The session's last pause.
         expected: u64,
     },
     /// It holds more than the resuming profile's session may, or a path

@@ -23,6 +23,10 @@ pub(crate) struct Ticket {
     /// When the session opened, in milliseconds since the Unix epoch.
     pub(crate) opened_ms: u64,
     pub(crate) turns: u64,
+    /// The number of this pause among the session's pauses (1 for the
+    /// first): a state of another pause is an older one replayed.
+    #[serde(default)]
+    pub(crate) pauses: u64,
 }
 
 impl Ticket {
@@ -92,6 +96,7 @@ mod tests {
             profile: "python".into(),
             opened_ms: 1,
             turns: 3,
+            pauses: 2,
         };
         let sealed = seal(b"key", &ticket, b"paused bytes");
         let (opened, paused) = open(b"key", &sealed).unwrap();

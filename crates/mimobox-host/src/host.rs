@@ -83,6 +83,9 @@ enum Cell<S> {
 struct Meta {
     last_used: Instant,
     turns: u64,
+    /// How many times the session was paused: each paused state names its
+    /// own, so that a store cannot hand back an earlier one.
+    pauses: u64,
     /// Memory counted against the usage; 0 when paused.
     memory: u64,
     state: SessionState,
@@ -241,6 +244,7 @@ impl<B: Backend> SessionHost<B> {
             meta: Mutex::new(Meta {
                 last_used: now,
                 turns: 0,
+                pauses: 0,
                 memory,
                 state: SessionState::Live,
                 closed: false,
@@ -534,6 +538,7 @@ impl<B: Backend> SessionHost<B> {
                 meta: Mutex::new(Meta {
                     last_used: now,
                     turns: ticket.turns,
+                    pauses: ticket.pauses,
                     memory: 0,
                     state: SessionState::Paused,
                     closed: false,
@@ -810,11 +815,11 @@ impl<B: Backend> Inner<B> {
             {
                 return Err(refused(ResumeError::Binding));
             }
-            // The host knows the turn of its last pause: a store handing
+            // The host knows which pause it made last: a store handing
             // back an earlier, genuine state of the session is refused.
-            let expected = entry.meta().turns;
-            if ticket.turns != expected {
-                return Err(refused(ResumeError::Stale { found: ticket.turns, expected }));
+            let expected = entry.meta().pauses;
+            if ticket.pauses != expected {
+                return Err(refused(ResumeError::Stale { found: ticket.pauses, expected }));
             }
             let session = entry.backend.resume(paused, &self.config.state_key, &entry.binding()).await?;
             Ok::<_, HostError>(session)
@@ -868,6 +873,7 @@ impl<B: Backend> Inner<B> {
             profile: entry.profile.to_string(),
             opened_ms: Ticket::opened_ms(entry.opened.elapsed()),
             turns: entry.meta().turns,
+            pauses: entry.meta().pauses + 1,
         };
         let sealed = envelope::seal(&self.config.state_key, &ticket, &paused);
         if let Err(e) = store.put(entry.id, sealed).await {
@@ -895,6 +901,7 @@ impl<B: Backend> Inner<B> {
         }
         meta.memory = 0;
         meta.state = SessionState::Paused;
+        meta.pauses = ticket.pauses;
         self.metrics.pauses.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -297,22 +297,27 @@ async fn an_older_genuine_state_handed_back_by_the_store_is_refused() {
     turn(&s.host, "alice", a, "i").await;
     s.host.pause("alice", a).await.unwrap();
     let older = s.store.get(a).await.unwrap();
-    // Resumed, one more turn, paused again: the store now holds turn 3.
+    // Resumed, one more turn, paused again.
     turn(&s.host, "alice", a, "i").await;
     s.host.pause("alice", a).await.unwrap();
-    let newer = s.store.get(a).await.unwrap();
-    // The store replays the state of turn 1: MAC and binding are genuine,
-    // the turn is not the session's last.
+    // Resumed without a turn (a listing), and paused again: its turn count
+    // is the last pause's, its state need not be.
+    let listed = s.host.list_files("alice", a, "/", WhenBusy::Refuse).await;
+    assert!(!matches!(listed, Err(HostError::NotFound | HostError::Sandbox(_))), "{listed:?}");
+    s.host.pause("alice", a).await.unwrap();
+    let newest = s.store.get(a).await.unwrap();
+    // The store replays the state of the first pause: MAC and binding are
+    // genuine, the pause is not the session's last.
     s.store.put(a, older).await.unwrap();
     let turned = s.host.turn("alice", a, TurnRequest::new("p"), WhenBusy::Refuse).await;
     assert!(
         matches!(
             turned,
-            Err(HostError::Sandbox(SandboxError::Resume(ResumeError::Stale { found: 1, expected: 2 })))
+            Err(HostError::Sandbox(SandboxError::Resume(ResumeError::Stale { found: 1, expected: 3 })))
         ),
         "{turned:?}"
     );
-    s.store.put(a, newer).await.unwrap();
+    s.store.put(a, newest).await.unwrap();
     assert_eq!(turn(&s.host, "alice", a, "p").await, "2\n");
 }
 

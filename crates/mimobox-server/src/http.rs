@@ -196,6 +196,7 @@ fn router(state: AppState, config: &HttpConfig) -> Router {
             refuse(StatusCode::METHOD_NOT_ALLOWED, "this route does not take this method")
         })
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(config.read_timeout))
+        .layer(middleware::from_fn_with_state(state.clone(), body_deadline))
         .layer(middleware::from_fn_with_state(state.clone(), refuse_long_bodies))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
@@ -419,7 +420,7 @@ impl axum::extract::FromRequest<AppState> for Whole {
                             &format!("the body is over {limit} bytes"),
                         ));
                     }
-                    if e.is::<tower_http::timeout::TimeoutError>() {
+                    if e.is::<tower_http::timeout::TimeoutError>() || e.is::<BodyLate>() {
                         return Err(late());
                     }
                     cause = e.source();
@@ -427,6 +428,60 @@ impl axum::extract::FromRequest<AppState> for Whole {
                 Err(refuse(StatusCode::BAD_REQUEST, "the request's body could not be read"))
             }
         }
+    }
+}
+
+/// Gives every request's body, on every route (`/mcp` too), until
+/// `body_timeout` from its headers to arrive whole; past it, reading the
+/// body fails.
+async fn body_deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let deadline = tokio::time::Instant::now()
+        .checked_add(state.body_timeout)
+        .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+    let request =
+        request.map(|body| Body::new(Deadline { body, late: Box::pin(tokio::time::sleep_until(deadline)) }));
+    next.run(request).await
+}
+
+/// A request body that fails once its deadline passes.
+struct Deadline {
+    body: Body,
+    late: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+/// The error of a body that did not arrive by its deadline.
+#[derive(Debug)]
+struct BodyLate;
+
+impl std::fmt::Display for BodyLate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request's body did not arrive in time")
+    }
+}
+
+impl std::error::Error for BodyLate {}
+
+impl http_body::Body for Deadline {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        if let std::task::Poll::Ready(frame) = std::pin::Pin::new(&mut self.body).poll_frame(context) {
+            return std::task::Poll::Ready(frame);
+        }
+        match self.late.as_mut().poll(context) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(Some(Err(axum::Error::new(BodyLate)))),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -491,6 +491,41 @@ fn a_config_file_gives_each_owner_its_limits_and_bounds_requests_and_bodies() {
     drop(trickle);
     let _ = sender.join();
 
+    // The same trickle to `/mcp` (rmcp reads its own bodies): the body's
+    // deadline ends it there too, and the connection is let go.
+    let mut trickle = server.connect();
+    write!(
+        trickle,
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ALICE}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 100\r\n\r\n"
+    )
+    .unwrap();
+    let started = Instant::now();
+    let sender = {
+        let mut trickle = trickle.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for _ in 0..20 {
+                if trickle.write_all(b" ").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(400));
+            }
+        })
+    };
+    let mut answer = Vec::new();
+    let _ = trickle.read_to_end(&mut answer);
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "/mcp held a trickled body for {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 2"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    drop(trickle);
+    let _ = sender.join();
+
     // A client that asks for 32 MiB and reads none of it: the server's
     // write stalls, and past the write timeout the connection is dropped
     // (the client gets at most what the sockets' buffers held).
