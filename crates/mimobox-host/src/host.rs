@@ -949,8 +949,21 @@ impl<B: Backend> Inner<B> {
     }
 
     async fn finish(&self, entry: &Entry<B>, cell: &mut Cell<B::Session>) {
+        let was_paused = entry.meta().pauses > 0;
         match std::mem::replace(cell, Cell::Gone) {
-            Cell::Live(session) => session.close().await,
+            Cell::Live(session) => {
+                session.close().await;
+                // A session that was ever paused may have left a state in
+                // the store (its delete after the resume failed, say): it
+                // goes too, or a later host would take the closed session
+                // up again.
+                if was_paused
+                    && let Some(store) = &self.config.store
+                    && let Err(e) = store.delete(entry.id).await
+                {
+                    tracing::warn!(session = %entry.id, "cannot delete a closed session's paused state: {e}");
+                }
+            }
             Cell::Paused => {
                 if let Some(store) = &self.config.store
                     && let Err(e) = store.delete(entry.id).await

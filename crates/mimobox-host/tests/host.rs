@@ -321,6 +321,22 @@ async fn an_older_genuine_state_handed_back_by_the_store_is_refused() {
     assert_eq!(turn(&s.host, "alice", a, "p").await, "2\n");
 }
 
+#[tokio::test]
+async fn a_closed_session_leaves_no_paused_state_for_a_later_host() {
+    let s = setup(|_| {}, |_| {});
+    let a = s.host.open("alice", "counter").await.unwrap();
+    turn(&s.host, "alice", a, "i").await;
+    s.host.pause("alice", a).await.unwrap();
+    let stale = s.store.get(a).await.unwrap();
+    // Resumed (its state deleted), then a stale copy comes back into the
+    // store, as after a delete that failed.
+    turn(&s.host, "alice", a, "i").await;
+    s.store.put(a, stale).await.unwrap();
+    // Closed while live: the copy goes with it.
+    s.host.close("alice", a).await.unwrap();
+    assert!(s.store.get(a).await.is_err(), "a closed session's state stayed in the store");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_running_turns_finish_then_pauses_the_rest() {
     let s = setup(|_| {}, |c| c.timeout = Duration::from_secs(1));
