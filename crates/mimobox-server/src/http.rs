@@ -360,14 +360,14 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     // mid-turn does not free it while the turn runs.
     request.extensions_mut().insert(Place { _held: permit.clone() });
     let response = next.run(request).await;
-    response.map(|body| Body::new(Held { body, _permit: permit }))
+    response.map(|body| Body::new(Held { body, _place: Place { _held: permit } }))
 }
 
 /// A response body that holds its owner's request slot until it is done
 /// (or dropped).
 struct Held {
     body: Body,
-    _permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+    _place: Place,
 }
 
 /// A request's place among its owner's requests at once.
@@ -405,13 +405,11 @@ impl axum::extract::FromRequest<AppState> for Whole {
     async fn from_request(request: Request, state: &AppState) -> Result<Whole, Response> {
         let limit = if is_upload(&request) { state.max_upload } else { state.max_json };
         let body = http_body_util::Limited::new(request.into_body(), limit);
-        let collected =
-            tokio::time::timeout(state.body_timeout, http_body_util::BodyExt::collect(body)).await;
+        // The whole-body deadline is `body_deadline`'s, on every route.
         let late = || refuse(StatusCode::REQUEST_TIMEOUT, "the request's body did not arrive in time");
-        match collected {
-            Ok(Ok(collected)) => Ok(Whole(collected.to_bytes())),
-            Err(_) => Err(late()),
-            Ok(Err(error)) => {
+        match http_body_util::BodyExt::collect(body).await {
+            Ok(collected) => Ok(Whole(collected.to_bytes())),
+            Err(error) => {
                 let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*error);
                 while let Some(e) = cause {
                     if e.is::<http_body_util::LengthLimitError>() {

@@ -100,6 +100,25 @@ impl Server {
         Server { child, base, agent, cli: Some(cli), pause_dir }
     }
 
+    /// A request whose `head` is sent at once and whose body then comes a
+    /// byte every 400 ms (each within the read timeout), from a thread of
+    /// its own: the connection, when the body began, and that thread.
+    fn trickle(&self, head: &str) -> (TcpStream, Instant, std::thread::JoinHandle<()>) {
+        let mut stream = self.connect();
+        stream.write_all(head.as_bytes()).unwrap();
+        let started = Instant::now();
+        let mut writer = stream.try_clone().unwrap();
+        let sender = std::thread::spawn(move || {
+            for _ in 0..20 {
+                if writer.write_all(b" ").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(400));
+            }
+        });
+        (stream, started, sender)
+    }
+
     /// A raw connection to the server.
     fn connect(&self) -> TcpStream {
         let stream = TcpStream::connect(self.base.trim_start_matches("http://")).unwrap();
@@ -473,25 +492,9 @@ fn a_config_file_gives_each_owner_its_limits_and_bounds_requests_and_bodies() {
 
     // A body that trickles in, each piece within the read timeout, is cut
     // off at the whole-body deadline with 408.
-    let mut trickle = server.connect();
-    write!(
-        trickle,
+    let (mut trickle, started, sender) = server.trickle(&format!(
         "POST /v1/sessions/{first}/execute HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE}\r\nContent-Length: 100\r\n\r\n"
-    )
-    .unwrap();
-    let started = Instant::now();
-    trickle.set_nonblocking(false).unwrap();
-    let sender = {
-        let mut trickle = trickle.try_clone().unwrap();
-        std::thread::spawn(move || {
-            for _ in 0..20 {
-                if trickle.write_all(b" ").is_err() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(400));
-            }
-        })
-    };
+    ));
     let mut answer = [0u8; 64];
     let n = trickle.read(&mut answer).unwrap();
     let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
@@ -502,24 +505,9 @@ fn a_config_file_gives_each_owner_its_limits_and_bounds_requests_and_bodies() {
 
     // The same trickle to `/mcp` (rmcp reads its own bodies): the body's
     // deadline ends it there too, and the connection is let go.
-    let mut trickle = server.connect();
-    write!(
-        trickle,
+    let (mut trickle, started, sender) = server.trickle(&format!(
         "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ALICE}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 100\r\n\r\n"
-    )
-    .unwrap();
-    let started = Instant::now();
-    let sender = {
-        let mut trickle = trickle.try_clone().unwrap();
-        std::thread::spawn(move || {
-            for _ in 0..20 {
-                if trickle.write_all(b" ").is_err() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(400));
-            }
-        })
-    };
+    ));
     let mut answer = Vec::new();
     let _ = trickle.read_to_end(&mut answer);
     assert!(
