@@ -123,6 +123,29 @@ pub struct ServeArgs {
     /// Default 15 minutes.
     #[arg(long, value_name = "DURATION", conflicts_with = "config")]
     pub max_stream: Option<String>,
+    /// Join a fleet: the routing catalog of sessions, `redis://HOST:PORT`.
+    /// Needs --store, --advertise and --peer-secret-file.
+    #[arg(long, value_name = "URL", conflicts_with = "config", requires_all = ["store", "advertise", "peer_secret_file"])]
+    pub catalog: Option<String>,
+    /// Where the fleet's paused sessions are kept: `file:///DIR`, a
+    /// directory the workers share.
+    #[arg(long, value_name = "URL", conflicts_with = "config", requires = "catalog")]
+    pub store: Option<String>,
+    /// The address other workers reach this one at, `HOST:PORT`; also with
+    /// --config (say `--advertise $(POD_IP):8800`).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// The file of the secret the fleet's workers share (at least 32
+    /// bytes).
+    #[arg(long, value_name = "FILE", conflicts_with = "config", requires = "catalog")]
+    pub peer_secret_file: Option<PathBuf>,
+    /// How long a lease on a session lasts (default 15s).
+    #[arg(long, value_name = "DURATION", conflicts_with = "config", requires = "catalog")]
+    pub lease: Option<String>,
+    /// How often a live session that took turns is written to the store
+    /// (default 30s).
+    #[arg(long, value_name = "DURATION", conflicts_with = "config", requires = "catalog")]
+    pub checkpoint_after: Option<String>,
 }
 
 #[derive(Debug, Args)]

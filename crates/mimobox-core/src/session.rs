@@ -322,6 +322,11 @@ pub struct TurnResult {
     /// The exception the turn raised, when it exited with a non-zero
     /// status and the guest reported one.
     pub error: Option<TurnError>,
+    /// Set on the first turn after the session was taken up from its last
+    /// stored state by another worker after its own was lost (a crash):
+    /// the number of the last turn that state holds. Turns after it were
+    /// lost, and numbering goes on from it.
+    pub resumed_from_turn: Option<u64>,
 }
 
 /// A live session. Dropping it closes it.

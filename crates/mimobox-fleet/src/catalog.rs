@@ -37,6 +37,10 @@ pub struct Record {
     pub epoch: u64,
     /// What is left of the holder's lease (zero when none is current).
     pub lease_left: Duration,
+    /// Whether the last claim that changed hands took the session from a
+    /// worker whose lease ran out without releasing it (a crash, a lost
+    /// node), rather than from one that paused and released it.
+    pub last_holder_lost: bool,
     /// Its last recorded paused state.
     pub paused: Option<PausedRef>,
 }

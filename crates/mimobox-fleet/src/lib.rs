@@ -1,5 +1,7 @@
 //! mimobox past one machine: where each session lives, as workers that
-//! share sessions agree on it.
+//! share sessions agree on it. [`Member`] is a session host's place in the
+//! fleet (its leases, and the host's [`mimobox_host::Fleet`]); the
+//! catalog below it is the record they share.
 //!
 //! The [`Catalog`] is the one place that says which worker holds a session
 //! live, until when (its lease), under which fencing epoch, and where its
@@ -25,7 +27,9 @@
 //! catalog's `record_paused` does for the pointer to the state.
 
 mod catalog;
+mod member;
 mod redis_catalog;
 
 pub use catalog::{Catalog, CatalogError, Claim, Lease, PausedRef, Record};
+pub use member::{Located, Member};
 pub use redis_catalog::RedisCatalog;

@@ -51,7 +51,13 @@ impl RedisCatalog {
                  local epoch = tonumber(r[3])
                  local held = r[2] and r[2] ~= '' and tonumber(r[4]) > now
                  if held and r[2] ~= ARGV[2] then return {'held', r[2], tostring(epoch)} end
-                 if not held then epoch = epoch + 1 end
+                 if not held then
+                   epoch = epoch + 1
+                   -- A holder whose lease ran out without a release was lost.
+                   local lost = 0
+                   if r[2] and r[2] ~= '' then lost = 1 end
+                   redis.call('HSET', KEYS[1], 'lost', lost)
+                 end
                  redis.call('HSET', KEYS[1], 'worker', ARGV[2], 'epoch', epoch,
                             'lease_until', now + tonumber(ARGV[3]))
                  return {'granted', tostring(epoch)}",
@@ -86,12 +92,12 @@ impl RedisCatalog {
             ),
             lookup: script(
                 "local r = redis.call('HMGET', KEYS[1], 'owner', 'worker', 'epoch', 'lease_until',
-                                      'paused_key', 'paused_epoch', 'paused_turn')
+                                      'paused_key', 'paused_epoch', 'paused_turn', 'lost')
                  if not r[1] then return {} end
                  local left = 0
                  if r[2] and r[2] ~= '' then left = math.max(0, tonumber(r[4]) - now) end
                  return {r[1], r[2] or '', r[3], string.format('%d', left), r[5] or '', r[6] or '',
-                         r[7] or ''}",
+                         r[7] or '', r[8] or '0'}",
             ),
         };
         Ok(RedisCatalog { connection, prefix: prefix.to_owned(), scripts: std::sync::Arc::new(scripts) })
@@ -244,11 +250,12 @@ impl Catalog for RedisCatalog {
         let answer = strings(self.run(&self.scripts.lookup, id, &[]).await?)?;
         match answer.as_slice() {
             [] => Ok(None),
-            [owner, worker, epoch, left, key, paused_epoch, turn] => Ok(Some(Record {
+            [owner, worker, epoch, left, key, paused_epoch, turn, lost] => Ok(Some(Record {
                 owner: owner.clone(),
                 worker: (!worker.is_empty() && left != "0").then(|| worker.clone()),
                 epoch: number(epoch)?,
                 lease_left: Duration::from_millis(number(left)?),
+                last_holder_lost: lost == "1",
                 paused: if key.is_empty() {
                     None
                 } else {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::fleet::Fleet;
 use crate::storage::PausedStore;
 
 /// Bounds on what sessions hold: for one owner, or for the whole host.
@@ -64,6 +65,13 @@ pub struct HostConfig {
     /// Where paused sessions are kept; without one, nothing is paused and
     /// memory pressure refuses instead.
     pub store: Option<Arc<dyn PausedStore>>,
+    /// Write a live session's state to the store in the background this
+    /// long after its last stored state, when it has taken turns since
+    /// (with a store): what a crash of this process loses is then at most
+    /// that long of turns. The session stays live.
+    pub checkpoint_after: Option<Duration>,
+    /// The fleet this host is a worker of; `None` for a host alone.
+    pub fleet: Option<Arc<dyn Fleet>>,
 }
 
 impl HostConfig {
@@ -80,6 +88,8 @@ impl HostConfig {
             max_waiting: 8,
             state_key: state_key.into(),
             store: None,
+            checkpoint_after: None,
+            fleet: None,
         }
     }
 
@@ -99,6 +109,8 @@ impl std::fmt::Debug for HostConfig {
             .field("sweep_interval", &self.sweep_interval)
             .field("max_waiting", &self.max_waiting)
             .field("store", &self.store.is_some())
+            .field("checkpoint_after", &self.checkpoint_after)
+            .field("fleet", &self.fleet.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -27,6 +27,10 @@ pub(crate) struct Ticket {
     /// first): a state of another pause is an older one replayed.
     #[serde(default)]
     pub(crate) pauses: u64,
+    /// The fencing epoch its writer held the session under (0 for a host
+    /// alone): with `pauses`, the [`crate::StateName`] it must be found at.
+    #[serde(default)]
+    pub(crate) epoch: u64,
 }
 
 impl Ticket {
@@ -97,6 +101,7 @@ mod tests {
             opened_ms: 1,
             turns: 3,
             pauses: 2,
+            epoch: 4,
         };
         let sealed = seal(b"key", &ticket, b"paused bytes");
         let (opened, paused) = open(b"key", &sealed).unwrap();

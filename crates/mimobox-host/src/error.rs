@@ -90,6 +90,13 @@ pub enum HostError {
     /// The storage of paused sessions failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The session is held by another worker of the fleet now (this one's
+    /// lease on it ended); the request is to be sent again, and goes there.
+    #[error("the session moved to another worker; send the request again")]
+    Moved,
+    /// The fleet's catalog of sessions could not answer.
+    #[error("the session catalog: {0}")]
+    Catalog(Box<dyn std::error::Error + Send + Sync>),
     /// The host needs a tokio runtime (with its time driver) to run in.
     #[error("the session host must be created inside a tokio runtime with time enabled")]
     NoRuntime,

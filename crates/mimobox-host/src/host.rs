@@ -21,6 +21,7 @@ use crate::config::{HostConfig, WhenBusy};
 use crate::envelope::{self, Ticket};
 use crate::error::{HostError, LimitKind, Scope};
 use crate::metrics::{Gauges, Metrics};
+use crate::storage::StateName;
 
 /// Most bytes of an owner's name.
 pub const MAX_OWNER_NAME: usize = 128;
@@ -70,6 +71,9 @@ struct Entry<B: Backend> {
     cell: AsyncMutex<Cell<B::Session>>,
     waiting: AtomicU32,
     meta: Mutex<Meta>,
+    /// A paused state already read from the store (by a take-up), for
+    /// its resume not to read it again.
+    prefetched: Mutex<Option<Vec<u8>>>,
 }
 
 enum Cell<S> {
@@ -86,6 +90,20 @@ struct Meta {
     /// How many times the session was paused: each paused state names its
     /// own, so that a store cannot hand back an earlier one.
     pauses: u64,
+    /// The fencing epoch this host holds the session under (0 alone).
+    epoch: u64,
+    /// The session's current state in the store, if it has one.
+    stored: Option<StateName>,
+    /// The last turn that stored state holds, and when it was stored.
+    stored_turn: u64,
+    stored_at: Instant,
+    /// Set by a take-up after the session's worker was lost: the last turn
+    /// its state holds, told in the next turn's answer.
+    resumed_from: Option<u64>,
+    /// Set with `closed` when the session left this host for another
+    /// worker of the fleet (not closed): a call that was waiting for it is
+    /// told it moved.
+    moved: bool,
     /// Memory counted against the usage; 0 when paused.
     memory: u64,
     state: SessionState,
@@ -95,6 +113,35 @@ struct Meta {
     closed: bool,
     /// When the sweep may try again to pause it, after a pause failed.
     pause_retry_after: Option<Instant>,
+}
+
+impl Meta {
+    fn new(now: Instant, memory: u64, state: SessionState, epoch: u64) -> Meta {
+        Meta {
+            last_used: now,
+            turns: 0,
+            pauses: 0,
+            epoch,
+            stored: None,
+            stored_turn: 0,
+            stored_at: now,
+            resumed_from: None,
+            moved: false,
+            memory,
+            state,
+            closed: false,
+            pause_retry_after: None,
+        }
+    }
+}
+
+/// What a stored session is afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Paused: its instance freed; in a fleet, given up for any worker.
+    Paused,
+    /// Live: its state stored as a checkpoint, the session going on.
+    Live,
 }
 
 /// Where a session is.
@@ -231,6 +278,16 @@ impl<B: Backend> SessionHost<B> {
                 break id;
             }
         };
+        let epoch = match &inner.config.fleet {
+            Some(fleet) => match fleet.opened(id, &owner).await {
+                Ok(epoch) => epoch,
+                Err(e) => {
+                    session.close().await;
+                    return Err(e);
+                }
+            },
+            None => 0,
+        };
         let memory = session.memory_in_use();
         let now = Instant::now();
         let entry = Arc::new(Entry {
@@ -241,15 +298,8 @@ impl<B: Backend> SessionHost<B> {
             opened: now,
             cell: AsyncMutex::new(Cell::Live(session)),
             waiting: AtomicU32::new(0),
-            meta: Mutex::new(Meta {
-                last_used: now,
-                turns: 0,
-                pauses: 0,
-                memory,
-                state: SessionState::Live,
-                closed: false,
-                pause_retry_after: None,
-            }),
+            meta: Mutex::new(Meta::new(now, memory, SessionState::Live, epoch)),
+            prefetched: Mutex::new(None),
         });
         {
             let mut table = inner.lock_table();
@@ -293,16 +343,34 @@ impl<B: Backend> SessionHost<B> {
         // The lifetime counts from the session's opening, paused time and
         // resumes included: a turn never runs past it.
         let left = inner.lifetime_left(&entry, &mut cell).await?;
+        inner.fence(&entry, &mut cell).await?;
         inner.make_live(&entry, &mut cell).await?;
         let Cell::Live(session) = &mut *cell else { return Err(HostError::NotFound) };
         let mut request = request;
         request.timeout = Some(request.timeout.map_or(left, |t| t.min(left)));
         let started = Instant::now();
-        let ran = session.turn(request).await;
+        // In a fleet, a turn stops when this host's lease on the session
+        // ends unrenewed: by then another worker may take the session up.
+        let ran = match &inner.config.fleet {
+            None => session.turn(request).await,
+            Some(fleet) => {
+                tokio::select! {
+                    ran = session.turn(request) => ran,
+                    () = fleet.lease_ends(entry.id) => {
+                        inner.metrics.turn("error", started.elapsed());
+                        tracing::warn!(session = %entry.id, "a turn was stopped: the lease on its session ended");
+                        inner.evict(&entry, &mut cell);
+                        return Err(HostError::Moved);
+                    }
+                }
+            }
+        };
         let took = started.elapsed();
         match ran {
-            Ok(result) => {
+            Ok(mut result) => {
                 inner.metrics.turn(result.result.outcome.name(), took);
+                result.resumed_from_turn =
+                    entry.meta.lock().unwrap_or_else(|p| p.into_inner()).resumed_from.take();
                 if result.alive {
                     let memory = session.memory_in_use();
                     inner.touch(&entry, Some(result.turn), memory);
@@ -346,7 +414,87 @@ impl<B: Backend> SessionHost<B> {
         let inner = &*self.inner;
         let entry = inner.find(owner, id)?;
         let mut cell = inner.lock_cell(&entry, WhenBusy::Refuse).await?;
-        inner.pause_locked(&entry, &mut cell).await
+        inner.fence(&entry, &mut cell).await?;
+        inner.store_state(&entry, &mut cell, Keep::Paused).await
+    }
+
+    /// Writes `owner`'s session `id` to the store now and keeps it live:
+    /// what the background checkpoint does.
+    pub async fn checkpoint(&self, owner: &str, id: SessionId) -> Result<(), HostError> {
+        let inner = &*self.inner;
+        let entry = inner.find(owner, id)?;
+        let mut cell = inner.lock_cell(&entry, WhenBusy::Refuse).await?;
+        inner.fence(&entry, &mut cell).await?;
+        inner.store_state(&entry, &mut cell, Keep::Live).await
+    }
+
+    /// Whether this host holds `owner`'s session `id` (live or paused).
+    pub fn holds(&self, owner: &str, id: SessionId) -> bool {
+        self.inner.find(owner, id).is_ok()
+    }
+
+    /// Takes up a session of the fleet that this host has just claimed:
+    /// its paused state `state` is read from the store and checked (under
+    /// the state key, for this session, owner and name), and the session
+    /// becomes this host's, held under `epoch`, resumed on its next call.
+    /// `resumed_from` is set when the session's last worker was lost: the
+    /// next turn's answer then says from which turn it went on.
+    pub async fn take_up(
+        &self,
+        owner: &str,
+        state: StateName,
+        epoch: u64,
+        resumed_from: Option<u64>,
+    ) -> Result<(), HostError> {
+        let inner = &*self.inner;
+        inner.accepting()?;
+        check_owner(owner)?;
+        let store = inner.config.store.as_ref().ok_or(HostError::NotFound)?;
+        if inner.lock_table().sessions.contains_key(&state.id) {
+            return Ok(());
+        }
+        let sealed = store.get(state).await?;
+        let refused = |why| HostError::Sandbox(SandboxError::Resume(why));
+        let (ticket, _) =
+            envelope::open(&inner.config.state_key, &sealed).ok_or(refused(ResumeError::Unauthenticated))?;
+        if ticket.session != state.id.to_string() || ticket.owner != owner {
+            return Err(refused(ResumeError::Binding));
+        }
+        if ticket.pauses != state.pause || ticket.epoch != state.epoch {
+            return Err(refused(ResumeError::Stale { found: ticket.pauses, expected: state.pause }));
+        }
+        let (profile, backend) = inner
+            .profiles
+            .get_key_value(ticket.profile.as_str())
+            .map(|(name, backend)| (Arc::<str>::from(name.as_str()), backend.clone()))
+            .ok_or_else(|| HostError::UnknownProfile { name: bounded(&ticket.profile) })?;
+        let owner: Arc<str> = Arc::from(owner);
+        inner.reserve_session(&owner)?;
+        let now = Instant::now();
+        let mut meta = Meta::new(now, 0, SessionState::Paused, epoch);
+        meta.turns = ticket.turns;
+        meta.pauses = ticket.pauses;
+        meta.stored = Some(state);
+        meta.stored_turn = ticket.turns;
+        meta.resumed_from = resumed_from;
+        let entry = Arc::new(Entry {
+            id: state.id,
+            owner,
+            profile,
+            backend,
+            opened: now.checked_sub(ticket.age()).unwrap_or(now),
+            cell: AsyncMutex::new(Cell::Paused),
+            waiting: AtomicU32::new(0),
+            meta: Mutex::new(meta),
+            prefetched: Mutex::new(Some(sealed)),
+        });
+        let mut table = inner.lock_table();
+        if table.sessions.contains_key(&state.id) {
+            table.release_session(&entry.owner);
+            return Ok(());
+        }
+        table.sessions.insert(state.id, entry);
+        Ok(())
     }
 
     /// What the host says of `owner`'s session `id`.
@@ -415,6 +563,7 @@ impl<B: Backend> SessionHost<B> {
         // and it holds a thread while it reads or writes.
         let _running = inner.start_turn(&entry.owner)?;
         inner.lifetime_left(&entry, &mut cell).await?;
+        inner.fence(&entry, &mut cell).await?;
         inner.make_live(&entry, &mut cell).await?;
         let Cell::Live(session) = &mut *cell else { return Err(HostError::NotFound) };
         let result = offload(|| work(session));
@@ -444,13 +593,19 @@ impl<B: Backend> SessionHost<B> {
         let entries: Vec<Arc<Entry<B>>> = inner.lock_table().sessions.values().cloned().collect();
         let mut report = ShutdownReport::default();
         for entry in entries {
-            let Ok(mut cell) = entry.cell.try_lock() else {
+            // What holds a session's lock now is a turn past the grace, a
+            // call that will find the host shutting down, or a checkpoint
+            // of the sweep: each is waited for, within the grace.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(mut cell) =
+                tokio::time::timeout(left.max(Duration::from_millis(1)), entry.cell.lock()).await
+            else {
                 report.still_running += 1;
                 continue;
             };
             match &*cell {
                 Cell::Live(_) if inner.config.store.is_some() => {
-                    match inner.pause_locked(&entry, &mut cell).await {
+                    match inner.store_state(&entry, &mut cell, Keep::Paused).await {
                         Ok(()) => report.paused += 1,
                         Err(_) => {
                             inner.end(&entry, &mut cell, "shutdown").await;
@@ -462,7 +617,15 @@ impl<B: Backend> SessionHost<B> {
                     inner.end(&entry, &mut cell, "shutdown").await;
                     report.closed += 1;
                 }
-                Cell::Paused => report.paused += 1,
+                Cell::Paused => {
+                    report.paused += 1;
+                    // Taken up but never resumed: its recorded state is still
+                    // the current one; the session is handed back.
+                    if let Some(fleet) = &inner.config.fleet {
+                        fleet.release(entry.id).await;
+                        inner.evict(&entry, &mut cell);
+                    }
+                }
                 Cell::Gone => {}
             }
         }
@@ -502,11 +665,23 @@ impl<B: Backend> SessionHost<B> {
         let inner = &*self.inner;
         let Some(store) = &inner.config.store else { return Ok(AdoptReport::default()) };
         let mut report = AdoptReport::default();
-        for id in store.list().await? {
+        // The newest state of each session; an older one left by a pause
+        // whose resume could not delete it is stale.
+        let mut newest: HashMap<SessionId, StateName> = HashMap::new();
+        for state in store.list().await? {
+            let kept = newest.entry(state.id).or_insert(state);
+            if (state.epoch, state.pause) > (kept.epoch, kept.pause) {
+                *kept = state;
+            }
+        }
+        let mut states: Vec<StateName> = newest.into_values().collect();
+        states.sort();
+        for state in states {
+            let id = state.id;
             if inner.lock_table().sessions.contains_key(&id) {
                 continue;
             }
-            let sealed = match store.get(id).await {
+            let sealed = match store.get(state).await {
                 Ok(sealed) => sealed,
                 Err(e) => {
                     tracing::warn!(session = %id, "a paused session cannot be read: {e}");
@@ -515,7 +690,11 @@ impl<B: Backend> SessionHost<B> {
                 }
             };
             let ticket = envelope::open(&inner.config.state_key, &sealed).map(|(ticket, _)| ticket);
-            let usable = ticket.filter(|t| t.session == id.to_string() && check_owner(&t.owner).is_ok());
+            let usable = ticket.filter(|t| {
+                t.session == id.to_string()
+                    && check_owner(&t.owner).is_ok()
+                    && (t.epoch, t.pauses) == (state.epoch, state.pause)
+            });
             let Some((ticket, (profile, backend))) = usable.and_then(|t| {
                 let found = inner.profiles.get_key_value(t.profile.as_str());
                 found.map(|(name, backend)| (t, (Arc::<str>::from(name.as_str()), backend.clone())))
@@ -527,6 +706,11 @@ impl<B: Backend> SessionHost<B> {
             let now = Instant::now();
             let opened = now.checked_sub(ticket.age()).unwrap_or(now);
             let owner: Arc<str> = Arc::from(ticket.owner.as_str());
+            let mut meta = Meta::new(now, 0, SessionState::Paused, state.epoch);
+            meta.turns = ticket.turns;
+            meta.pauses = ticket.pauses;
+            meta.stored = Some(state);
+            meta.stored_turn = ticket.turns;
             let entry = Arc::new(Entry {
                 id,
                 owner: owner.clone(),
@@ -535,15 +719,8 @@ impl<B: Backend> SessionHost<B> {
                 opened,
                 cell: AsyncMutex::new(Cell::Paused),
                 waiting: AtomicU32::new(0),
-                meta: Mutex::new(Meta {
-                    last_used: now,
-                    turns: ticket.turns,
-                    pauses: ticket.pauses,
-                    memory: 0,
-                    state: SessionState::Paused,
-                    closed: false,
-                    pause_retry_after: None,
-                }),
+                meta: Mutex::new(meta),
+                prefetched: Mutex::new(None),
             });
             let mut table = inner.lock_table();
             table.sessions.insert(id, entry);
@@ -724,7 +901,7 @@ impl<B: Backend> Inner<B> {
             let mut paused = false;
             for (_, entry) in candidates {
                 let Ok(mut cell) = entry.cell.try_lock() else { continue };
-                if self.pause_locked(&entry, &mut cell).await.is_ok() {
+                if self.store_state(&entry, &mut cell, Keep::Paused).await.is_ok() {
                     paused = true;
                     break;
                 }
@@ -769,7 +946,11 @@ impl<B: Backend> Inner<B> {
         };
         // What changed while this call waited: the session was closed, or
         // the host began to shut down.
-        if entry.meta().closed || matches!(*cell, Cell::Gone) {
+        let meta = entry.meta();
+        if meta.moved {
+            return Err(HostError::Moved);
+        }
+        if meta.closed || matches!(*cell, Cell::Gone) {
             return Err(HostError::NotFound);
         }
         self.accepting()?;
@@ -792,6 +973,42 @@ impl<B: Backend> Inner<B> {
         Ok(left)
     }
 
+    /// In a fleet, how long this host may still serve the session; a
+    /// session whose lease was lost leaves this host (nothing stored,
+    /// nothing deleted: it is another worker's) and the call is told it
+    /// moved. Alone, no bound.
+    async fn fence(
+        &self,
+        entry: &Entry<B>,
+        cell: &mut Cell<B::Session>,
+    ) -> Result<Option<Duration>, HostError> {
+        let Some(fleet) = &self.config.fleet else { return Ok(None) };
+        match fleet.serve_for(entry.id).await? {
+            Some(left) => Ok(Some(left)),
+            None => {
+                tracing::warn!(session = %entry.id, "the lease on a session was lost; it is left to its new worker");
+                self.evict(entry, cell);
+                Err(HostError::Moved)
+            }
+        }
+    }
+
+    /// Lets a session go from this host without storing or deleting
+    /// anything: another worker of the fleet holds it (or will).
+    fn evict(&self, entry: &Entry<B>, cell: &mut Cell<B::Session>) {
+        {
+            let mut meta = entry.meta.lock().unwrap_or_else(|p| p.into_inner());
+            meta.moved = true;
+        }
+        self.remove(entry);
+        // The instance is freed without its guest's finalisers: they could
+        // act for a session that is another worker's now.
+        *cell = Cell::Gone;
+        if let Some(fleet) = &self.config.fleet {
+            fleet.dropped(entry.id);
+        }
+    }
+
     /// Resumes a paused session from the store.
     async fn make_live(&self, entry: &Entry<B>, cell: &mut Cell<B::Session>) -> Result<(), HostError> {
         match cell {
@@ -800,12 +1017,17 @@ impl<B: Backend> Inner<B> {
             Cell::Paused => {}
         }
         let store = self.config.store.as_ref().ok_or(HostError::NotFound)?;
+        let expected = entry.meta().stored.ok_or(HostError::NotFound)?;
         // Room is made (or refused) before the session comes back.
         if self.over_memory(&entry.owner).is_some() {
             self.relieve(&entry.owner, Some(entry.id)).await?;
         }
         let resumed = async {
-            let sealed = store.get(entry.id).await?;
+            let prefetched = entry.prefetched.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let sealed = match prefetched {
+                Some(sealed) => sealed,
+                None => store.get(expected).await?,
+            };
             let refused = |why| HostError::Sandbox(SandboxError::Resume(why));
             let (ticket, paused) = envelope::open(&self.config.state_key, &sealed)
                 .ok_or_else(|| refused(ResumeError::Unauthenticated))?;
@@ -815,11 +1037,11 @@ impl<B: Backend> Inner<B> {
             {
                 return Err(refused(ResumeError::Binding));
             }
-            // The host knows which pause it made last: a store handing
-            // back an earlier, genuine state of the session is refused.
-            let expected = entry.meta().pauses;
-            if ticket.pauses != expected {
-                return Err(refused(ResumeError::Stale { found: ticket.pauses, expected }));
+            // The host (or the fleet's catalog) knows which state is the
+            // session's current one: a store handing back an earlier,
+            // genuine state of the session, under any name, is refused.
+            if ticket.pauses != expected.pause || ticket.epoch != expected.epoch {
+                return Err(refused(ResumeError::Stale { found: ticket.pauses, expected: expected.pause }));
             }
             let session = entry.backend.resume(paused, &self.config.state_key, &entry.binding()).await?;
             Ok::<_, HostError>(session)
@@ -843,17 +1065,32 @@ impl<B: Backend> Inner<B> {
                 meta.memory = memory;
             }
             meta.state = SessionState::Live;
+            if self.config.fleet.is_none() {
+                meta.stored = None;
+            }
         }
-        // The state is in the live session now; a stale copy left behind
-        // would only ever be refused or overwritten.
-        if let Err(e) = store.delete(entry.id).await {
+        // Alone, the state is in the live session now; a stale copy left
+        // behind would only ever be refused or overwritten. In a fleet it
+        // stays, the catalog's record of the session until the next one:
+        // a crash of this host resumes the session from it.
+        if self.config.fleet.is_none()
+            && let Err(e) = store.delete(expected).await
+        {
             tracing::warn!(session = %entry.id, "cannot delete a resumed session's paused state: {e}");
         }
         Ok(())
     }
 
-    /// Pauses a live session whose lock the caller holds.
-    async fn pause_locked(&self, entry: &Entry<B>, cell: &mut Cell<B::Session>) -> Result<(), HostError> {
+    /// Writes a live session whose lock the caller holds to the store, as
+    /// a new [`StateName`], and then frees it (`Keep::Paused`; in a fleet
+    /// it is given up, and leaves this host) or resumes it from the bytes
+    /// in hand (`Keep::Live`, a checkpoint).
+    async fn store_state(
+        &self,
+        entry: &Entry<B>,
+        cell: &mut Cell<B::Session>,
+        keep: Keep,
+    ) -> Result<(), HostError> {
         let Some(store) = &self.config.store else {
             return Err(HostError::Config("no store for paused sessions is configured".into()));
         };
@@ -867,33 +1104,105 @@ impl<B: Backend> Inner<B> {
                 return Err(e.into());
             }
         };
+        let meta = entry.meta();
+        let name = StateName { id: entry.id, epoch: meta.epoch, pause: meta.pauses + 1 };
         let ticket = Ticket {
             session: entry.id.to_string(),
             owner: entry.owner.to_string(),
             profile: entry.profile.to_string(),
             opened_ms: Ticket::opened_ms(entry.opened.elapsed()),
-            turns: entry.meta().turns,
-            pauses: entry.meta().pauses + 1,
+            turns: meta.turns,
+            pauses: name.pause,
+            epoch: name.epoch,
         };
         let sealed = envelope::seal(&self.config.state_key, &ticket, &paused);
-        if let Err(e) = store.put(entry.id, sealed).await {
-            // The session ended with its pause; bring it back from the
-            // bytes in hand rather than lose it (its old instance freed
-            // first, so that its slot is free for the new one).
-            self.metrics.pause_failures.fetch_add(1, Ordering::Relaxed);
-            *cell = Cell::Paused;
-            match entry.backend.resume(&paused, &self.config.state_key, &binding).await {
-                Ok(session) => *cell = Cell::Live(session),
-                Err(resume) => {
-                    tracing::warn!(session = %entry.id, "a session whose pause could not be stored is lost: {resume}");
-                    self.end(entry, cell, "failed").await;
-                }
+        // The old instance is freed before a new one may be made from the
+        // bytes, so that its slot is free for it.
+        *cell = Cell::Paused;
+        let recorded = match store.put(name, sealed).await {
+            Err(e) => Err(HostError::from(e)),
+            Ok(()) => match &self.config.fleet {
+                None => Ok(true),
+                Some(fleet) => fleet.stored(name, meta.turns, keep == Keep::Paused).await,
+            },
+        };
+        match recorded {
+            Ok(true) => {}
+            Ok(false) => {
+                // Another worker holds the session now: what was written is
+                // nobody's, and the session is that worker's.
+                let _ = store.delete(name).await;
+                self.metrics.pause_failures.fetch_add(1, Ordering::Relaxed);
+                self.evict(entry, cell);
+                return Err(HostError::Moved);
             }
-            return Err(e.into());
+            Err(e) => {
+                // Not stored, or stored but not recorded: the session goes
+                // on from the bytes in hand rather than be lost.
+                if self.config.fleet.is_some() {
+                    let _ = store.delete(name).await;
+                }
+                self.metrics.pause_failures.fetch_add(1, Ordering::Relaxed);
+                match entry.backend.resume(&paused, &self.config.state_key, &binding).await {
+                    Ok(session) => *cell = Cell::Live(session),
+                    Err(resume) => {
+                        tracing::warn!(session = %entry.id, "a session whose state could not be stored is lost: {resume}");
+                        self.end(entry, cell, "failed").await;
+                    }
+                }
+                return Err(e);
+            }
         }
-        if let Cell::Live(session) = std::mem::replace(cell, Cell::Paused) {
-            drop(session);
+        // The new state is the current one: the one before it goes.
+        if let Some(old) = meta.stored.filter(|old| *old != name)
+            && let Err(e) = store.delete(old).await
+        {
+            tracing::warn!(session = %entry.id, "cannot delete a session's older state: {e}");
         }
+        {
+            let mut meta = entry.meta.lock().unwrap_or_else(|p| p.into_inner());
+            meta.pauses = name.pause;
+            meta.stored = Some(name);
+            meta.stored_turn = ticket.turns;
+            meta.stored_at = Instant::now();
+        }
+        self.metrics.pauses.fetch_add(1, Ordering::Relaxed);
+        match keep {
+            Keep::Live => match entry.backend.resume(&paused, &self.config.state_key, &binding).await {
+                Ok(session) => {
+                    let memory = session.memory_in_use();
+                    *cell = Cell::Live(session);
+                    let mut table = self.lock_table();
+                    let mut meta = entry.meta.lock().unwrap_or_else(|p| p.into_inner());
+                    if !meta.closed {
+                        table.sub_memory(&entry.owner, meta.memory);
+                        table.add_memory(&entry.owner, memory);
+                        meta.memory = memory;
+                    }
+                }
+                // Stored, so not lost: it resumes from the store on its next
+                // call.
+                Err(e) => {
+                    tracing::warn!(session = %entry.id, "a checkpointed session did not go on live: {e}");
+                    self.mark_paused(entry);
+                }
+            },
+            Keep::Paused if self.config.fleet.is_some() => {
+                // Given up in the catalog: any worker may resume it now, so
+                // this one must not.
+                let mut meta = entry.meta.lock().unwrap_or_else(|p| p.into_inner());
+                meta.moved = true;
+                drop(meta);
+                self.remove(entry);
+                *cell = Cell::Gone;
+            }
+            Keep::Paused => self.mark_paused(entry),
+        }
+        Ok(())
+    }
+
+    /// Counts a session whose instance was freed as paused.
+    fn mark_paused(&self, entry: &Entry<B>) {
         let mut table = self.lock_table();
         let mut meta = entry.meta.lock().unwrap_or_else(|p| p.into_inner());
         if !meta.closed {
@@ -901,9 +1210,6 @@ impl<B: Backend> Inner<B> {
         }
         meta.memory = 0;
         meta.state = SessionState::Paused;
-        meta.pauses = ticket.pauses;
-        self.metrics.pauses.fetch_add(1, Ordering::Relaxed);
-        Ok(())
     }
 
     fn touch(&self, entry: &Entry<B>, turn: Option<u64>, memory: u64) {
@@ -949,38 +1255,46 @@ impl<B: Backend> Inner<B> {
     }
 
     async fn finish(&self, entry: &Entry<B>, cell: &mut Cell<B::Session>) {
-        let was_paused = entry.meta().pauses > 0;
-        match std::mem::replace(cell, Cell::Gone) {
-            Cell::Live(session) => {
-                session.close().await;
-                // A session that was ever paused may have left a state in
-                // the store (its delete after the resume failed, say): it
-                // goes too, or a later host would take the closed session
-                // up again.
-                if was_paused
-                    && let Some(store) = &self.config.store
-                    && let Err(e) = store.delete(entry.id).await
-                {
+        if let Cell::Live(session) = std::mem::replace(cell, Cell::Gone) {
+            session.close().await;
+        }
+        // Every state the session left in the store goes too, or a later
+        // host would take the closed session up again: its own, and the one
+        // the fleet's catalog named.
+        let meta = entry.meta();
+        let mut states: Vec<StateName> = meta.stored.into_iter().collect();
+        // Alone, a resumed session's state was deleted; a copy that came
+        // back (a delete that failed, say) goes now.
+        if meta.stored.is_none() && meta.pauses > 0 {
+            states.push(StateName { id: entry.id, epoch: meta.epoch, pause: meta.pauses });
+        }
+        if let Some(fleet) = &self.config.fleet
+            && let Some(named) = fleet.closed(entry.id, meta.epoch).await
+            && !states.contains(&named)
+        {
+            states.push(named);
+        }
+        if let Some(store) = &self.config.store {
+            for state in states {
+                if let Err(e) = store.delete(state).await {
                     tracing::warn!(session = %entry.id, "cannot delete a closed session's paused state: {e}");
                 }
             }
-            Cell::Paused => {
-                if let Some(store) = &self.config.store
-                    && let Err(e) = store.delete(entry.id).await
-                {
-                    tracing::warn!(session = %entry.id, "cannot delete a closed session's paused state: {e}");
-                }
-            }
-            Cell::Gone => {}
         }
     }
 
-    /// Closes sessions past their idle timeout or lifetime, and pauses
-    /// those idle past `pause_idle_after`; a session busy with a call is
-    /// left for the next sweep.
+    /// Closes sessions past their idle timeout or lifetime, pauses those
+    /// idle past `pause_idle_after`, checkpoints those whose last stored
+    /// state is older than `checkpoint_after`, and, in a fleet, lets go of
+    /// those whose lease was lost; a session busy with a call is left for
+    /// the next sweep.
     async fn sweep(&self) {
         let entries: Vec<Arc<Entry<B>>> = self.lock_table().sessions.values().cloned().collect();
         for entry in entries {
+            // A shutdown takes over from here.
+            if self.draining.load(Ordering::SeqCst) {
+                return;
+            }
             let meta = entry.meta();
             let (idle_timeout, lifetime) = entry.backend.timeouts();
             let idle_timeout = self.config.close_idle_after.unwrap_or(idle_timeout);
@@ -992,26 +1306,61 @@ impl<B: Backend> Inner<B> {
             } else {
                 None
             };
-            let pause = meta.state == SessionState::Live
-                && self.config.store.is_some()
-                && self.config.pause_idle_after.is_some_and(|after| idle >= after)
-                && meta.pause_retry_after.is_none_or(|at| Instant::now() >= at);
-            if reason.is_none() && !pause {
+            let live = meta.state == SessionState::Live && self.config.store.is_some();
+            let retry = meta.pause_retry_after.is_none_or(|at| Instant::now() >= at);
+            let pause = live && retry && self.config.pause_idle_after.is_some_and(|after| idle >= after);
+            // A session never stored is checkpointed at the first sweep
+            // after its first turn: until then a crash loses it whole.
+            let checkpoint = live
+                && retry
+                && meta.turns > meta.stored_turn
+                && self
+                    .config
+                    .checkpoint_after
+                    .is_some_and(|after| meta.stored.is_none() || meta.stored_at.elapsed() >= after);
+            let fenced = self.config.fleet.is_some();
+            if reason.is_none() && !pause && !checkpoint && !fenced {
                 continue;
             }
             let Ok(mut cell) = entry.cell.try_lock() else { continue };
-            match reason {
-                Some(reason) => self.end(&entry, &mut cell, reason).await,
-                None => {
-                    if let Err(e) = self.pause_locked(&entry, &mut cell).await {
-                        tracing::debug!(session = %entry.id, "idle session not paused: {e}");
-                        // Tried again after as long again, or once it has
-                        // been used; its idle timeout still counts.
-                        let after = self.config.pause_idle_after.unwrap_or(Duration::from_secs(60));
-                        entry.meta.lock().unwrap_or_else(|p| p.into_inner()).pause_retry_after =
-                            Instant::now().checked_add(after);
-                    }
+            if entry.meta().closed {
+                continue;
+            }
+            // Taken up in a fleet and left unused as long as a live one
+            // would be paused: handed back, for whichever worker it is
+            // next asked of.
+            if reason.is_none()
+                && let Some(fleet) = &self.config.fleet
+                && matches!(*cell, Cell::Paused)
+                && self.config.pause_idle_after.is_some_and(|after| idle >= after)
+            {
+                fleet.release(entry.id).await;
+                self.evict(&entry, &mut cell);
+                continue;
+            }
+            if reason.is_none() && fenced && self.fence(&entry, &mut cell).await.is_err() {
+                continue;
+            }
+            let keep = match reason {
+                Some(reason) => {
+                    self.end(&entry, &mut cell, reason).await;
+                    continue;
                 }
+                None if pause => Keep::Paused,
+                None if checkpoint => Keep::Live,
+                None => continue,
+            };
+            if let Err(e) = self.store_state(&entry, &mut cell, keep).await {
+                tracing::warn!(session = %entry.id, "session not stored: {e}");
+                // Tried again after as long again, or once it has been
+                // used; its idle timeout still counts.
+                let after = self
+                    .config
+                    .pause_idle_after
+                    .or(self.config.checkpoint_after)
+                    .unwrap_or(Duration::from_secs(60));
+                entry.meta.lock().unwrap_or_else(|p| p.into_inner()).pause_retry_after =
+                    Instant::now().checked_add(after);
             }
         }
     }

@@ -1,5 +1,6 @@
-//! Where paused sessions are kept: the [`PausedStore`] trait, and
-//! [`LocalDir`], a directory of this machine.
+//! Where paused sessions are kept: the [`PausedStore`] trait, the
+//! [`StateName`] of each object, and [`LocalDir`], a directory of this
+//! machine (or one that workers share).
 
 use std::future::Future;
 use std::io::{Read, Write};
@@ -48,23 +49,71 @@ pub enum StoreError {
     },
 }
 
-/// Storage of paused sessions, one object per session id. The objects are
-/// authenticated by the host (a paused state carries its MAC and binding),
-/// so a store need not be trusted with their integrity, only with keeping
-/// them.
+/// The name of one paused state: its session, the fencing epoch under
+/// which it was written (0 for a host alone), and the number of the pause
+/// among the session's pauses. Every pause writes a new name, so a write
+/// from a worker that lost the session never overwrites the state of the
+/// one that holds it now; which name is current is the host's (or the
+/// catalog's) record, and the state's authenticated ticket names it too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StateName {
+    /// The session.
+    pub id: SessionId,
+    /// The fencing epoch of the writer.
+    pub epoch: u64,
+    /// The pause's number, from 1.
+    pub pause: u64,
+}
+
+impl std::fmt::Display for StateName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.id, self.epoch, self.pause)
+    }
+}
+
+impl std::str::FromStr for StateName {
+    type Err = ();
+
+    /// `ID.EPOCH.PAUSE`, as [`StateName`] writes itself; nothing else.
+    fn from_str(text: &str) -> Result<StateName, ()> {
+        let mut parts = text.split('.');
+        let (Some(id), Some(epoch), Some(pause), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(());
+        };
+        let number = |part: &str| {
+            // Digits only, written as `u64` writes them (no sign, no
+            // leading zero), so that one name has one spelling.
+            if part.is_empty()
+                || !part.bytes().all(|b| b.is_ascii_digit())
+                || (part.len() > 1 && part.starts_with('0'))
+            {
+                return Err(());
+            }
+            part.parse::<u64>().map_err(|_| ())
+        };
+        Ok(StateName { id: id.parse().map_err(|_| ())?, epoch: number(epoch)?, pause: number(pause)? })
+    }
+}
+
+/// Storage of paused sessions, one object per [`StateName`]. The objects
+/// are authenticated by the host (a paused state carries its MAC and
+/// binding), so a store need not be trusted with their integrity, only
+/// with keeping them.
 pub trait PausedStore: Send + Sync + 'static {
-    /// Stores `bytes` as the paused state of `id`, replacing any earlier
-    /// one whole: a reader sees the old object or the new, never a part.
-    fn put(&self, id: SessionId, bytes: Vec<u8>) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Stores `bytes` under `name`, replacing any object of that name whole:
+    /// a reader sees the old object or the new, never a part.
+    fn put(&self, name: StateName, bytes: Vec<u8>) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// The paused state of `id`.
-    fn get(&self, id: SessionId) -> BoxFuture<'_, Result<Vec<u8>, StoreError>>;
+    /// The object named `name`.
+    fn get(&self, name: StateName) -> BoxFuture<'_, Result<Vec<u8>, StoreError>>;
 
-    /// Removes the paused state of `id`, if there is one.
-    fn delete(&self, id: SessionId) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Removes the object named `name`, if there is one.
+    fn delete(&self, name: StateName) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// The ids of every paused state held.
-    fn list(&self) -> BoxFuture<'_, Result<Vec<SessionId>, StoreError>>;
+    /// The names of every object held.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<StateName>, StoreError>>;
 }
 
 /// Paused sessions as files of one directory of this machine, named by
@@ -115,15 +164,16 @@ impl LocalDir {
 }
 
 impl LocalInner {
-    fn path_of(&self, id: SessionId) -> PathBuf {
-        self.dir.join(format!("{id}.paused"))
+    fn path_of(&self, name: StateName) -> PathBuf {
+        self.dir.join(format!("{name}.paused"))
     }
 
-    fn put(&self, id: SessionId, bytes: &[u8]) -> Result<(), StoreError> {
+    fn put(&self, name: StateName, bytes: &[u8]) -> Result<(), StoreError> {
+        let id = name.id;
         if bytes.len() as u64 > self.max_object {
             return Err(StoreError::TooLarge { id, limit: self.max_object });
         }
-        let target = self.path_of(id);
+        let target = self.path_of(name);
         let temp = self
             .dir
             .join(format!(".{id}.{}.tmp", SessionId::random().map_err(|e| io("naming", &target, e))?));
@@ -149,8 +199,8 @@ impl LocalInner {
         Ok(())
     }
 
-    fn get(&self, id: SessionId) -> Result<Vec<u8>, StoreError> {
-        let path = self.path_of(id);
+    fn get(&self, name: StateName) -> Result<Vec<u8>, StoreError> {
+        let (id, path) = (name.id, self.path_of(name));
         let mut file = match std::fs::OpenOptions::new().read(true).custom_flags(libc_nofollow()).open(&path)
         {
             Ok(file) => file,
@@ -173,15 +223,15 @@ impl LocalInner {
         Ok(bytes)
     }
 
-    fn list(&self) -> Result<Vec<SessionId>, StoreError> {
+    fn list(&self) -> Result<Vec<StateName>, StoreError> {
         let entries = std::fs::read_dir(&self.dir).map_err(|e| io("listing", &self.dir, e))?;
         let mut ids = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| io("listing", &self.dir, e))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if let Some(id) = name.strip_suffix(".paused").and_then(|stem| stem.parse().ok()) {
-                ids.push(id);
+            if let Some(state) = name.strip_suffix(".paused").and_then(|stem| stem.parse().ok()) {
+                ids.push(state);
             } else if name.starts_with('.') && name.ends_with(".tmp") {
                 // A write that a crash cut short.
                 let _ = std::fs::remove_file(entry.path());
@@ -191,8 +241,8 @@ impl LocalInner {
         Ok(ids)
     }
 
-    fn delete(&self, id: SessionId) -> Result<(), StoreError> {
-        let path = self.path_of(id);
+    fn delete(&self, name: StateName) -> Result<(), StoreError> {
+        let path = self.path_of(name);
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -210,22 +260,22 @@ fn libc_nofollow() -> i32 {
 }
 
 impl PausedStore for LocalDir {
-    fn put(&self, id: SessionId, bytes: Vec<u8>) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn put(&self, name: StateName, bytes: Vec<u8>) -> BoxFuture<'_, Result<(), StoreError>> {
         let inner = self.inner.clone();
-        Box::pin(async move { blocking(move || inner.put(id, &bytes)).await })
+        Box::pin(async move { blocking(move || inner.put(name, &bytes)).await })
     }
 
-    fn get(&self, id: SessionId) -> BoxFuture<'_, Result<Vec<u8>, StoreError>> {
+    fn get(&self, name: StateName) -> BoxFuture<'_, Result<Vec<u8>, StoreError>> {
         let inner = self.inner.clone();
-        Box::pin(async move { blocking(move || inner.get(id)).await })
+        Box::pin(async move { blocking(move || inner.get(name)).await })
     }
 
-    fn delete(&self, id: SessionId) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn delete(&self, name: StateName) -> BoxFuture<'_, Result<(), StoreError>> {
         let inner = self.inner.clone();
-        Box::pin(async move { blocking(move || inner.delete(id)).await })
+        Box::pin(async move { blocking(move || inner.delete(name)).await })
     }
 
-    fn list(&self) -> BoxFuture<'_, Result<Vec<SessionId>, StoreError>> {
+    fn list(&self) -> BoxFuture<'_, Result<Vec<StateName>, StoreError>> {
         let inner = self.inner.clone();
         Box::pin(async move { blocking(move || inner.list()).await })
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use mimobox_core::{Outcome, ResumeError, SandboxConfig, SandboxError, TurnRequest};
 use mimobox_host::{
     HostConfig, HostError, LimitKind, Limits, LocalDir, PausedStore, Scope, SessionHost, SessionId,
-    SessionState, WhenBusy,
+    SessionState, StateName, WhenBusy,
 };
 use mimobox_wasm::WasmSandbox;
 
@@ -43,6 +43,17 @@ fn setup(
     let counter = sandbox(dirs.path(), adjust_sandbox);
     let host = SessionHost::new(config, [("counter".to_string(), counter)]).unwrap();
     Setup { _dirs: dirs, host, store }
+}
+
+/// The newest state of session `id` in the store, if it has one.
+async fn current(store: &LocalDir, id: SessionId) -> Option<StateName> {
+    store.list().await.unwrap().into_iter().filter(|state| state.id == id).max()
+}
+
+/// The bytes of the newest state of session `id`.
+async fn state_of(store: &LocalDir, id: SessionId) -> (StateName, Vec<u8>) {
+    let name = current(store, id).await.expect("the session has a state in the store");
+    (name, store.get(name).await.unwrap())
 }
 
 async fn turn(host: &SessionHost<WasmSandbox>, owner: &str, id: SessionId, code: &str) -> String {
@@ -188,17 +199,17 @@ async fn idle_sessions_are_paused_then_closed_in_the_background_with_nobody_call
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert_eq!(s.host.info("alice", paused).unwrap().state, SessionState::Paused);
     assert_eq!(s.host.gauges().paused, 1);
-    assert!(s.store.get(paused).await.is_ok(), "the paused state is in the store");
+    assert!(current(&s.store, paused).await.is_some(), "the paused state is in the store");
     // The next turn resumes it, with its state.
     assert_eq!(turn(&s.host, "alice", paused, "i").await, "3\n");
     assert_eq!(s.host.info("alice", paused).unwrap().state, SessionState::Live);
-    assert!(s.store.get(paused).await.is_err(), "a resumed session's state is deleted");
+    assert!(current(&s.store, paused).await.is_none(), "a resumed session's state is deleted");
     assert_eq!(s.host.metrics().resumes(), (1, 0));
     // Left alone past its idle timeout, it is closed, and its paused state
     // deleted.
     tokio::time::sleep(Duration::from_millis(3600)).await;
     assert!(matches!(s.host.info("alice", paused), Err(HostError::NotFound)));
-    assert!(s.store.get(paused).await.is_err());
+    assert!(current(&s.store, paused).await.is_none());
     assert_eq!(s.host.metrics().closed("idle"), 1);
     assert!(s.host.list("alice").is_empty());
 }
@@ -271,22 +282,22 @@ async fn a_paused_state_altered_swapped_or_replayed_in_the_store_is_refused() {
     turn(&s.host, "alice", a, "i").await;
     s.host.pause("alice", a).await.unwrap();
     s.host.pause("alice", b).await.unwrap();
-    let state_a = s.store.get(a).await.unwrap();
+    let (name_a, state_a) = state_of(&s.store, a).await;
     // One byte changed.
     let mut altered = state_a.clone();
     let middle = altered.len() / 2;
     altered[middle] ^= 1;
-    s.store.put(a, altered).await.unwrap();
+    s.store.put(name_a, altered).await.unwrap();
     let turned = s.host.turn("alice", a, TurnRequest::new("p"), WhenBusy::Refuse).await;
     assert!(matches!(turned, Err(HostError::Sandbox(_))), "{turned:?}");
     // Another session's state under this id.
-    let state_b = s.store.get(b).await.unwrap();
-    s.store.put(a, state_b).await.unwrap();
+    let (_, state_b) = state_of(&s.store, b).await;
+    s.store.put(name_a, state_b).await.unwrap();
     let turned = s.host.turn("alice", a, TurnRequest::new("p"), WhenBusy::Refuse).await;
     assert!(matches!(turned, Err(HostError::Sandbox(_))), "{turned:?}");
     assert_eq!(s.host.metrics().resumes(), (0, 2));
     // The genuine one still resumes.
-    s.store.put(a, state_a).await.unwrap();
+    s.store.put(name_a, state_a).await.unwrap();
     assert_eq!(turn(&s.host, "alice", a, "p").await, "1\n");
 }
 
@@ -296,7 +307,7 @@ async fn an_older_genuine_state_handed_back_by_the_store_is_refused() {
     let a = s.host.open("alice", "counter").await.unwrap();
     turn(&s.host, "alice", a, "i").await;
     s.host.pause("alice", a).await.unwrap();
-    let older = s.store.get(a).await.unwrap();
+    let (_, older) = state_of(&s.store, a).await;
     // Resumed, one more turn, paused again.
     turn(&s.host, "alice", a, "i").await;
     s.host.pause("alice", a).await.unwrap();
@@ -305,10 +316,12 @@ async fn an_older_genuine_state_handed_back_by_the_store_is_refused() {
     let listed = s.host.list_files("alice", a, "/", WhenBusy::Refuse).await;
     assert!(!matches!(listed, Err(HostError::NotFound | HostError::Sandbox(_))), "{listed:?}");
     s.host.pause("alice", a).await.unwrap();
-    let newest = s.store.get(a).await.unwrap();
-    // The store replays the state of the first pause: MAC and binding are
-    // genuine, the pause is not the session's last.
-    s.store.put(a, older).await.unwrap();
+    let (newest_name, newest) = state_of(&s.store, a).await;
+    assert_eq!(newest_name.pause, 3);
+    // The store replays the state of the first pause under the newest
+    // name: MAC and binding are genuine, the pause is not the session's
+    // last.
+    s.store.put(newest_name, older).await.unwrap();
     let turned = s.host.turn("alice", a, TurnRequest::new("p"), WhenBusy::Refuse).await;
     assert!(
         matches!(
@@ -317,7 +330,7 @@ async fn an_older_genuine_state_handed_back_by_the_store_is_refused() {
         ),
         "{turned:?}"
     );
-    s.store.put(a, newest).await.unwrap();
+    s.store.put(newest_name, newest).await.unwrap();
     assert_eq!(turn(&s.host, "alice", a, "p").await, "2\n");
 }
 
@@ -327,14 +340,14 @@ async fn a_closed_session_leaves_no_paused_state_for_a_later_host() {
     let a = s.host.open("alice", "counter").await.unwrap();
     turn(&s.host, "alice", a, "i").await;
     s.host.pause("alice", a).await.unwrap();
-    let stale = s.store.get(a).await.unwrap();
+    let (name, stale) = state_of(&s.store, a).await;
     // Resumed (its state deleted), then a stale copy comes back into the
     // store, as after a delete that failed.
     turn(&s.host, "alice", a, "i").await;
-    s.store.put(a, stale).await.unwrap();
+    s.store.put(name, stale).await.unwrap();
     // Closed while live: the copy goes with it.
     s.host.close("alice", a).await.unwrap();
-    assert!(s.store.get(a).await.is_err(), "a closed session's state stayed in the store");
+    assert!(current(&s.store, a).await.is_none(), "a closed session's state stayed in the store");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,7 +368,7 @@ async fn shutdown_lets_running_turns_finish_then_pauses_the_rest() {
     assert_eq!(running.await.unwrap().unwrap().result.outcome, Outcome::TimedOut);
     assert_eq!(report.paused, 1, "{report:?}");
     assert_eq!(report.still_running, 0);
-    assert!(s.store.get(idle).await.is_ok());
+    assert!(current(&s.store, idle).await.is_some());
     assert!(matches!(s.host.open("alice", "counter").await, Err(HostError::ShuttingDown)));
     let turned = s.host.turn("alice", idle, TurnRequest::new("p"), WhenBusy::Refuse).await;
     assert!(matches!(turned, Err(HostError::ShuttingDown)));
@@ -415,16 +428,23 @@ fn a_host_needs_a_runtime_and_a_long_enough_key() {
 async fn the_local_store_refuses_symlinks_and_oversized_objects() {
     let dirs = tempfile::tempdir().unwrap();
     let store = LocalDir::open(dirs.path().join("paused"), 1024).unwrap();
-    let id = SessionId::random().unwrap();
+    let id = StateName { id: SessionId::random().unwrap(), epoch: 0, pause: 1 };
     assert!(store.put(id, vec![0; 2048]).await.is_err());
     store.put(id, b"hello".to_vec()).await.unwrap();
     assert_eq!(store.get(id).await.unwrap(), b"hello");
+    assert_eq!(store.list().await.unwrap(), vec![id]);
     // A symlink planted where an object would be is not followed.
-    let other = SessionId::random().unwrap();
+    let other = StateName { id: SessionId::random().unwrap(), epoch: 2, pause: 5 };
     std::fs::write(dirs.path().join("secret"), b"secret").unwrap();
     std::os::unix::fs::symlink(dirs.path().join("secret"), store.dir().join(format!("{other}.paused")))
         .unwrap();
     assert!(store.get(other).await.is_err());
+    // Names are spelled one way only.
+    for bad in ["x.0.1", "{id}.00.1", "{id}.0", "{id}.0.1.2", "{id}.-1.1", "{id}.+1.1", "{id}..1"] {
+        let bad = bad.replace("{id}", &id.id.to_string());
+        assert!(bad.parse::<StateName>().is_err(), "{bad}");
+    }
+    assert_eq!(id.to_string().parse::<StateName>(), Ok(id));
     // A store directory that others may write to is refused.
     let open = dirs.path().join("open");
     std::fs::create_dir(&open).unwrap();
@@ -493,7 +513,7 @@ async fn the_lifetime_counts_paused_time_and_holds_after_a_resume() {
     let late = s.host.turn("alice", id, TurnRequest::new("p"), WhenBusy::Refuse).await;
     assert!(matches!(late, Err(HostError::NotFound)), "{late:?}");
     assert_eq!(s.host.metrics().closed("lifetime"), 1);
-    assert!(s.store.get(id).await.is_err(), "its paused state is deleted");
+    assert!(current(&s.store, id).await.is_none(), "its paused state is deleted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -533,10 +553,15 @@ async fn a_later_host_takes_up_the_sessions_an_earlier_one_paused() {
     assert_eq!(report.paused, 2);
     drop(first);
     // A store that moves bob's state under another name is not believed.
-    let mut moved = store.get(forged).await.unwrap();
+    let (forged_name, mut moved) = state_of(&store, forged).await;
     let at = moved.len() - 40;
     moved[at] ^= 1;
-    store.put(forged, moved).await.unwrap();
+    store.put(forged_name, moved).await.unwrap();
+    // And an older state of alice's, under an older name, is passed over
+    // for the newest.
+    let (kept_name, kept_state) = state_of(&store, kept).await;
+    let older = StateName { pause: 0, ..kept_name };
+    store.put(older, kept_state).await.unwrap();
 
     let second = host_with(&store);
     let report = second.adopt_paused().await.unwrap();

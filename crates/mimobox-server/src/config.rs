@@ -70,6 +70,70 @@ pub struct ServerConfig {
     /// Close a session idle this long, live or paused, in place of its
     /// profile's idle timeout.
     pub close_after: Option<Duration>,
+    /// Membership of a fleet of workers that share sessions, if any.
+    pub fleet: Option<FleetConfig>,
+}
+
+/// How a worker joins a fleet: the catalog, its own address, the secret
+/// the workers share, its leases and background checkpoints. Its store of
+/// paused sessions is the [`PauseConfig`]'s directory, one the workers
+/// share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// The catalog, `redis://HOST:PORT[/DB]`.
+    pub catalog: String,
+    /// The address other workers reach this one at, `HOST:PORT`.
+    pub advertise: String,
+    /// The file holding the secret the workers authenticate each other
+    /// with (at least 32 bytes).
+    pub peer_secret_file: PathBuf,
+    /// How long a lease on a session lasts before it must be renewed; a
+    /// lost worker's sessions wait this long before another takes them.
+    pub lease: Duration,
+    /// How often a live session that took turns is written to the store.
+    pub checkpoint_after: Duration,
+}
+
+/// Default lease on a session: 15 seconds.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+
+/// Default interval of background checkpoints: 30 seconds.
+pub const DEFAULT_CHECKPOINT_AFTER: Duration = Duration::from_secs(30);
+
+/// The directory of a `file:///DIR` store; an `s3://` store, or anything
+/// else, is refused with the reason.
+pub fn store_dir(url: &str) -> Result<PathBuf, String> {
+    if let Some(dir) = url.strip_prefix("file://") {
+        if !dir.starts_with('/') {
+            return Err("a file store is `file:///ABSOLUTE/DIR`".into());
+        }
+        return Ok(PathBuf::from(dir));
+    }
+    if url.starts_with("s3://") {
+        return Err("this build keeps paused sessions in a shared directory (`file:///DIR`) only; \
+                    an S3 store is not built in"
+            .into());
+    }
+    Err("a store is `file:///DIR`".into())
+}
+
+/// Refuses a catalog that is not a `redis://` URL.
+pub fn check_catalog(url: &str) -> Result<(), String> {
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        Ok(())
+    } else {
+        Err("a catalog is `redis://HOST:PORT`".into())
+    }
+}
+
+/// Refuses an advertised address that is not `HOST:PORT`.
+pub fn check_advertise(address: &str) -> Result<(), String> {
+    let valid = address.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && port.parse::<u16>().is_ok_and(|p| p > 0)
+            && host.chars().all(|c| c.is_ascii_alphanumeric() || "-.[]:".contains(c))
+    });
+    if valid { Ok(()) } else { Err("an advertised address is `HOST:PORT`".into()) }
 }
 
 /// Where and when idle sessions are paused.
@@ -101,6 +165,20 @@ struct File {
     sessions: SessionsFile,
     #[serde(default)]
     http: HttpFile,
+    fleet: Option<FleetFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FleetFile {
+    catalog: String,
+    store: String,
+    advertise: Option<String>,
+    peer_secret_file: PathBuf,
+    #[serde(default, with = "optional_seconds")]
+    lease: Option<Duration>,
+    #[serde(default, with = "optional_seconds")]
+    checkpoint_after: Option<Duration>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
@@ -338,9 +416,42 @@ impl ServerConfig {
         for (key, value) in [("pause_after", s.pause_after), ("close_after", s.close_after)] {
             check_duration(value, 365 * DAY).map_err(|problem| at(&format!("sessions.{key}"), problem))?;
         }
-        let pause = match &s.pause_dir {
+        let fleet_store = match &file.fleet {
+            Some(fleet) => {
+                if s.pause_dir.is_some() {
+                    return Err(at("sessions.pause_dir", "a fleet's sessions pause to `fleet.store`".into()));
+                }
+                Some(store_dir(&fleet.store).map_err(|problem| at("fleet.store", problem))?)
+            }
+            None => None,
+        };
+        let fleet = match &file.fleet {
+            Some(f) => {
+                check_catalog(&f.catalog).map_err(|problem| at("fleet.catalog", problem))?;
+                if let Some(advertise) = &f.advertise {
+                    check_advertise(advertise).map_err(|problem| at("fleet.advertise", problem))?;
+                }
+                check_duration(f.lease, HOUR).map_err(|problem| at("fleet.lease", problem))?;
+                check_duration(f.checkpoint_after, DAY)
+                    .map_err(|problem| at("fleet.checkpoint_after", problem))?;
+                if f.lease.is_some_and(|lease| lease < Duration::from_secs(1)) {
+                    return Err(at("fleet.lease", "must be at least 1 second".into()));
+                }
+                Some(FleetConfig {
+                    catalog: f.catalog.clone(),
+                    // Given by `--advertise` when the file leaves it out.
+                    advertise: f.advertise.clone().unwrap_or_default(),
+                    peer_secret_file: base.join(&f.peer_secret_file),
+                    lease: f.lease.unwrap_or(DEFAULT_LEASE),
+                    checkpoint_after: f.checkpoint_after.unwrap_or(DEFAULT_CHECKPOINT_AFTER),
+                })
+            }
+            None => None,
+        };
+        let pause_dir = s.pause_dir.as_ref().map(|dir| base.join(dir)).or(fleet_store);
+        let pause = match &pause_dir {
             Some(dir) => Some(PauseConfig {
-                dir: base.join(dir),
+                dir: dir.clone(),
                 after: s.pause_after.unwrap_or(DEFAULT_PAUSE_AFTER),
                 state_key: s.state_key.as_ref().map(|key| base.join(key)),
             }),
@@ -353,7 +464,16 @@ impl ServerConfig {
                 None
             }
         };
-        Ok(ServerConfig { http, profiles, limits, owner_limits, owners, pause, close_after: s.close_after })
+        Ok(ServerConfig {
+            http,
+            profiles,
+            limits,
+            owner_limits,
+            owners,
+            pause,
+            close_after: s.close_after,
+            fleet,
+        })
     }
 }
 
@@ -455,6 +575,43 @@ mod tests {
                 state_key: None
             })
         );
+    }
+
+    #[test]
+    fn a_fleet_table_names_the_catalog_the_shared_store_and_the_secret() {
+        let owner = format!("[profiles]\na = \"a.toml\"\n[owners.x]\ntoken_sha256 = \"{HASH}\"\n");
+        let config = parse(&format!(
+            "{owner}[sessions]\nstate_key = \"key\"\n[fleet]\ncatalog = \"redis://redis:6379\"\n\
+             store = \"file:///shared/paused\"\npeer_secret_file = \"peer\"\nlease = \"5s\"\n"
+        ))
+        .unwrap();
+        let fleet = config.fleet.unwrap();
+        assert_eq!(fleet.catalog, "redis://redis:6379");
+        assert_eq!(fleet.peer_secret_file, PathBuf::from("/etc/mimobox/peer"));
+        assert_eq!((fleet.lease, fleet.checkpoint_after), (Duration::from_secs(5), DEFAULT_CHECKPOINT_AFTER));
+        assert_eq!(fleet.advertise, "", "left to --advertise");
+        let pause = config.pause.unwrap();
+        assert_eq!(pause.dir, PathBuf::from("/shared/paused"));
+        assert_eq!(pause.state_key, Some(PathBuf::from("/etc/mimobox/key")));
+        let fleet = |rest: &str| {
+            parse(&format!(
+                "{owner}[fleet]\ncatalog = \"redis://r:1\"\nstore = \"file:///s\"\npeer_secret_file = \"p\"\n{rest}"
+            ))
+            .map(|_| ()).map_err(|e| e.to_string())
+        };
+        for (rest, expected) in [
+            ("store2 = 1\n", "unknown field"),
+            ("lease = \"0s\"\n", "key `fleet.lease`: must be more than zero"),
+            ("lease = \"500ms\"\n", "at least 1 second"),
+            ("advertise = \"nowhere\"\n", "key `fleet.advertise`"),
+        ] {
+            let error = fleet(rest).unwrap_err();
+            assert!(error.contains(expected), "{rest}: {error}");
+        }
+        let store = |url: &str| store_dir(url);
+        assert!(store("s3://bucket/prefix").unwrap_err().contains("not built in"));
+        assert!(store("file://relative").is_err());
+        assert!(check_catalog("http://redis").is_err());
     }
 
     #[test]

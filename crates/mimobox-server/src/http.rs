@@ -41,6 +41,7 @@ use crate::openapi::{
     Created, ErrorBody, Execute, ListingBody, NewSession, SessionBody, SessionList,
     State as SessionStateBody, TurnAnswer, Written,
 };
+use crate::peers::{Forwarded, Peers};
 use crate::wire;
 
 /// How the HTTP server runs.
@@ -77,6 +78,8 @@ pub struct HttpConfig {
     pub requests_of: HashMap<String, u32>,
     /// Owners that may read `/metrics`, the whole server's numbers.
     pub metrics_owners: HashSet<String>,
+    /// The other workers of this one's fleet, if it has one.
+    pub peers: Option<Peers>,
 }
 
 impl HttpConfig {
@@ -101,6 +104,7 @@ impl HttpConfig {
             owner_requests: 64,
             requests_of: HashMap::new(),
             metrics_owners: HashSet::new(),
+            peers: None,
         }
     }
 }
@@ -132,7 +136,10 @@ pub(crate) struct AppState {
     max_json: usize,
     max_upload: usize,
     draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Requests whose answers are not done yet.
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
     requests: Arc<[AtomicU64; 5]>,
+    peers: Option<Peers>,
 }
 
 #[derive(Clone)]
@@ -232,7 +239,9 @@ pub async fn serve(
         max_json: config.max_json,
         max_upload: config.max_upload,
         draining: Arc::default(),
+        in_flight: Arc::default(),
         requests: Arc::new(Default::default()),
+        peers: config.peers.clone(),
     };
     let app = router(state.clone(), &config);
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
@@ -295,7 +304,14 @@ pub async fn serve(
     // balancer's readiness probe) are refused at once rather than queued.
     drop(listener);
     state.draining.store(true, Ordering::SeqCst);
-    let report = host.shutdown(config.drain_grace).await;
+    // Requests in hand finish first (a forwarded one included, whose turn
+    // runs on another worker), then the host drains in what is left of
+    // the grace.
+    let drain_until = tokio::time::Instant::now() + config.drain_grace;
+    while state.in_flight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let report = host.shutdown(drain_until.saturating_duration_since(tokio::time::Instant::now())).await;
     tracing::info!(
         "drained: {} paused, {} closed, {} still running",
         report.paused,
@@ -321,28 +337,35 @@ async fn until_closing(closed: &mut tokio::sync::watch::Receiver<bool>) {
     }
 }
 
-/// Finds the owner of the request's bearer token, or refuses it.
+/// Finds the owner of the request's bearer token (or of a peer's signed
+/// request), or refuses it; in a fleet, sends a request for a session to
+/// where the session is.
 async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
-        .map(|(_, token)| Sha256::digest(token.trim().as_bytes()));
-    let Some(presented) = presented else {
-        return refuse(StatusCode::UNAUTHORIZED, "an Authorization: Bearer token is needed");
+    let target = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let from_peer =
+        match Peers::verify(state.peers.as_ref(), request.headers(), request.method().as_str(), &target) {
+            Ok(owner) => owner,
+            Err(refusal) => return refuse(StatusCode::UNAUTHORIZED, refusal.message()),
+        };
+    let found = match from_peer {
+        Some(owner) => match state.tokens.iter().find(|(_, known)| **known == *owner) {
+            Some((_, known)) => {
+                request.extensions_mut().insert(Forwarded);
+                known.clone()
+            }
+            None => {
+                return refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "a forwarded request names an owner this worker does not know",
+                );
+            }
+        },
+        None => match owner_of_token(&state, &request) {
+            Ok(owner) => owner,
+            Err(response) => return response,
+        },
     };
-    // Every hash is compared, in constant time, whichever matches.
-    let mut found: Option<Arc<str>> = None;
-    for (hash, owner) in state.tokens.iter() {
-        if bool::from(hash.ct_eq(presented.as_slice())) {
-            found = Some(owner.clone());
-        }
-    }
-    let Some(owner) = found else {
-        return refuse(StatusCode::UNAUTHORIZED, "the token is not one this server knows");
-    };
+    let owner = found;
     // The owner's bound on requests at once; a streamed answer holds its
     // place until its body ends.
     let permit = match state.requests_of.get(&owner).map(|slots| slots.clone().try_acquire_owned()) {
@@ -355,12 +378,45 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
         }
     };
     request.extensions_mut().insert(RequestOwner(owner.clone()));
-    request.extensions_mut().insert(Owner(owner));
+    request.extensions_mut().insert(Owner(owner.clone()));
     // A turn's task holds the place too, so that a client that hangs up
     // mid-turn does not free it while the turn runs.
     request.extensions_mut().insert(Place { _held: permit.clone() });
-    let response = next.run(request).await;
+    let session = state.peers.as_ref().and_then(|_| session_of(request.uri().path()));
+    let response = match (&state.peers, session) {
+        (Some(peers), Some(id)) => peers.route(&state.host, &owner, id, request, next).await,
+        _ => next.run(request).await,
+    };
     response.map(|body| Body::new(Held { body, _place: Place { _held: permit } }))
+}
+
+/// The session a `/v1/sessions/{id}...` path names, if it names one.
+fn session_of(path: &str) -> Option<SessionId> {
+    let rest = path.strip_prefix("/v1/sessions/")?;
+    rest.split('/').next()?.parse().ok()
+}
+
+/// The owner whose token the request's bearer is, or the refusal.
+#[allow(clippy::result_large_err)]
+fn owner_of_token(state: &AppState, request: &Request) -> Result<Arc<str>, Response> {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
+        .map(|(_, token)| Sha256::digest(token.trim().as_bytes()));
+    let Some(presented) = presented else {
+        return Err(refuse(StatusCode::UNAUTHORIZED, "an Authorization: Bearer token is needed"));
+    };
+    // Every hash is compared, in constant time, whichever matches.
+    let mut found: Option<Arc<str>> = None;
+    for (hash, owner) in state.tokens.iter() {
+        if bool::from(hash.ct_eq(presented.as_slice())) {
+            found = Some(owner.clone());
+        }
+    }
+    found.ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "the token is not one this server knows"))
 }
 
 /// A response body that holds its owner's request slot until it is done
@@ -373,7 +429,7 @@ struct Held {
 /// A request's place among its owner's requests at once.
 #[derive(Clone)]
 pub(crate) struct Place {
-    _held: Arc<tokio::sync::OwnedSemaphorePermit>,
+    _held: Arc<dyn std::any::Any + Send + Sync>,
 }
 
 impl http_body::Body for Held {
@@ -505,10 +561,41 @@ async fn refuse_long_bodies(State(state): State<AppState>, request: Request, nex
 
 /// Counts answers by status class.
 async fn count(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+    // Once a drain has begun, a request that arrives on a connection kept
+    // alive is answered at once, and nothing of it is done: sending it
+    // again elsewhere is safe. Those already in hand run to their end
+    // (their answer's last byte), and the drain waits for them.
+    let response =
+        if state.draining.load(Ordering::SeqCst) && !matches!(request.uri().path(), "/healthz" | "/readyz") {
+            let mut response =
+                refuse(StatusCode::SERVICE_UNAVAILABLE, "this worker is draining; send the request again");
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        } else {
+            let in_flight = InFlight::new(&state.in_flight);
+            next.run(request)
+                .await
+                .map(|body| Body::new(Held { body, _place: Place { _held: Arc::new(in_flight) } }))
+        };
     let class = (response.status().as_u16() / 100).clamp(1, 5) as usize - 1;
     state.requests[class].fetch_add(1, Ordering::Relaxed);
     response
+}
+
+/// A request counted as in flight until its answer's body is done.
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn new(counter: &Arc<std::sync::atomic::AtomicUsize>) -> InFlight {
+        counter.fetch_add(1, Ordering::SeqCst);
+        InFlight(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Whether the process is up.
@@ -914,13 +1001,13 @@ fn not_found() -> Response {
     refuse(StatusCode::NOT_FOUND, "no such session")
 }
 
-fn refuse(status: StatusCode, message: &str) -> Response {
+pub(crate) fn refuse(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(ErrorBody { error: message.to_owned() })).into_response()
 }
 
 /// The status and the message a host refusal answers with; a failure of
 /// the server itself is logged, and its client told no more than that.
-fn host_refusal(error: &HostError) -> Response {
+pub(crate) fn host_refusal(error: &HostError) -> Response {
     let status = match error {
         HostError::NotFound => StatusCode::NOT_FOUND,
         HostError::File(file) => match file {
@@ -937,7 +1024,7 @@ fn host_refusal(error: &HostError) -> Response {
         HostError::UnknownProfile { .. } | HostError::BadOwner { .. } => StatusCode::BAD_REQUEST,
         HostError::Limit { .. } => StatusCode::TOO_MANY_REQUESTS,
         HostError::Busy { .. } => StatusCode::CONFLICT,
-        HostError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        HostError::ShuttingDown | HostError::Moved | HostError::Catalog(_) => StatusCode::SERVICE_UNAVAILABLE,
         HostError::Sandbox(SandboxError::SessionEnded { .. }) => StatusCode::NOT_FOUND,
         HostError::Sandbox(SandboxError::SessionCapacity { .. }) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -965,6 +1052,7 @@ pub(crate) fn refusal_text(error: &HostError) -> String {
         | HostError::Limit { .. }
         | HostError::Busy { .. }
         | HostError::ShuttingDown
+        | HostError::Moved
         | HostError::Sandbox(SandboxError::SessionCapacity { .. }) => {
             mimobox_core::text::one_line_bounded(&error.to_string())
         }

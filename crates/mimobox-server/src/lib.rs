@@ -6,5 +6,6 @@ pub mod config;
 pub mod http;
 pub mod mcp;
 pub mod openapi;
+pub mod peers;
 mod stall;
 pub mod wire;

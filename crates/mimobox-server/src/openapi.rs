@@ -175,6 +175,12 @@ pub struct TurnAnswer {
     pub results_truncated: bool,
     /// The error its code raised, if any.
     pub error: Option<TurnErrorBody>,
+    /// Present on the first answer after the session was taken up, from
+    /// its last stored state, by another worker after its own was lost:
+    /// the last turn that state holds. Later turns were lost; numbering
+    /// goes on from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_from_turn: Option<u64>,
 }
 
 /// One entry of a directory listing.

@@ -43,6 +43,9 @@ pub fn turn_json(result: &TurnResult) -> Value {
     value["results"] = Value::Array(result.results.iter().cloned().map(Value::Object).collect());
     value["results_truncated"] = result.results_truncated.into();
     value["error"] = result.error.as_ref().map_or(Value::Null, error_json_fields);
+    if let Some(turn) = result.resumed_from_turn {
+        value["resumed_from_turn"] = turn.into();
+    }
     value
 }
 

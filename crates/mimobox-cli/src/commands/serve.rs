@@ -14,7 +14,8 @@ use mimobox_core::text::one_line_bounded;
 use mimobox_core::units::parse_duration;
 use mimobox_host::{HostConfig, Limits, LocalDir, SessionHost};
 use mimobox_server::config::{
-    DEFAULT_PAUSE_AFTER, PauseConfig, ServerConfig, check_duration, check_owner_name, check_profile_name,
+    DEFAULT_CHECKPOINT_AFTER, DEFAULT_LEASE, DEFAULT_PAUSE_AFTER, FleetConfig, PauseConfig, ServerConfig,
+    check_advertise, check_catalog, check_duration, check_owner_name, check_profile_name, store_dir,
 };
 use mimobox_server::http::{HttpConfig, parse_token_hash};
 
@@ -28,10 +29,26 @@ const MAX_PAUSED: u64 = 8 << 30;
 const DEFAULT_MAX_SESSIONS: u32 = mimobox_server::config::DEFAULT_SESSIONS as u32;
 
 pub fn execute(args: ServeArgs) -> Result<ExitCode> {
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => ServerConfig::load(path).map_err(|e| anyhow!("{e}"))?,
         None => from_flags(&args)?,
     };
+    if let Some(fleet) = &mut config.fleet {
+        if let Some(advertise) = &args.advertise {
+            check_advertise(advertise).map_err(|problem| anyhow!("--advertise: {problem}"))?;
+            fleet.advertise = advertise.clone();
+        }
+        if fleet.advertise.is_empty() {
+            bail!(
+                "a fleet's worker needs the address other workers reach it at: `fleet.advertise` or --advertise"
+            );
+        }
+        if config.pause.as_ref().is_none_or(|p| p.state_key.is_none()) {
+            bail!("a fleet's workers share the key of paused states: `sessions.state_key` or --state-key");
+        }
+    } else if args.advertise.is_some() {
+        bail!("--advertise: needs a fleet (--catalog, or `[fleet]` in the config)");
+    }
     if args.check {
         check(&config)?;
         let what = args.config.as_deref().map_or("the flags".into(), |p| p.display().to_string());
@@ -62,16 +79,38 @@ pub fn execute(args: ServeArgs) -> Result<ExitCode> {
     host_config.owner_limits = config.owner_limits;
     host_config.owners = config.owners.clone();
     host_config.close_idle_after = config.close_after;
-    let http = config.http.clone();
+    let fleet = config.fleet.clone();
+    let peer_secret = match &fleet {
+        Some(fleet) => Some(read_peer_secret(&fleet.peer_secret_file)?),
+        None => None,
+    };
+    let mut http = config.http.clone();
     let listen = http.listen;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
+        if let (Some(fleet), Some(secret)) = (&fleet, peer_secret) {
+            let catalog = mimobox_fleet::RedisCatalog::connect(&fleet.catalog, "mimobox:")
+                .await
+                .map_err(|e| anyhow!("the catalog {}: {e}", one_line_bounded(&fleet.catalog)))?;
+            let member = mimobox_fleet::Member::new(catalog, fleet.advertise.clone(), fleet.lease);
+            host_config.fleet = Some(Arc::new(member.clone()));
+            host_config.checkpoint_after = Some(fleet.checkpoint_after);
+            http.peers = Some(mimobox_server::peers::Peers::new(member, secret).map_err(|e| anyhow!("{e}"))?);
+        }
+        let in_fleet = host_config.fleet.is_some();
         let host = SessionHost::new(host_config, profiles)?;
-        // What an earlier server paused on its drain is taken up again.
-        let adopted = host.adopt_paused().await?;
-        if adopted.adopted + adopted.refused > 0 {
-            tracing::info!("paused sessions taken up: {}, left alone: {}", adopted.adopted, adopted.refused);
+        // What an earlier server paused on its drain is taken up again; in
+        // a fleet, each session is claimed when it is next asked for.
+        if !in_fleet {
+            let adopted = host.adopt_paused().await?;
+            if adopted.adopted + adopted.refused > 0 {
+                tracing::info!(
+                    "paused sessions taken up: {}, left alone: {}",
+                    adopted.adopted,
+                    adopted.refused
+                );
+            }
         }
         let stop = Arc::new(tokio::sync::Notify::new());
         let signals = stop.clone();
@@ -109,7 +148,29 @@ fn check(config: &ServerConfig) -> Result<()> {
     if let Some(PauseConfig { state_key: Some(key), .. }) = &config.pause {
         pause::read_state_key(key)?;
     }
+    if let Some(fleet) = &config.fleet {
+        read_peer_secret(&fleet.peer_secret_file)?;
+    }
     Ok(())
+}
+
+/// The fleet's shared secret, from a file that only this user can read.
+fn read_peer_secret(path: &Path) -> Result<Vec<u8>> {
+    use std::os::unix::fs::MetadataExt;
+    let what = || format!("the peer secret {}", path.display());
+    let metadata = std::fs::metadata(path).with_context(what)?;
+    if !metadata.is_file() || metadata.len() > 4096 {
+        bail!("{}: not a file of at most 4096 bytes", what());
+    }
+    if metadata.mode() & 0o077 != 0 {
+        bail!("{}: readable by others (it must be mode 0600 or stricter)", what());
+    }
+    let secret = std::fs::read(path).with_context(what)?;
+    let secret = secret.trim_ascii().to_vec();
+    if secret.len() < mimobox_server::peers::MIN_PEER_SECRET {
+        bail!("{}: at least {} bytes", what(), mimobox_server::peers::MIN_PEER_SECRET);
+    }
+    Ok(secret)
 }
 
 /// The config the flags describe.
@@ -160,8 +221,42 @@ fn from_flags(args: &ServeArgs) -> Result<ServerConfig> {
             after: duration("--pause-after", &args.pause_after, DEFAULT_PAUSE_AFTER, 365 * 24 * HOUR)?,
             state_key: args.state_key.clone(),
         }),
-        None if args.pause_after.is_some() => bail!("--pause-after: needs --pause-dir"),
+        None if args.pause_after.is_some() && args.store.is_none() => {
+            bail!("--pause-after: needs --pause-dir")
+        }
         None => None,
+    };
+    let (fleet, pause) = match &args.catalog {
+        None => (None, pause),
+        Some(catalog) => {
+            check_catalog(catalog).map_err(|problem| anyhow!("--catalog: {problem}"))?;
+            if pause.is_some() {
+                bail!("--pause-dir: a fleet's sessions pause to --store");
+            }
+            let store = args.store.as_deref().unwrap_or_default();
+            let dir = store_dir(store).map_err(|problem| anyhow!("--store: {problem}"))?;
+            let fleet = FleetConfig {
+                catalog: catalog.clone(),
+                advertise: String::new(),
+                peer_secret_file: args.peer_secret_file.clone().unwrap_or_default(),
+                lease: duration("--lease", &args.lease, DEFAULT_LEASE, HOUR)?,
+                checkpoint_after: duration(
+                    "--checkpoint-after",
+                    &args.checkpoint_after,
+                    DEFAULT_CHECKPOINT_AFTER,
+                    24 * HOUR,
+                )?,
+            };
+            if fleet.lease < Duration::from_secs(1) {
+                bail!("--lease: must be at least 1 second");
+            }
+            let pause = PauseConfig {
+                dir,
+                after: duration("--pause-after", &args.pause_after, DEFAULT_PAUSE_AFTER, 365 * 24 * HOUR)?,
+                state_key: args.state_key.clone(),
+            };
+            (Some(fleet), Some(pause))
+        }
     };
     Ok(ServerConfig {
         http,
@@ -171,6 +266,7 @@ fn from_flags(args: &ServeArgs) -> Result<ServerConfig> {
         owners: Default::default(),
         pause,
         close_after: None,
+        fleet,
     })
 }
 

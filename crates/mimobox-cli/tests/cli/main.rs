@@ -5,6 +5,7 @@ mod attacks;
 mod cache;
 mod errors;
 mod files;
+mod fleet;
 mod help;
 mod http;
 mod interpreter;

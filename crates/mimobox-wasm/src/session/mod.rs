@@ -276,6 +276,7 @@ impl WasmSession {
             results: bundles,
             results_truncated: truncated,
             error,
+            resumed_from_turn: None,
         })
     }
 
