@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 mod compile;
+pub mod redis;
 pub mod runtimes;
 
 pub use compile::compile_dir;

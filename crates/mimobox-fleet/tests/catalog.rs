@@ -2,41 +2,11 @@
 //! installed by `.ci/run`): claims, leases, fencing epochs and the order
 //! of paused states, each as a hostile or unlucky worker would meet it.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mimobox_fixtures::redis::Redis;
 use mimobox_fleet::{Catalog, Claim, PausedRef, RedisCatalog};
-
-/// A `redis-server` of the test's own, on a free loopback port.
-struct Redis {
-    child: Child,
-    url: String,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (.ci/run installs Debian's)");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(10), "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis { child, url: format!("redis://127.0.0.1:{port}") }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 const LEASE: Duration = Duration::from_secs(30);
 

@@ -358,7 +358,8 @@ fn sigterm_drains_pauses_live_sessions_and_a_restarted_server_takes_them_up() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(0));
-    let paused = server.pause_dir.join(format!("{id}.paused"));
+    // Its first pause, by a server alone (epoch 0): `ID.0.1.paused`.
+    let paused = server.pause_dir.join(format!("{id}.0.1.paused"));
     assert!(paused.is_file(), "the live session was paused to {}", paused.display());
 
     // A server started again on the same directory takes the session up:
@@ -598,6 +599,9 @@ fn schemathesis_finds_no_answer_the_openapi_document_does_not_allow() {
         .args(["--checks", "all", "--max-examples", "25", "--seed", "20261202"])
         .args(["--generation-database", "none", "--request-timeout", "60", "--no-color"])
         .env("SCHEMATHESIS_HOOKS", "")
+        // Its cache of crashes goes in the test's own directory, not the
+        // source tree.
+        .current_dir(server.pause_dir.parent().unwrap())
         .output()
         .expect("schemathesis runs (.ci/run installs it from PyPI)");
     let out = String::from_utf8_lossy(&output.stdout);
