@@ -20,7 +20,8 @@ pub fn run_server(quick: bool) -> Result<()> {
     mimobox_fixtures::runtimes::ensure().context("fetching runtimes")?;
     cargo(&root, &["build", "--release", "-p", "mimobox-cli"], &[])?;
     let release = root.join("target").join("release").join("mimobox");
-    let out = crate::server_bench::rows(&root, &release, quick)?;
+    let mut out = crate::server_bench::rows(&root, &release, quick)?;
+    out.push_str(&crate::fleet_bench::rows(&root, &release, quick)?);
     print!("mimobox bench-server ({}), {}\n{out}", if quick { "quick" } else { "full" }, machine());
     Ok(())
 }
@@ -173,6 +174,7 @@ pub fn run(quick: bool) -> Result<()> {
         let release = root.join("target").join("release").join("mimobox");
         processes.push_str(&crate::interpreter_bench::rows(&root, &release, quick)?);
         processes.push_str(&crate::server_bench::rows(&root, &release, quick)?);
+        processes.push_str(&crate::fleet_bench::rows(&root, &release, quick)?);
     }
 
     let mut out = String::new();

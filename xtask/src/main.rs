@@ -5,7 +5,7 @@
 //!   `target/runtimes`, checked against a pinned SHA-256.
 //! - `cargo xtask bench [--quick]`: run the benchmarks and print one table.
 //! - `cargo xtask bench-server [--quick]`: only the front doors' rows (MCP
-//!   and HTTP against the release binary).
+//!   and HTTP against the release binary) and the fleet's.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod fixtures;
+mod fleet_bench;
 mod interpreter_bench;
 mod runtimes;
 mod server_bench;

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::bench::{human, median_of};
 
-const TOKEN: &str = "bench-token";
+pub(crate) const TOKEN: &str = "bench-token";
 
 /// A `mimobox serve` process.
 struct Server {
@@ -78,7 +78,7 @@ impl Drop for Server {
     }
 }
 
-fn sha256_hex(text: &str) -> Result<String> {
+pub(crate) fn sha256_hex(text: &str) -> Result<String> {
     use std::io::Write as _;
     let mut child = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
     child.stdin.take().expect("piped").write_all(text.as_bytes())?;
@@ -87,13 +87,13 @@ fn sha256_hex(text: &str) -> Result<String> {
 }
 
 /// One HTTP client with its own connection.
-struct Client {
+pub(crate) struct Client {
     agent: ureq::Agent,
     base: String,
 }
 
 impl Client {
-    fn new(base: &str) -> Client {
+    pub(crate) fn new(base: &str) -> Client {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(120)))
@@ -102,7 +102,7 @@ impl Client {
         Client { agent, base: base.to_owned() }
     }
 
-    fn post(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
+    pub(crate) fn post(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
         let mut response = self
             .agent
             .post(&format!("{}{path}", self.base))
@@ -114,7 +114,7 @@ impl Client {
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
-    fn delete(&self, path: &str) -> Result<u16> {
+    pub(crate) fn delete(&self, path: &str) -> Result<u16> {
         let response = self
             .agent
             .delete(&format!("{}{path}", self.base))
@@ -123,7 +123,7 @@ impl Client {
         Ok(response.status().as_u16())
     }
 
-    fn open(&self) -> Result<String> {
+    pub(crate) fn open(&self) -> Result<String> {
         let (status, answer) = self.post("/v1/sessions", &json!({}))?;
         if status != 201 {
             bail!("opening a session: {status} {answer}");
@@ -131,7 +131,7 @@ impl Client {
         Ok(answer["id"].as_str().context("no id")?.to_owned())
     }
 
-    fn turn(&self, id: &str, code: &str) -> Result<Value> {
+    pub(crate) fn turn(&self, id: &str, code: &str) -> Result<Value> {
         let (status, answer) = self.post(&format!("/v1/sessions/{id}/execute"), &json!({"code": code}))?;
         if status != 200 || answer["outcome"] != "exited" || !answer["error"].is_null() {
             bail!("a turn failed: {status} {answer}");

@@ -127,8 +127,10 @@ pub struct ServeArgs {
     /// Needs --store, --advertise and --peer-secret-file.
     #[arg(long, value_name = "URL", conflicts_with = "config", requires_all = ["store", "advertise", "peer_secret_file"])]
     pub catalog: Option<String>,
-    /// Where the fleet's paused sessions are kept: `file:///DIR`, a
-    /// directory the workers share.
+    /// Where the fleet's paused sessions are kept: `s3://BUCKET/PREFIX`
+    /// (endpoint, region and credentials from `AWS_ENDPOINT_URL`,
+    /// `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`), or
+    /// `file:///DIR`, a directory the workers share.
     #[arg(long, value_name = "URL", conflicts_with = "config", requires = "catalog")]
     pub store: Option<String>,
     /// The address other workers reach this one at, `HOST:PORT`; also with

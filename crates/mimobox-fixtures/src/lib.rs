@@ -7,12 +7,17 @@
 //!
 //! [`runtimes`] fetches the real WASI programs (CPython, QuickJS) that the
 //! tests of real workloads run.
+//!
+//! [`redis`] and [`s3`] start the real servers a fleet's tests need: a
+//! `redis-server`, and an S3 service (s3s's file-system implementation) on
+//! a loopback port.
 
 use std::path::{Path, PathBuf};
 
 mod compile;
 pub mod redis;
 pub mod runtimes;
+pub mod s3;
 
 pub use compile::compile_dir;
 

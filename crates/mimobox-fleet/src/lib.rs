@@ -29,7 +29,9 @@
 mod catalog;
 mod member;
 mod redis_catalog;
+mod s3;
 
 pub use catalog::{Catalog, CatalogError, Claim, Lease, PausedRef, Record};
 pub use member::{Located, Member};
 pub use redis_catalog::RedisCatalog;
+pub use s3::{S3Location, S3Store};

@@ -37,6 +37,16 @@ pub enum StoreError {
         /// What is wrong.
         problem: &'static str,
     },
+    /// The store's service (object storage) failed or refused the call.
+    #[error("{action} {object}: {problem}")]
+    Service {
+        /// What the store was doing.
+        action: &'static str,
+        /// The object (or bucket) it was doing it to.
+        object: String,
+        /// What the service said, on one line and bounded.
+        problem: String,
+    },
     /// The store's medium failed.
     #[error("{action} {path}: {source}")]
     Io {

@@ -43,6 +43,7 @@ use std::time::Duration;
 
 use mimobox_core::serde_units;
 use mimobox_core::toml_file::{self, TomlError};
+use mimobox_fleet::S3Location;
 use mimobox_host::{Limits, MAX_OWNER_NAME};
 use serde::Deserialize;
 
@@ -100,21 +101,39 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 /// Default interval of background checkpoints: 30 seconds.
 pub const DEFAULT_CHECKPOINT_AFTER: Duration = Duration::from_secs(30);
 
-/// The directory of a `file:///DIR` store; an `s3://` store, or anything
-/// else, is refused with the reason.
-pub fn store_dir(url: &str) -> Result<PathBuf, String> {
+/// Where paused sessions are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreAt {
+    /// A directory of this machine, or one the workers share
+    /// (`file:///DIR`; `sessions.pause_dir`).
+    Dir(PathBuf),
+    /// A bucket of an S3-compatible service (`s3://BUCKET/PREFIX`),
+    /// configured by the standard `AWS_*` variables.
+    S3(S3Location),
+}
+
+impl std::fmt::Display for StoreAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreAt::Dir(dir) => write!(f, "{}", dir.display()),
+            StoreAt::S3(location) => write!(f, "{location}"),
+        }
+    }
+}
+
+/// A fleet's store: `file:///DIR` (a directory the workers share) or
+/// `s3://BUCKET/PREFIX`; anything else is refused with the reason.
+pub fn store_at(url: &str) -> Result<StoreAt, String> {
     if let Some(dir) = url.strip_prefix("file://") {
         if !dir.starts_with('/') {
             return Err("a file store is `file:///ABSOLUTE/DIR`".into());
         }
-        return Ok(PathBuf::from(dir));
+        return Ok(StoreAt::Dir(PathBuf::from(dir)));
     }
     if url.starts_with("s3://") {
-        return Err("this build keeps paused sessions in a shared directory (`file:///DIR`) only; \
-                    an S3 store is not built in"
-            .into());
+        return url.parse().map(StoreAt::S3);
     }
-    Err("a store is `file:///DIR`".into())
+    Err("a store is `s3://BUCKET/PREFIX` or `file:///DIR`".into())
 }
 
 /// Refuses a catalog that is not a `redis://` URL.
@@ -139,8 +158,9 @@ pub fn check_advertise(address: &str) -> Result<(), String> {
 /// Where and when idle sessions are paused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PauseConfig {
-    /// The pause directory (mode 0700, created if missing).
-    pub dir: PathBuf,
+    /// Where paused states go: a directory (mode 0700, created if
+    /// missing), or a fleet's bucket.
+    pub store: StoreAt,
     /// Idleness after which a live session is paused.
     pub after: Duration,
     /// The key file that authenticates paused states; `None` is the
@@ -421,7 +441,7 @@ impl ServerConfig {
                 if s.pause_dir.is_some() {
                     return Err(at("sessions.pause_dir", "a fleet's sessions pause to `fleet.store`".into()));
                 }
-                Some(store_dir(&fleet.store).map_err(|problem| at("fleet.store", problem))?)
+                Some(store_at(&fleet.store).map_err(|problem| at("fleet.store", problem))?)
             }
             None => None,
         };
@@ -448,10 +468,10 @@ impl ServerConfig {
             }
             None => None,
         };
-        let pause_dir = s.pause_dir.as_ref().map(|dir| base.join(dir)).or(fleet_store);
-        let pause = match &pause_dir {
-            Some(dir) => Some(PauseConfig {
-                dir: dir.clone(),
+        let pause_store = s.pause_dir.as_ref().map(|dir| StoreAt::Dir(base.join(dir))).or(fleet_store);
+        let pause = match pause_store {
+            Some(store) => Some(PauseConfig {
+                store,
                 after: s.pause_after.unwrap_or(DEFAULT_PAUSE_AFTER),
                 state_key: s.state_key.as_ref().map(|key| base.join(key)),
             }),
@@ -570,7 +590,7 @@ mod tests {
         assert_eq!(
             config.pause,
             Some(PauseConfig {
-                dir: "/etc/mimobox/paused".into(),
+                store: StoreAt::Dir("/etc/mimobox/paused".into()),
                 after: Duration::from_secs(90),
                 state_key: None
             })
@@ -591,7 +611,7 @@ mod tests {
         assert_eq!((fleet.lease, fleet.checkpoint_after), (Duration::from_secs(5), DEFAULT_CHECKPOINT_AFTER));
         assert_eq!(fleet.advertise, "", "left to --advertise");
         let pause = config.pause.unwrap();
-        assert_eq!(pause.dir, PathBuf::from("/shared/paused"));
+        assert_eq!(pause.store, StoreAt::Dir("/shared/paused".into()));
         assert_eq!(pause.state_key, Some(PathBuf::from("/etc/mimobox/key")));
         let fleet = |rest: &str| {
             parse(&format!(
@@ -608,9 +628,26 @@ mod tests {
             let error = fleet(rest).unwrap_err();
             assert!(error.contains(expected), "{rest}: {error}");
         }
-        let store = |url: &str| store_dir(url);
-        assert!(store("s3://bucket/prefix").unwrap_err().contains("not built in"));
-        assert!(store("file://relative").is_err());
+        assert_eq!(
+            store_at("s3://paused/fleet-a"),
+            Ok(StoreAt::S3(S3Location { bucket: "paused".into(), prefix: "fleet-a".into() }))
+        );
+        for (url, expected) in [
+            ("s3://Paused/x", "the bucket is"),
+            ("s3://paused/../x", "the prefix is"),
+            ("file://relative", "ABSOLUTE"),
+            ("gs://bucket", "a store is"),
+        ] {
+            let problem = store_at(url).unwrap_err();
+            assert!(problem.contains(expected), "{url}: {problem}");
+        }
+        assert_eq!(fleet(""), Ok(()));
+        let config = parse(&format!(
+            "{owner}[sessions]\nstate_key = \"key\"\n[fleet]\ncatalog = \"redis://r:1\"\n\
+             store = \"s3://paused/fleet-a\"\npeer_secret_file = \"p\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.pause.unwrap().store, store_at("s3://paused/fleet-a").unwrap());
         assert!(check_catalog("http://redis").is_err());
     }
 

@@ -12,10 +12,11 @@ use anyhow::{Context, Result, anyhow, bail};
 use mimobox_core::Profile;
 use mimobox_core::text::one_line_bounded;
 use mimobox_core::units::parse_duration;
+use mimobox_fleet::S3Store;
 use mimobox_host::{HostConfig, Limits, LocalDir, SessionHost};
 use mimobox_server::config::{
     DEFAULT_CHECKPOINT_AFTER, DEFAULT_LEASE, DEFAULT_PAUSE_AFTER, FleetConfig, PauseConfig, ServerConfig,
-    check_advertise, check_catalog, check_duration, check_owner_name, check_profile_name, store_dir,
+    StoreAt, check_advertise, check_catalog, check_duration, check_owner_name, check_profile_name, store_at,
 };
 use mimobox_server::http::{HttpConfig, parse_token_hash};
 
@@ -67,9 +68,16 @@ pub fn execute(args: ServeArgs) -> Result<ExitCode> {
     let mut host_config = match &config.pause {
         Some(paused) => {
             let mut host = HostConfig::new(pause::state_key(paused.state_key.as_deref(), &profiles[0].1)?);
-            let store = LocalDir::open(&paused.dir, MAX_PAUSED)
-                .with_context(|| format!("the pause directory {}", paused.dir.display()))?;
-            host.store = Some(Arc::new(store));
+            host.store = Some(match &paused.store {
+                StoreAt::Dir(dir) => Arc::new(
+                    LocalDir::open(dir, MAX_PAUSED)
+                        .with_context(|| format!("the pause directory {}", dir.display()))?,
+                ),
+                StoreAt::S3(location) => Arc::new(
+                    S3Store::from_env(location.clone(), MAX_PAUSED)
+                        .with_context(|| format!("the store {location}"))?,
+                ),
+            });
             host.pause_idle_after = Some(paused.after);
             host
         }
@@ -217,7 +225,7 @@ fn from_flags(args: &ServeArgs) -> Result<ServerConfig> {
     let limits = Limits { sessions, ..Limits::UNLIMITED };
     let pause = match &args.pause_dir {
         Some(dir) => Some(PauseConfig {
-            dir: dir.clone(),
+            store: StoreAt::Dir(dir.clone()),
             after: duration("--pause-after", &args.pause_after, DEFAULT_PAUSE_AFTER, 365 * 24 * HOUR)?,
             state_key: args.state_key.clone(),
         }),
@@ -234,7 +242,7 @@ fn from_flags(args: &ServeArgs) -> Result<ServerConfig> {
                 bail!("--pause-dir: a fleet's sessions pause to --store");
             }
             let store = args.store.as_deref().unwrap_or_default();
-            let dir = store_dir(store).map_err(|problem| anyhow!("--store: {problem}"))?;
+            let store = store_at(store).map_err(|problem| anyhow!("--store: {problem}"))?;
             let fleet = FleetConfig {
                 catalog: catalog.clone(),
                 advertise: String::new(),
@@ -251,7 +259,7 @@ fn from_flags(args: &ServeArgs) -> Result<ServerConfig> {
                 bail!("--lease: must be at least 1 second");
             }
             let pause = PauseConfig {
-                dir,
+                store,
                 after: duration("--pause-after", &args.pause_after, DEFAULT_PAUSE_AFTER, 365 * 24 * HOUR)?,
                 state_key: args.state_key.clone(),
             };

@@ -1,5 +1,6 @@
 //! A fleet on this machine, with real parts: Debian's `redis-server` as the
-//! catalog, a shared directory as the store, three `mimobox serve` workers
+//! catalog, an S3 service (s3s's, checking signatures) as the store, three
+//! `mimobox serve` workers
 //! on loopback, and 100 `python-sci` sessions driven by clients that send
 //! each request to a random worker. One worker is drained mid-run, one is
 //! killed with SIGKILL mid-run and started again. Every answer is checked
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mimobox_fixtures::redis::Redis;
+use mimobox_fixtures::s3::S3;
 use serde_json::{Value, json};
 
 use crate::scientific::{cli, relocated_profile};
@@ -37,6 +39,7 @@ fn sha256_hex(text: &str) -> String {
 struct Fleet {
     cli: crate::Cli,
     redis: Redis,
+    s3: S3,
     args: Vec<String>,
 }
 
@@ -50,7 +53,7 @@ impl Fleet {
         let cli = cli();
         let redis = Redis::start();
         let profile = cli.write("python-sci.toml", &relocated_profile());
-        let store = cli.path().join("store");
+        let s3 = S3::start("paused");
         let secret = cli.write("peer-secret", "a-secret-the-workers-share-0123456789");
         let key = cli.write("state-key", "a-key-that-authenticates-paused-states-0123456789");
         for file in [&secret, &key] {
@@ -65,7 +68,7 @@ impl Fleet {
             "--catalog",
             &redis.url,
             "--store",
-            &format!("file://{}", store.display()),
+            "s3://paused/fleet",
             "--peer-secret-file",
             secret.to_str().unwrap(),
             "--state-key",
@@ -77,7 +80,7 @@ impl Fleet {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        Fleet { cli, redis, args }
+        Fleet { cli, redis, s3, args }
     }
 
     /// A worker on `port` (advertised as itself).
@@ -85,8 +88,14 @@ impl Fleet {
         let address = format!("127.0.0.1:{port}");
         let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         args.extend_from_slice(&["--listen", &address, "--advertise", &address]);
-        let mut child =
-            self.cli.command(&args).env("MIMOBOX_LOG", "warn").stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = self
+            .cli
+            .command(&args)
+            .envs(self.s3.env())
+            .env("MIMOBOX_LOG", "warn")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let mut line = String::new();
         stderr.read_line(&mut line).unwrap();
@@ -344,6 +353,12 @@ fn a_fleet_of_three_loses_no_turn_on_a_drain_and_says_what_a_kill_lost() {
     // The bench's row (a release build, 100 sessions) is held to 10 s;
     // here, a debug build on a shared machine, to three times that.
     assert!(drain_took < Duration::from_secs(30), "the drain took {drain_took:?}");
+    // What it paused is in the bucket, as objects the service holds.
+    let states = std::fs::read_dir(fleet.s3.object_file("fleet"))
+        .unwrap()
+        .filter(|entry| entry.as_ref().unwrap().file_name().to_string_lossy().ends_with(".paused"))
+        .count();
+    assert!(states > 0, "the drained worker's sessions are in the bucket");
     wait_turns(300);
     assert_eq!(seen.lost.load(Ordering::SeqCst), lost_before_drain, "a drain loses no turn");
     assert_eq!(seen.resumed.load(Ordering::SeqCst), 0, "nothing was resumed as lost after a drain");
@@ -351,7 +366,29 @@ fn a_fleet_of_three_loses_no_turn_on_a_drain_and_says_what_a_kill_lost() {
     // A kill mid-run, once every session has had time for a background
     // checkpoint: the worker's sessions come back from their last stored
     // state once its leases run out, and say so.
-    std::thread::sleep(Duration::from_secs(5));
+    // Every session has a state in the bucket before the kill.
+    let ids: std::collections::HashSet<String> = {
+        let started = Instant::now();
+        loop {
+            let stored: std::collections::HashSet<String> = std::fs::read_dir(fleet.s3.object_file("fleet"))
+                .unwrap()
+                .filter_map(|entry| {
+                    let name = entry.ok()?.file_name().to_string_lossy().into_owned();
+                    Some(name.strip_suffix(".paused")?.split('.').next()?.to_owned())
+                })
+                .collect();
+            if stored.len() >= SESSIONS {
+                eprintln!(
+                    "fleet: every session stored {:.1} s after the drain",
+                    started.elapsed().as_secs_f64()
+                );
+                break stored;
+            }
+            assert!(started.elapsed() < Duration::from_secs(120), "{} sessions stored", stored.len());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    assert_eq!(ids.len(), SESSIONS);
     let killed = workers[1].take().unwrap();
     let mut killed = killed;
     seen.killing.store(true, Ordering::SeqCst);
