@@ -14,13 +14,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-/// The front doors' rows alone, on a fresh release build.
-pub fn run_server(quick: bool) -> Result<()> {
+/// The front doors' rows (unless `front_doors` is false) and the fleet's,
+/// on a fresh release build.
+pub fn run_server(quick: bool, front_doors: bool) -> Result<()> {
     let root = super::root();
     mimobox_fixtures::runtimes::ensure().context("fetching runtimes")?;
     cargo(&root, &["build", "--release", "-p", "mimobox-cli"], &[])?;
     let release = root.join("target").join("release").join("mimobox");
-    let mut out = crate::server_bench::rows(&root, &release, quick)?;
+    let mut out =
+        if front_doors { crate::server_bench::rows(&root, &release, quick)? } else { String::new() };
     out.push_str(&crate::fleet_bench::rows(&root, &release, quick)?);
     print!("mimobox bench-server ({}), {}\n{out}", if quick { "quick" } else { "full" }, machine());
     Ok(())

@@ -6,6 +6,7 @@
 //! - `cargo xtask bench [--quick]`: run the benchmarks and print one table.
 //! - `cargo xtask bench-server [--quick]`: only the front doors' rows (MCP
 //!   and HTTP against the release binary) and the fleet's.
+//! - `cargo xtask bench-fleet [--quick]`: only the fleet's rows.
 
 use std::path::{Path, PathBuf};
 
@@ -42,8 +43,15 @@ enum Task {
         quick: bool,
     },
     /// Only the front doors' rows: `mimobox mcp` and `mimobox serve`
-    /// against the release binary.
+    /// against the release binary, then the fleet's.
     BenchServer {
+        /// Shorter measurements, for a quick look (less precise).
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Only the fleet's rows: two workers of the release binary on a real
+    /// Redis and S3 service.
+    BenchFleet {
         /// Shorter measurements, for a quick look (less precise).
         #[arg(long)]
         quick: bool,
@@ -55,7 +63,8 @@ fn main() -> Result<()> {
         Task::Fixtures => fixtures::run(),
         Task::Runtimes => runtimes::run(),
         Task::Bench { quick } => bench::run(quick),
-        Task::BenchServer { quick } => bench::run_server(quick),
+        Task::BenchServer { quick } => bench::run_server(quick, true),
+        Task::BenchFleet { quick } => bench::run_server(quick, false),
     }
 }
 
