@@ -181,11 +181,6 @@ impl S3Store {
             .map_err(|e| refused(e.to_string()))?;
         Ok(S3Store { inner: Arc::new(Inner { store, location, max_object }) })
     }
-
-    /// Where the store keeps its objects.
-    pub fn location(&self) -> &S3Location {
-        &self.inner.location
-    }
 }
 
 /// Keys read from a shared credentials file.

@@ -112,15 +112,6 @@ pub enum StoreAt {
     S3(S3Location),
 }
 
-impl std::fmt::Display for StoreAt {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StoreAt::Dir(dir) => write!(f, "{}", dir.display()),
-            StoreAt::S3(location) => write!(f, "{location}"),
-        }
-    }
-}
-
 /// A fleet's store: `file:///DIR` (a directory the workers share) or
 /// `s3://BUCKET/PREFIX`; anything else is refused with the reason.
 pub fn store_at(url: &str) -> Result<StoreAt, String> {
