@@ -20,6 +20,8 @@ import json
 import os
 import shutil
 import subprocess
+import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
@@ -176,10 +178,22 @@ class Files:
 
 
 class _Http:
-    def __init__(self, url: str, token: str, profile: Optional[str], timeout: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        profile: Optional[str],
+        timeout: float,
+        retries: int,
+        transport: Optional[httpx.BaseTransport],
+    ) -> None:
         self._client = httpx.Client(
-            base_url=url.rstrip("/"), headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+            base_url=url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+            transport=transport,
         )
+        self._retries = retries
         body = {} if profile is None else {"profile": profile}
         self.id = self._json("POST", "/v1/sessions", json=body)["id"]
 
@@ -200,18 +214,39 @@ class _Http:
         if timeout is not None:
             body["timeout"] = timeout
         path = f"/v1/sessions/{self.id}/execute"
+        # Every attempt of this turn goes under one key: one whose answer
+        # was lost on the way is answered from the server's record when it
+        # is sent again, not run twice.
+        headers = {"Idempotency-Key": uuid.uuid4().hex}
         if not stream:
-            answer = self._json("POST", path, json=body)
+            answer = self._json_again(path, body, headers)
             answer["type"] = "end"
             yield answer
             return
-        with self._client.stream("POST", path, json=body) as response:
+        with self._client.stream("POST", path, json=body, headers=headers) as response:
             if response.status_code >= 400:
                 response.read()
                 self._check(response)
             for line in response.iter_lines():
                 if line.strip():
                     yield json.loads(line)
+
+    def _json_again(self, path: str, body: Dict[str, Any], headers: Dict[str, str]) -> Any:
+        """POSTs `body`, sending it again (up to `retries` more times, with a
+        growing pause) when the connection fails or the server is briefly
+        unavailable (503: a session moving between workers, a drain)."""
+        for attempt in range(self._retries + 1):
+            last = attempt == self._retries
+            try:
+                response = self._client.post(path, json=body, headers=headers)
+            except httpx.TransportError:
+                if last:
+                    raise
+            else:
+                if response.status_code != 503 or last:
+                    return self._check(response).json()
+            time.sleep(min(0.05 * 2**attempt, 2.0))
+        raise SandboxError("no answer")  # not reached
 
     def write_file(self, path: str, data: bytes) -> int:
         return self._json("PUT", f"/v1/sessions/{self.id}/files/{path.lstrip('/')}", content=data)["bytes"]
@@ -317,11 +352,17 @@ class Sandbox:
         binary: Optional[str] = None,
         env: Optional[Dict[str, str]] = None,
         timeout: float = 300.0,
+        retries: int = 3,
+        transport: Optional[httpx.BaseTransport] = None,
     ) -> None:
+        """`retries`: how many more times a turn is sent when its answer is
+        lost (a broken connection, a 503), under the same idempotency key so
+        that it never runs twice. `transport`: httpx's, for a proxy or a
+        test."""
         if url is not None:
             if token is None:
                 raise SandboxError("a token is needed with a url")
-            self._backend: Union[_Http, _Local] = _Http(url, token, profile, timeout)
+            self._backend: Union[_Http, _Local] = _Http(url, token, profile, timeout, retries, transport)
         else:
             if profile is None:
                 raise SandboxError("a local sandbox needs profile=PATH (or pass url=)")

@@ -327,6 +327,9 @@ pub struct TurnResult {
     /// the number of the last turn that state holds. Turns after it were
     /// lost, and numbering goes on from it.
     pub resumed_from_turn: Option<u64>,
+    /// Set when this is the recorded answer of a turn sent again under the
+    /// same idempotency key: the turn ran once, before, and not again.
+    pub replayed: bool,
 }
 
 /// A live session. Dropping it closes it.

@@ -31,6 +31,13 @@ pub struct PausedRef {
 pub struct Record {
     /// The owner that opened it.
     pub owner: String,
+    /// The profile it runs.
+    pub profile: String,
+    /// How long ago it was opened, by the catalog's clock.
+    pub age: Duration,
+    /// How long ago its last paused state was recorded, by the catalog's
+    /// clock, if one was.
+    pub paused_ago: Option<Duration>,
     /// The worker holding it live, if any lease is current.
     pub worker: Option<String>,
     /// Its fencing epoch: raised by every claim that changes hands.
@@ -82,13 +89,14 @@ pub enum Claim {
 
 /// The routing catalog workers share.
 pub trait Catalog: Send + Sync + 'static {
-    /// Records a new session of `owner`, held by `worker` under a lease of
-    /// `lease`; `false` when the id is taken (never, for 128 random bits,
-    /// but never overwritten either).
+    /// Records a new session of `owner` running `profile`, held by
+    /// `worker` under a lease of `lease`; `None` when the id is taken
+    /// (never, for 128 random bits, but never overwritten either).
     fn create(
         &self,
         id: &str,
         owner: &str,
+        profile: &str,
         worker: &str,
         lease: Duration,
     ) -> impl Future<Output = Result<Option<Lease>, CatalogError>> + Send;
@@ -144,4 +152,12 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// The session's record, if there is one.
     fn lookup(&self, id: &str) -> impl Future<Output = Result<Option<Record>, CatalogError>> + Send;
+
+    /// The sessions of `owner`, with their records: at most `limit` of
+    /// them, in no particular order.
+    fn sessions_of(
+        &self,
+        owner: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(String, Record)>, CatalogError>> + Send;
 }

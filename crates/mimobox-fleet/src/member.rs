@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use mimobox_host::{BoxFuture, Fleet, HostError, SessionId, StateName};
 
-use crate::catalog::{Catalog, CatalogError, Claim, Lease, PausedRef};
+use crate::catalog::{Catalog, CatalogError, Claim, Lease, PausedRef, Record};
 
 /// Where a session that this worker does not hold is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +132,23 @@ impl<C: Catalog> Member<C> {
         }
     }
 
+    /// `owner`'s sessions anywhere in the fleet, as the catalog records
+    /// them (at most `limit`).
+    pub async fn sessions_of(
+        &self,
+        owner: &str,
+        limit: usize,
+    ) -> Result<Vec<(SessionId, Record)>, CatalogError> {
+        let listed = self.inner.catalog.sessions_of(owner, limit).await?;
+        // An id that is not one, or a record of another owner's, is not
+        // this owner's session, whatever the catalog's set says.
+        Ok(listed
+            .into_iter()
+            .filter(|(_, record)| record.owner == owner)
+            .filter_map(|(id, record)| Some((id.parse().ok()?, record)))
+            .collect())
+    }
+
     /// Gives up the lease on `id` without recording anything (a take-up
     /// that failed).
     pub async fn release(&self, id: SessionId) {
@@ -212,11 +229,11 @@ fn catalog_error(e: CatalogError) -> HostError {
 }
 
 impl<C: Catalog> Fleet for Member<C> {
-    fn opened(&self, id: SessionId, owner: &str) -> BoxFuture<'_, Result<u64, HostError>> {
-        let owner = owner.to_owned();
+    fn opened(&self, id: SessionId, owner: &str, profile: &str) -> BoxFuture<'_, Result<u64, HostError>> {
+        let (owner, profile) = (owner.to_owned(), profile.to_owned());
         Box::pin(async move {
             let inner = &*self.inner;
-            match inner.catalog.create(&id.to_string(), &owner, &inner.worker, inner.lease).await {
+            match inner.catalog.create(&id.to_string(), &owner, &profile, &inner.worker, inner.lease).await {
                 Ok(Some(lease)) => {
                     inner.leases().insert(id, lease);
                     Ok(lease.epoch)

@@ -1,5 +1,9 @@
-//! The catalog in Redis: one hash per session, every change one Lua
-//! script (atomic on the server), leases judged by the server's clock.
+//! The catalog in Redis: one hash per session (`PREFIX session:ID`) and one
+//! set of session ids per owner (`PREFIX owner:HEX(OWNER)`), every change
+//! one Lua script (atomic on the server), leases and times judged by the
+//! server's clock. The scripts name keys they build from the prefix, so
+//! the catalog is a single Redis server (or a primary with replicas), not
+//! a Redis Cluster.
 
 use std::time::{Duration, Instant};
 
@@ -29,7 +33,29 @@ struct Scripts {
     release: Script,
     remove: Script,
     lookup: Script,
+    list: Script,
 }
+
+/// A record's fields as `lookup` and `list` answer them, in order.
+const FIELDS: &str = "'owner', 'worker', 'epoch', 'lease_until', 'paused_key', 'paused_epoch', 'paused_turn',
+                      'lost', 'profile', 'opened', 'paused_at'";
+
+/// Lua that turns `r`, a record's FIELDS, into its answer (at `now`).
+const ANSWER: &str = "local function answer(r, now)
+  local left = 0
+  if r[2] and r[2] ~= '' then left = math.max(0, tonumber(r[4]) - now) end
+  local paused_ago = ''
+  if r[11] then paused_ago = string.format('%d', math.max(0, now - tonumber(r[11]))) end
+  return {r[1], r[2] or '', r[3], string.format('%d', left), r[5] or '', r[6] or '', r[7] or '',
+          r[8] or '0', r[9] or '', string.format('%d', math.max(0, now - tonumber(r[10] or now))), paused_ago}
+end
+";
+
+/// Lua: the hex spelling of a string (owner names go into key names so).
+const HEX: &str = "local function hex(s)
+  return (s:gsub('.', function(c) return string.format('%02x', string.byte(c)) end))
+end
+";
 
 impl RedisCatalog {
     /// Connects to the Redis server at `url`; the sessions' keys start
@@ -42,7 +68,8 @@ impl RedisCatalog {
             create: script(
                 "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
                  redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'worker', ARGV[2], 'epoch', 1,
-                            'lease_until', now + tonumber(ARGV[3]))
+                            'lease_until', now + tonumber(ARGV[3]), 'profile', ARGV[4], 'opened', now)
+                 redis.call('SADD', KEYS[2], ARGV[5])
                  return 1",
             ),
             claim: script(
@@ -73,7 +100,7 @@ impl RedisCatalog {
                  if r[1] ~= ARGV[1] or r[2] ~= ARGV[2] then return 0 end
                  if r[3] and tonumber(r[3]) > tonumber(ARGV[3]) then return 0 end
                  redis.call('HSET', KEYS[1], 'paused_key', ARGV[4], 'paused_epoch', ARGV[2],
-                            'paused_turn', ARGV[3])
+                            'paused_turn', ARGV[3], 'paused_at', now)
                  return 1",
             ),
             release: script(
@@ -82,23 +109,39 @@ impl RedisCatalog {
                  redis.call('HSET', KEYS[1], 'worker', '', 'lease_until', 0)
                  return 1",
             ),
-            remove: script(
-                "local r = redis.call('HMGET', KEYS[1], 'worker', 'epoch', 'paused_key', 'paused_epoch',
-                                      'paused_turn')
-                 if r[1] ~= ARGV[1] or r[2] ~= ARGV[2] then return {0} end
+            remove: script(&format!(
+                "{HEX}local r = redis.call('HMGET', KEYS[1], 'worker', 'epoch', 'paused_key', 'paused_epoch',
+                                      'paused_turn', 'owner')
+                 if r[1] ~= ARGV[1] or r[2] ~= ARGV[2] then return {{0}} end
                  redis.call('DEL', KEYS[1])
-                 if r[3] then return {1, r[3], r[4], r[5]} end
-                 return {1}",
-            ),
-            lookup: script(
-                "local r = redis.call('HMGET', KEYS[1], 'owner', 'worker', 'epoch', 'lease_until',
-                                      'paused_key', 'paused_epoch', 'paused_turn', 'lost')
-                 if not r[1] then return {} end
-                 local left = 0
-                 if r[2] and r[2] ~= '' then left = math.max(0, tonumber(r[4]) - now) end
-                 return {r[1], r[2] or '', r[3], string.format('%d', left), r[5] or '', r[6] or '',
-                         r[7] or '', r[8] or '0'}",
-            ),
+                 if r[6] then redis.call('SREM', ARGV[3] .. 'owner:' .. hex(r[6]), ARGV[4]) end
+                 if r[3] then return {{1, r[3], r[4], r[5]}} end
+                 return {{1}}"
+            )),
+            lookup: script(&format!(
+                "{ANSWER}local r = redis.call('HMGET', KEYS[1], {FIELDS})
+                 if not r[1] then return {{}} end
+                 return answer(r, now)"
+            )),
+            // The owner's sessions, each id followed by its answer; an id
+            // whose record is gone leaves the set.
+            list: script(&format!(
+                "{ANSWER}local out = {{}}
+                 local ids = redis.call('SMEMBERS', KEYS[1])
+                 local n = 0
+                 for _, id in ipairs(ids) do
+                   if n >= tonumber(ARGV[2]) then break end
+                   local r = redis.call('HMGET', ARGV[1] .. 'session:' .. id, {FIELDS})
+                   if r[1] then
+                     table.insert(out, id)
+                     for _, v in ipairs(answer(r, now)) do table.insert(out, v) end
+                     n = n + 1
+                   else
+                     redis.call('SREM', KEYS[1], id)
+                   end
+                 end
+                 return out"
+            )),
         };
         Ok(RedisCatalog { connection, prefix: prefix.to_owned(), scripts: std::sync::Arc::new(scripts) })
     }
@@ -107,8 +150,25 @@ impl RedisCatalog {
         format!("{}session:{id}", self.prefix)
     }
 
+    fn owner_key(&self, owner: &str) -> String {
+        let hex: String = owner.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("{}owner:{hex}", self.prefix)
+    }
+
     async fn run(&self, script: &Script, id: &str, args: &[String]) -> Result<Value, CatalogError> {
-        let mut invocation = script.key(self.key(id));
+        self.run_keys(script, &[self.key(id)], args).await
+    }
+
+    async fn run_keys(
+        &self,
+        script: &Script,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<Value, CatalogError> {
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
         for arg in args {
             invocation.arg(arg);
         }
@@ -170,12 +230,14 @@ impl Catalog for RedisCatalog {
         &self,
         id: &str,
         owner: &str,
+        profile: &str,
         worker: &str,
         lease: Duration,
     ) -> Result<Option<Lease>, CatalogError> {
         let asked = Instant::now();
-        let created =
-            flag(self.run(&self.scripts.create, id, &[owner.into(), worker.into(), millis(lease)]).await?)?;
+        let keys = [self.key(id), self.owner_key(owner)];
+        let args = [owner.into(), worker.into(), millis(lease), profile.into(), id.into()];
+        let created = flag(self.run_keys(&self.scripts.create, &keys, &args).await?)?;
         Ok(created.then(|| lease_from(asked, 1, lease)))
     }
 
@@ -230,8 +292,13 @@ impl Catalog for RedisCatalog {
         worker: &str,
         epoch: u64,
     ) -> Result<Option<Option<PausedRef>>, CatalogError> {
-        let Value::Array(items) =
-            self.run(&self.scripts.remove, id, &[worker.into(), epoch.to_string()]).await?
+        let Value::Array(items) = self
+            .run(
+                &self.scripts.remove,
+                id,
+                &[worker.into(), epoch.to_string(), self.prefix.clone(), id.into()],
+            )
+            .await?
         else {
             return Err(malformed("not a list"));
         };
@@ -248,21 +315,50 @@ impl Catalog for RedisCatalog {
 
     async fn lookup(&self, id: &str) -> Result<Option<Record>, CatalogError> {
         let answer = strings(self.run(&self.scripts.lookup, id, &[]).await?)?;
-        match answer.as_slice() {
-            [] => Ok(None),
-            [owner, worker, epoch, left, key, paused_epoch, turn, lost] => Ok(Some(Record {
-                owner: owner.clone(),
-                worker: (!worker.is_empty() && left != "0").then(|| worker.clone()),
-                epoch: number(epoch)?,
-                lease_left: Duration::from_millis(number(left)?),
-                last_holder_lost: lost == "1",
-                paused: if key.is_empty() {
-                    None
-                } else {
-                    Some(PausedRef { key: key.clone(), epoch: number(paused_epoch)?, turn: number(turn)? })
-                },
-            })),
-            _ => Err(malformed("an unknown record")),
+        if answer.is_empty() {
+            return Ok(None);
         }
+        record(&answer).map(Some)
     }
+
+    async fn sessions_of(&self, owner: &str, limit: usize) -> Result<Vec<(String, Record)>, CatalogError> {
+        let args = [self.prefix.clone(), limit.to_string()];
+        let answer = strings(self.run_keys(&self.scripts.list, &[self.owner_key(owner)], &args).await?)?;
+        answer
+            .chunks(1 + RECORD_FIELDS)
+            .map(|chunk| match chunk.split_first() {
+                Some((id, fields)) => Ok((id.clone(), record(fields)?)),
+                None => Err(malformed("an empty listing entry")),
+            })
+            .collect()
+    }
+}
+
+/// Fields of a record as the scripts answer it.
+const RECORD_FIELDS: usize = 11;
+
+/// A record from its answer.
+fn record(answer: &[String]) -> Result<Record, CatalogError> {
+    let [owner, worker, epoch, left, key, paused_epoch, turn, lost, profile, age, paused_ago] = answer else {
+        return Err(malformed("an unknown record"));
+    };
+    Ok(Record {
+        owner: owner.clone(),
+        profile: profile.clone(),
+        age: Duration::from_millis(number(age)?),
+        paused_ago: if paused_ago.is_empty() {
+            None
+        } else {
+            Some(Duration::from_millis(number(paused_ago)?))
+        },
+        worker: (!worker.is_empty() && left != "0").then(|| worker.clone()),
+        epoch: number(epoch)?,
+        lease_left: Duration::from_millis(number(left)?),
+        last_holder_lost: lost == "1",
+        paused: if key.is_empty() {
+            None
+        } else {
+            Some(PausedRef { key: key.clone(), epoch: number(paused_epoch)?, turn: number(turn)? })
+        },
+    })
 }

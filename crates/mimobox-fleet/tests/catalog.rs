@@ -14,11 +14,11 @@ const LEASE: Duration = Duration::from_secs(30);
 async fn a_session_is_held_by_one_worker_and_another_owner_finds_nothing() {
     let redis = Redis::start();
     let catalog = RedisCatalog::connect(&redis.url, "t:").await.unwrap();
-    let lease = catalog.create("s1", "alice", "w1:8800", LEASE).await.unwrap().unwrap();
+    let lease = catalog.create("s1", "alice", "python", "w1:8800", LEASE).await.unwrap().unwrap();
     assert_eq!(lease.epoch, 1);
     assert!(lease.is_current());
     // The id is never overwritten.
-    assert_eq!(catalog.create("s1", "bob", "w2:8800", LEASE).await.unwrap(), None);
+    assert_eq!(catalog.create("s1", "bob", "python", "w2:8800", LEASE).await.unwrap(), None);
     // Another worker is told who holds it; another owner is told nothing.
     assert_eq!(
         catalog.claim("s1", "alice", "w2:8800", LEASE).await.unwrap(),
@@ -44,7 +44,7 @@ async fn an_expired_lease_passes_the_session_on_and_fences_its_old_holder() {
     let redis = Redis::start();
     let catalog = RedisCatalog::connect(&redis.url, "t:").await.unwrap();
     let short = Duration::from_millis(300);
-    let old = catalog.create("s1", "alice", "w1", short).await.unwrap().unwrap();
+    let old = catalog.create("s1", "alice", "python", "w1", short).await.unwrap().unwrap();
     catalog.record_paused("s1", "w1", &PausedRef { epoch: 1, turn: 3, key: "s1/1-3".into() }).await.unwrap();
     // The old holder's own deadline passes before the catalog's.
     tokio::time::sleep(Duration::from_millis(350)).await;
@@ -68,7 +68,7 @@ async fn an_expired_lease_passes_the_session_on_and_fences_its_old_holder() {
 async fn an_older_paused_state_never_replaces_a_newer_one() {
     let redis = Redis::start();
     let catalog = RedisCatalog::connect(&redis.url, "t:").await.unwrap();
-    catalog.create("s1", "alice", "w1", LEASE).await.unwrap().unwrap();
+    catalog.create("s1", "alice", "python", "w1", LEASE).await.unwrap().unwrap();
     let newer = PausedRef { epoch: 1, turn: 7, key: "s1/1-7".into() };
     assert!(catalog.record_paused("s1", "w1", &newer).await.unwrap());
     // A delayed write of an earlier turn arrives late: refused.
@@ -92,7 +92,8 @@ async fn of_many_workers_claiming_at_once_exactly_one_wins() {
     let catalog = Arc::new(RedisCatalog::connect(&redis.url, "t:").await.unwrap());
     for round in 0..20 {
         let id = format!("s{round}");
-        let lease = catalog.create(&id, "alice", "w0", Duration::from_millis(50)).await.unwrap().unwrap();
+        let lease =
+            catalog.create(&id, "alice", "python", "w0", Duration::from_millis(50)).await.unwrap().unwrap();
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert!(!lease.is_current());
         let claims: Vec<_> = (1..=16)
@@ -130,4 +131,34 @@ async fn an_unreachable_catalog_is_an_error_not_a_hang() {
     .expect("connecting gives up by itself");
     assert!(result.is_err());
     assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[tokio::test]
+async fn an_owners_sessions_are_listed_from_any_worker_and_only_its_own() {
+    let redis = Redis::start();
+    let catalog = RedisCatalog::connect(&redis.url, "t:").await.unwrap();
+    catalog.create("a1", "alice", "python-sci", "w1", LEASE).await.unwrap().unwrap();
+    catalog.create("a2", "alice", "python", "w2", LEASE).await.unwrap().unwrap();
+    catalog.create("b1", "bob", "python", "w1", LEASE).await.unwrap().unwrap();
+    // An owner whose name would spell another's key if it were not hex.
+    catalog.create("c1", "alice:x", "python", "w1", LEASE).await.unwrap().unwrap();
+    catalog.record_paused("a2", "w2", &PausedRef { epoch: 1, turn: 4, key: "a2/1-4".into() }).await.unwrap();
+    assert!(catalog.release("a2", "w2", 1).await.unwrap());
+    let mut listed = catalog.sessions_of("alice", 100).await.unwrap();
+    listed.sort_by(|a, b| a.0.cmp(&b.0));
+    let ids: Vec<&str> = listed.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["a1", "a2"]);
+    let (a1, a2) = (&listed[0].1, &listed[1].1);
+    assert_eq!((a1.profile.as_str(), a1.worker.as_deref(), a1.paused_ago), ("python-sci", Some("w1"), None));
+    assert_eq!((a2.profile.as_str(), a2.worker.as_deref()), ("python", None));
+    assert_eq!(a2.paused.as_ref().map(|p| p.turn), Some(4));
+    assert!(a2.paused_ago.is_some_and(|ago| ago < Duration::from_secs(5)));
+    assert!(a1.age < Duration::from_secs(5));
+    // Bounded, and a closed session leaves the listing.
+    assert_eq!(catalog.sessions_of("alice", 1).await.unwrap().len(), 1);
+    assert_eq!(catalog.remove("a1", "w1", 1).await.unwrap(), Some(None));
+    let ids: Vec<String> =
+        catalog.sessions_of("alice", 100).await.unwrap().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, ["a2"]);
+    assert_eq!(catalog.sessions_of("nobody", 100).await.unwrap(), vec![]);
 }

@@ -31,6 +31,10 @@ pub(crate) struct Ticket {
     /// alone): with `pauses`, the [`crate::StateName`] it must be found at.
     #[serde(default)]
     pub(crate) epoch: u64,
+    /// The session's last turn sent under an idempotency key: a turn sent
+    /// again under it after the session moved is not run twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) keyed: Option<crate::once::KeyedRecord>,
 }
 
 impl Ticket {
@@ -102,6 +106,7 @@ mod tests {
             turns: 3,
             pauses: 2,
             epoch: 4,
+            keyed: None,
         };
         let sealed = seal(b"key", &ticket, b"paused bytes");
         let (opened, paused) = open(b"key", &sealed).unwrap();

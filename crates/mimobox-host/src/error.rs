@@ -94,6 +94,23 @@ pub enum HostError {
     /// lease on it ended); the request is to be sent again, and goes there.
     #[error("the session moved to another worker; send the request again")]
     Moved,
+    /// A turn was sent under an idempotency key that the session's last
+    /// keyed turn used for another request.
+    #[error("this idempotency key was used for another request (turn {turn})")]
+    KeyReused {
+        /// The turn that used it.
+        turn: u64,
+    },
+    /// A turn sent again under its idempotency key ran already, but its
+    /// answer did not come along when the session moved between hosts: it
+    /// is not run twice.
+    #[error(
+        "the turn with this idempotency key ran already (turn {turn}); its answer stayed with the worker that ran it"
+    )]
+    AlreadyRan {
+        /// The turn it ran as.
+        turn: u64,
+    },
     /// The fleet's catalog of sessions could not answer.
     #[error("the session catalog: {0}")]
     Catalog(Box<dyn std::error::Error + Send + Sync>),

@@ -16,9 +16,9 @@ use crate::storage::{BoxFuture, StateName};
 /// which paused state is current, and before every call it runs on a live
 /// session, so that a host that lost a session's lease never serves it.
 pub trait Fleet: Send + Sync + 'static {
-    /// Records a new session of `owner`, opened here; the fencing epoch the
-    /// host holds it under.
-    fn opened(&self, id: SessionId, owner: &str) -> BoxFuture<'_, Result<u64, HostError>>;
+    /// Records a new session of `owner` running `profile`, opened here;
+    /// the fencing epoch the host holds it under.
+    fn opened(&self, id: SessionId, owner: &str, profile: &str) -> BoxFuture<'_, Result<u64, HostError>>;
 
     /// How long this host may still serve `id`, renewing its lease first
     /// when little of it is left; `None` when the lease is lost (another

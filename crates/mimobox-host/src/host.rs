@@ -21,6 +21,7 @@ use crate::config::{HostConfig, WhenBusy};
 use crate::envelope::{self, Ticket};
 use crate::error::{HostError, LimitKind, Scope};
 use crate::metrics::{Gauges, Metrics};
+use crate::once::{self, Keyed, TurnKey};
 use crate::storage::StateName;
 
 /// Most bytes of an owner's name.
@@ -74,6 +75,8 @@ struct Entry<B: Backend> {
     /// A paused state already read from the store (by a take-up), for
     /// its resume not to read it again.
     prefetched: Mutex<Option<Vec<u8>>>,
+    /// The session's last turn sent under an idempotency key.
+    keyed: Mutex<Option<Keyed>>,
 }
 
 enum Cell<S> {
@@ -182,6 +185,11 @@ pub struct ShutdownReport {
     /// Sessions whose turn was still running past the grace; each ends
     /// at its turn's own timeout, and is then closed.
     pub still_running: u64,
+    /// Sessions another worker of the fleet held by the time they were to
+    /// be paused (this host's lease had ended): theirs now, not closed.
+    pub moved: u64,
+    /// Pauses tried again after the store or the catalog failed.
+    pub pause_retries: u64,
 }
 
 /// What [`SessionHost::adopt_paused`] did.
@@ -279,7 +287,7 @@ impl<B: Backend> SessionHost<B> {
             }
         };
         let epoch = match &inner.config.fleet {
-            Some(fleet) => match fleet.opened(id, &owner).await {
+            Some(fleet) => match fleet.opened(id, &owner, profile).await {
                 Ok(epoch) => epoch,
                 Err(e) => {
                     session.close().await;
@@ -300,6 +308,7 @@ impl<B: Backend> SessionHost<B> {
             waiting: AtomicU32::new(0),
             meta: Mutex::new(Meta::new(now, memory, SessionState::Live, epoch)),
             prefetched: Mutex::new(None),
+            keyed: Mutex::new(None),
         });
         {
             let mut table = inner.lock_table();
@@ -335,10 +344,38 @@ impl<B: Backend> SessionHost<B> {
         request: TurnRequest,
         when_busy: WhenBusy,
     ) -> Result<TurnResult, HostError> {
+        self.turn_once(owner, id, None, request, when_busy).await
+    }
+
+    /// Runs a turn as [`SessionHost::turn`] does, under a caller's `key`
+    /// for it: the same turn sent again under the same key (its answer
+    /// lost on the way) gets the answer of the turn that ran, marked
+    /// `replayed`, and is not run again. The session keeps its last keyed
+    /// turn only; a key sent again with another request is refused
+    /// ([`HostError::KeyReused`]), and one whose answer stayed with the
+    /// host that ran it before the session moved is too
+    /// ([`HostError::AlreadyRan`]).
+    pub async fn turn_once(
+        &self,
+        owner: &str,
+        id: SessionId,
+        key: Option<TurnKey>,
+        request: TurnRequest,
+        when_busy: WhenBusy,
+    ) -> Result<TurnResult, HostError> {
         let inner = &*self.inner;
         inner.accepting()?;
         let entry = inner.find(owner, id)?;
         let mut cell = inner.lock_cell(&entry, when_busy).await?;
+        // Under the session's lock: a turn sent again while the first
+        // still runs waits for it, then finds its answer.
+        let keyed = key.map(|key| (key, once::digest(&request)));
+        if let Some((key, digest)) = &keyed
+            && let Some(known) = lock(&entry.keyed).as_ref().and_then(|k| k.answer_for(key, digest))
+        {
+            inner.metrics.replayed.fetch_add(1, Ordering::Relaxed);
+            return known;
+        }
         let _running = inner.start_turn(&entry.owner)?;
         // The lifetime counts from the session's opening, paused time and
         // resumes included: a turn never runs past it.
@@ -371,6 +408,10 @@ impl<B: Backend> SessionHost<B> {
                 inner.metrics.turn(result.result.outcome.name(), took);
                 result.resumed_from_turn =
                     entry.meta.lock().unwrap_or_else(|p| p.into_inner()).resumed_from.take();
+                if let Some((key, digest)) = keyed {
+                    *lock(&entry.keyed) =
+                        Some(Keyed { key, digest, turn: result.turn, answer: Some(result.clone()) });
+                }
                 if result.alive {
                     let memory = session.memory_in_use();
                     inner.touch(&entry, Some(result.turn), memory);
@@ -487,6 +528,7 @@ impl<B: Backend> SessionHost<B> {
             waiting: AtomicU32::new(0),
             meta: Mutex::new(meta),
             prefetched: Mutex::new(Some(sealed)),
+            keyed: Mutex::new(ticket.keyed.as_ref().and_then(Keyed::from_record)),
         });
         let mut table = inner.lock_table();
         if table.sessions.contains_key(&state.id) {
@@ -605,12 +647,33 @@ impl<B: Backend> SessionHost<B> {
             };
             match &*cell {
                 Cell::Live(_) if inner.config.store.is_some() => {
-                    match inner.store_state(&entry, &mut cell, Keep::Paused).await {
-                        Ok(()) => report.paused += 1,
-                        Err(_) => {
-                            inner.end(&entry, &mut cell, "shutdown").await;
-                            report.closed += 1;
+                    // A store or catalog that fails for a moment is tried
+                    // again, with a growing pause, while the grace lasts:
+                    // the session stays live in between.
+                    let mut wait = Duration::from_millis(50);
+                    loop {
+                        match inner.store_state(&entry, &mut cell, Keep::Paused).await {
+                            Ok(()) => report.paused += 1,
+                            Err(HostError::Moved) => report.moved += 1,
+                            Err(HostError::Store(_) | HostError::Catalog(_))
+                                if matches!(&*cell, Cell::Live(_)) && Instant::now() + wait < deadline =>
+                            {
+                                report.pause_retries += 1;
+                                tokio::time::sleep(wait).await;
+                                wait = (wait * 2).min(Duration::from_secs(2));
+                                continue;
+                            }
+                            Err(e) => {
+                                tracing::warn!(
+                                    session = %entry.id,
+                                    "a session could not be paused on shutdown, and is closed: {}",
+                                    bounded(&e.to_string())
+                                );
+                                inner.end(&entry, &mut cell, "shutdown").await;
+                                report.closed += 1;
+                            }
                         }
+                        break;
                     }
                 }
                 Cell::Live(_) => {
@@ -721,6 +784,7 @@ impl<B: Backend> SessionHost<B> {
                 waiting: AtomicU32::new(0),
                 meta: Mutex::new(meta),
                 prefetched: Mutex::new(None),
+                keyed: Mutex::new(ticket.keyed.as_ref().and_then(Keyed::from_record)),
             });
             let mut table = inner.lock_table();
             table.sessions.insert(id, entry);
@@ -1114,6 +1178,7 @@ impl<B: Backend> Inner<B> {
             turns: meta.turns,
             pauses: name.pause,
             epoch: name.epoch,
+            keyed: lock(&entry.keyed).as_ref().map(Keyed::record),
         };
         let sealed = envelope::seal(&self.config.state_key, &ticket, &paused);
         // The old instance is freed before a new one may be made from the
@@ -1413,4 +1478,9 @@ fn offload<R>(work: impl FnOnce() -> R) -> R {
         }
         _ => work(),
     }
+}
+
+/// `mutex`'s guard, whether or not a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }

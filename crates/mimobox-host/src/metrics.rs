@@ -31,6 +31,9 @@ pub struct Metrics {
     pub(crate) resumes: AtomicU64,
     pub(crate) resume_failures: AtomicU64,
     pub(crate) refused: [AtomicU64; 5],
+    /// Turns sent again under their idempotency key, answered from the
+    /// record (or refused) rather than run again.
+    pub(crate) replayed: AtomicU64,
 }
 
 /// The refusals counted, by reason.
@@ -92,6 +95,11 @@ impl Metrics {
         (self.pauses.load(Relaxed), self.pause_failures.load(Relaxed))
     }
 
+    /// Turns sent again under their idempotency key and not run again.
+    pub fn replayed(&self) -> u64 {
+        self.replayed.load(Relaxed)
+    }
+
     /// Sessions resumed from storage, and resumes that failed.
     pub fn resumes(&self) -> (u64, u64) {
         (self.resumes.load(Relaxed), self.resume_failures.load(Relaxed))
@@ -140,6 +148,13 @@ impl Metrics {
             "mimobox_resumes_total{{result=\"failed\"}} {}",
             self.resume_failures.load(Relaxed)
         );
+        family(
+            &mut out,
+            "mimobox_turns_replayed_total",
+            "counter",
+            "Turns sent again under their idempotency key, not run again.",
+        );
+        let _ = writeln!(out, "mimobox_turns_replayed_total {}", self.replayed.load(Relaxed));
         family(&mut out, "mimobox_refusals_total", "counter", "Calls refused, by reason.");
         for (reason, count) in REFUSALS.iter().zip(&self.refused) {
             let _ = writeln!(out, "mimobox_refusals_total{{reason=\"{reason}\"}} {}", count.load(Relaxed));

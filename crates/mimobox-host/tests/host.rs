@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use mimobox_core::{Outcome, ResumeError, SandboxConfig, SandboxError, TurnRequest};
 use mimobox_host::{
     HostConfig, HostError, LimitKind, Limits, LocalDir, PausedStore, Scope, SessionHost, SessionId,
-    SessionState, StateName, WhenBusy,
+    SessionState, StateName, TurnKey, WhenBusy,
 };
 use mimobox_wasm::WasmSandbox;
 
@@ -574,4 +574,118 @@ async fn a_later_host_takes_up_the_sessions_an_earlier_one_paused() {
     assert_eq!((result.turn, result.result.stdout.as_slice()), (3, &b"3\n"[..]));
     // Another owner still cannot reach it.
     assert!(matches!(second.info("bob", kept), Err(HostError::NotFound)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_sent_again_under_its_key_is_answered_not_run_twice_also_after_a_move() {
+    let dirs = tempfile::tempdir().unwrap();
+    let store = LocalDir::open(dirs.path().join("paused"), 64 << 20).unwrap();
+    let host_with = |store: &LocalDir| {
+        let mut config = HostConfig::new(KEY.to_vec());
+        config.store = Some(Arc::new(store.clone()));
+        SessionHost::new(config, [("counter".to_string(), sandbox(dirs.path(), |_| {}))]).unwrap()
+    };
+    let first = host_with(&store);
+    let id = first.open("alice", "counter").await.unwrap();
+    let keyed = |host: &SessionHost<WasmSandbox>, key: &str, code: &str| {
+        let (host, key, code) = (host.clone(), TurnKey::new(key).unwrap(), code.to_owned());
+        async move { host.turn_once("alice", id, Some(key), TurnRequest::new(code), WhenBusy::Refuse).await }
+    };
+    let ran = keyed(&first, "t1", "i").await.unwrap();
+    assert_eq!((ran.turn, ran.result.stdout.as_slice(), ran.replayed), (1, &b"1\n"[..], false));
+    // Sent again: the same answer, marked, and the counter did not move.
+    let again = keyed(&first, "t1", "i").await.unwrap();
+    assert_eq!((again.turn, again.result.stdout.as_slice(), again.replayed), (1, &b"1\n"[..], true));
+    assert_eq!(first.metrics().replayed(), 1);
+    // The same key for another request is refused, and runs nothing.
+    assert!(matches!(keyed(&first, "t1", "p").await, Err(HostError::KeyReused { turn: 1 })));
+    // Another owner's key names nothing of alice's.
+    let bob = first.turn_once(
+        "bob",
+        id,
+        Some(TurnKey::new("t1").unwrap()),
+        TurnRequest::new("i"),
+        WhenBusy::Refuse,
+    );
+    assert!(matches!(bob.await, Err(HostError::NotFound)));
+    // A new key runs a new turn; unkeyed turns run every time.
+    let second = keyed(&first, "t2", "i").await.unwrap();
+    assert_eq!((second.turn, second.result.stdout.as_slice()), (2, &b"2\n"[..]));
+    assert_eq!(turn(&first, "alice", id, "p").await, "2\n");
+    let third = keyed(&first, "t3", "i").await.unwrap();
+    assert_eq!(third.turn, 4);
+
+    // The session moves to another host: the key goes with it, the answer
+    // does not, so the turn sent again there is refused, not run again.
+    let report = first.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(report.paused, 1);
+    drop(first);
+    let later = host_with(&store);
+    assert_eq!(later.adopt_paused().await.unwrap().adopted, 1);
+    assert!(matches!(keyed(&later, "t3", "i").await, Err(HostError::AlreadyRan { turn: 4 })));
+    assert!(matches!(keyed(&later, "t3", "p").await, Err(HostError::KeyReused { turn: 4 })));
+    assert_eq!(turn(&later, "alice", id, "p").await, "3\n", "the turn under t3 ran once");
+    let fresh = keyed(&later, "t4", "i").await.unwrap();
+    assert_eq!((fresh.turn, fresh.result.stdout.as_slice()), (6, &b"4\n"[..]));
+}
+
+/// A store whose first `failures` writes fail, as an object store does
+/// for a moment.
+struct Flaky {
+    inner: LocalDir,
+    failures: std::sync::atomic::AtomicU32,
+}
+
+impl PausedStore for Flaky {
+    fn put(
+        &self,
+        name: StateName,
+        bytes: Vec<u8>,
+    ) -> mimobox_host::BoxFuture<'_, Result<(), mimobox_host::StoreError>> {
+        let failing = self
+            .failures
+            .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| {
+                n.checked_sub(1)
+            })
+            .is_ok();
+        Box::pin(async move {
+            if failing {
+                return Err(mimobox_host::StoreError::Service {
+                    action: "putting",
+                    object: name.to_string(),
+                    problem: "503 Slow Down".into(),
+                });
+            }
+            self.inner.put(name, bytes).await
+        })
+    }
+    fn get(&self, name: StateName) -> mimobox_host::BoxFuture<'_, Result<Vec<u8>, mimobox_host::StoreError>> {
+        self.inner.get(name)
+    }
+    fn delete(&self, name: StateName) -> mimobox_host::BoxFuture<'_, Result<(), mimobox_host::StoreError>> {
+        self.inner.delete(name)
+    }
+    fn list(&self) -> mimobox_host::BoxFuture<'_, Result<Vec<StateName>, mimobox_host::StoreError>> {
+        self.inner.list()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_failing_for_a_moment_on_shutdown_is_tried_again_and_nothing_is_lost() {
+    let dirs = tempfile::tempdir().unwrap();
+    let local = LocalDir::open(dirs.path().join("paused"), 64 << 20).unwrap();
+    let flaky = Arc::new(Flaky { inner: local.clone(), failures: std::sync::atomic::AtomicU32::new(3) });
+    let mut config = HostConfig::new(KEY.to_vec());
+    config.store = Some(flaky);
+    let host = SessionHost::new(config, [("counter".to_string(), sandbox(dirs.path(), |_| {}))]).unwrap();
+    let id = host.open("alice", "counter").await.unwrap();
+    turn(&host, "alice", id, "i").await;
+    let report = host.shutdown(Duration::from_secs(10)).await;
+    assert_eq!((report.paused, report.closed, report.pause_retries), (1, 0, 3), "{report:?}");
+    drop(host);
+    let mut config = HostConfig::new(KEY.to_vec());
+    config.store = Some(Arc::new(local));
+    let later = SessionHost::new(config, [("counter".to_string(), sandbox(dirs.path(), |_| {}))]).unwrap();
+    assert_eq!(later.adopt_paused().await.unwrap().adopted, 1);
+    assert_eq!(turn(&later, "alice", id, "i").await, "2\n");
 }

@@ -29,7 +29,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use mimobox_core::{SandboxError, TurnEvent, TurnRequest};
 use mimobox_files::FileError;
-use mimobox_host::{HostError, SessionHost, SessionId, SessionInfo, SessionState, WhenBusy};
+use mimobox_host::{
+    BadTurnKey, HostError, SessionHost, SessionId, SessionInfo, SessionState, TurnKey, WhenBusy,
+};
 use mimobox_wasm::WasmSandbox;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -41,7 +43,7 @@ use crate::openapi::{
     Created, ErrorBody, Execute, ListingBody, NewSession, SessionBody, SessionList,
     State as SessionStateBody, TurnAnswer, Written,
 };
-use crate::peers::{Forwarded, Peers};
+use crate::peers::{Forwarded, Peers, SignedBody};
 use crate::wire;
 
 /// How the HTTP server runs.
@@ -313,10 +315,12 @@ pub async fn serve(
     }
     let report = host.shutdown(drain_until.saturating_duration_since(tokio::time::Instant::now())).await;
     tracing::info!(
-        "drained: {} paused, {} closed, {} still running",
+        "drained: {} paused, {} closed, {} still running, {} held by another worker ({} pauses tried again)",
         report.paused,
         report.closed,
-        report.still_running
+        report.still_running,
+        report.moved,
+        report.pause_retries
     );
     let _ = closing.send(true);
     // Open connections get a moment to send what they have.
@@ -348,9 +352,11 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
             Err(refusal) => return refuse(StatusCode::UNAUTHORIZED, refusal.message()),
         };
     let found = match from_peer {
-        Some(owner) => match state.tokens.iter().find(|(_, known)| **known == *owner) {
+        Some(peer) => match state.tokens.iter().find(|(_, known)| **known == *peer.owner) {
             Some((_, known)) => {
                 request.extensions_mut().insert(Forwarded);
+                let request_body = std::mem::take(request.body_mut());
+                *request.body_mut() = Body::new(SignedBody::new(request_body, peer.body));
                 known.clone()
             }
             None => {
@@ -382,7 +388,22 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     // A turn's task holds the place too, so that a client that hangs up
     // mid-turn does not free it while the turn runs.
     request.extensions_mut().insert(Place { _held: permit.clone() });
-    let session = state.peers.as_ref().and_then(|_| session_of(request.uri().path()));
+    let mut session = state.peers.as_ref().and_then(|_| session_of(request.uri().path()));
+    // An MCP tool call names its session in its arguments: in a fleet, it
+    // is read (whole, within the JSON bound) to be sent where that is.
+    let path = request.uri().path();
+    if state.peers.is_some()
+        && request.method() == axum::http::Method::POST
+        && (path == "/mcp" || path.starts_with("/mcp/"))
+    {
+        let (parts, body) = request.into_parts();
+        let body = match read_whole(body, state.max_json).await {
+            Ok(body) => body,
+            Err(refusal) => return refusal,
+        };
+        session = mcp_session_of(&body);
+        request = Request::from_parts(parts, Body::from(body));
+    }
     let response = match (&state.peers, session) {
         (Some(peers), Some(id)) => peers.route(&state.host, &owner, id, request, next).await,
         _ => next.run(request).await,
@@ -394,6 +415,29 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
 fn session_of(path: &str) -> Option<SessionId> {
     let rest = path.strip_prefix("/v1/sessions/")?;
     rest.split('/').next()?.parse().ok()
+}
+
+/// The session an MCP message's tool call names (`params.arguments.session_id`
+/// of a `tools/call` request), if it is one and names one.
+fn mcp_session_of(body: &[u8]) -> Option<SessionId> {
+    #[derive(serde::Deserialize)]
+    struct Message {
+        method: Option<String>,
+        params: Option<Params>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Params {
+        arguments: Option<Arguments>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Arguments {
+        session_id: Option<Value>,
+    }
+    let message: Message = serde_json::from_slice(body).ok()?;
+    if message.method.as_deref() != Some("tools/call") {
+        return None;
+    }
+    message.params?.arguments?.session_id?.as_str()?.parse().ok()
 }
 
 /// The owner whose token the request's bearer is, or the refusal.
@@ -460,27 +504,37 @@ impl axum::extract::FromRequest<AppState> for Whole {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Whole, Response> {
         let limit = if is_upload(&request) { state.max_upload } else { state.max_json };
-        let body = http_body_util::Limited::new(request.into_body(), limit);
-        // The whole-body deadline is `body_deadline`'s, on every route.
-        let late = || refuse(StatusCode::REQUEST_TIMEOUT, "the request's body did not arrive in time");
-        match http_body_util::BodyExt::collect(body).await {
-            Ok(collected) => Ok(Whole(collected.to_bytes())),
-            Err(error) => {
-                let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*error);
-                while let Some(e) = cause {
-                    if e.is::<http_body_util::LengthLimitError>() {
-                        return Err(refuse(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            &format!("the body is over {limit} bytes"),
-                        ));
-                    }
-                    if e.is::<tower_http::timeout::TimeoutError>() || e.is::<BodyLate>() {
-                        return Err(late());
-                    }
-                    cause = e.source();
+        read_whole(request.into_body(), limit).await.map(Whole)
+    }
+}
+
+/// A body read whole: at most `limit` bytes (413); 408 when it came too
+/// slowly, 400 when it could not be read (or is not the one a forwarding
+/// peer signed).
+pub(crate) async fn read_whole(body: Body, limit: usize) -> Result<Bytes, Response> {
+    let body = http_body_util::Limited::new(body, limit);
+    // The whole-body deadline is `body_deadline`'s, on every route.
+    let late = || refuse(StatusCode::REQUEST_TIMEOUT, "the request's body did not arrive in time");
+    match http_body_util::BodyExt::collect(body).await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) => {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*error);
+            while let Some(e) = cause {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    return Err(refuse(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!("the body is over {limit} bytes"),
+                    ));
                 }
-                Err(refuse(StatusCode::BAD_REQUEST, "the request's body could not be read"))
+                if e.is::<tower_http::timeout::TimeoutError>() || e.is::<BodyLate>() {
+                    return Err(late());
+                }
+                if e.is::<crate::peers::BodyForged>() {
+                    return Err(refuse(StatusCode::UNAUTHORIZED, &e.to_string()));
+                }
+                cause = e.source();
             }
+            Err(refuse(StatusCode::BAD_REQUEST, "the request's body could not be read"))
         }
     }
 }
@@ -683,17 +737,47 @@ pub(crate) async fn create_session(
 }
 
 /// Lists the caller's own sessions.
-#[utoipa::path(get, path = "/v1/sessions", tag = "sessions", responses(
+#[utoipa::path(get, path = "/v1/sessions", tag = "sessions", params(
+        ("scope" = Option<String>, Query, description = "`fleet` (the default): the caller's sessions on every \
+            worker of the fleet (those no worker holds, or whose worker does not answer, as the catalog last \
+            recorded them); `local`: only those this worker holds", pattern = "^(fleet|local)$"),
+    ), responses(
     (status = 200, description = "The caller's sessions", body = SessionList),
+    (status = 400, description = "A scope that is neither `fleet` nor `local`", body = ErrorBody),
     (status = 401, description = "No token, or an unknown one", body = ErrorBody),
     (status = 429, description = "Too many of this owner's requests at once", body = ErrorBody),
+    (status = 503, description = "The fleet's catalog is unavailable", body = ErrorBody),
 ))]
 pub(crate) async fn list_sessions(
     State(state): State<AppState>,
     Extension(Owner(owner)): Extension<Owner>,
+    query: Result<Query<ScopeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let sessions = state.host.list(&owner).iter().map(info_body).collect();
+    let local = match query.as_ref().map(|q| q.scope.as_deref()) {
+        Ok(None | Some("fleet")) => false,
+        Ok(Some("local")) => true,
+        _ => return refuse(StatusCode::BAD_REQUEST, "the query is `?scope=fleet` or `?scope=local`"),
+    };
+    let sessions: Vec<SessionBody> = state.host.list(&owner).iter().map(info_body).collect();
+    let sessions = match &state.peers {
+        Some(peers) if !local => match peers.sessions(&owner, sessions).await {
+            Ok(sessions) => sessions,
+            Err(e) => {
+                tracing::warn!(
+                    "the session catalog: {}",
+                    mimobox_core::text::one_line_bounded(&e.to_string())
+                );
+                return refuse(StatusCode::SERVICE_UNAVAILABLE, "the session catalog is unavailable");
+            }
+        },
+        _ => sessions,
+    };
     axum::Json(SessionList { sessions }).into_response()
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct ScopeQuery {
+    scope: Option<String>,
 }
 
 /// One of the caller's sessions.
@@ -735,7 +819,13 @@ pub(crate) async fn close_session(
 }
 
 /// Runs a turn: the whole answer, or NDJSON event lines ending with it.
-#[utoipa::path(post, path = "/v1/sessions/{id}/execute", tag = "sessions", params(("id" = String, Path, description = "The session's id")),
+#[utoipa::path(post, path = "/v1/sessions/{id}/execute", tag = "sessions", params(
+        ("id" = String, Path, description = "The session's id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "The caller's name for this turn (1 to 255 \
+            visible ASCII characters): the same turn sent again under it, after its answer was lost, gets the \
+            answer of the turn that ran (`\"replayed\": true`) and does not run again. A session keeps its \
+            last keyed turn.", max_length = 255, pattern = r"^[!-~]{1,255}$"),
+    ),
     request_body(content = Execute, content_type = "application/json"),
     responses(
         (status = 200, description = "The turn's answer; with `stream`, NDJSON lines (`stdout`, `stderr`, \
@@ -747,8 +837,10 @@ pub(crate) async fn close_session(
         (status = 404, description = "No such session of the caller's (or no such file in it)", body = ErrorBody),
         (status = 429, description = "Too many of this owner's requests at once", body = ErrorBody),
         (status = 408, description = "The body did not arrive in time", body = ErrorBody),
-        (status = 409, description = "Busy past the wait", body = ErrorBody),
+        (status = 409, description = "Busy past the wait; or the turn of this `Idempotency-Key` ran already \
+            and its answer stayed with the worker that ran it", body = ErrorBody),
         (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 422, description = "The `Idempotency-Key` was used for another request", body = ErrorBody),
         (status = 503, description = "Draining, or no room to resume the session", body = ErrorBody),
     ))]
 pub(crate) async fn execute(
@@ -756,8 +848,13 @@ pub(crate) async fn execute(
     Extension(Owner(owner)): Extension<Owner>,
     Extension(place): Extension<Place>,
     Id(id): Id,
+    headers: axum::http::HeaderMap,
     Whole(body): Whole,
 ) -> Response {
+    let key = match idempotency_key(&headers) {
+        Ok(key) => key,
+        Err(response) => return *response,
+    };
     let request: Execute = match json_body(&body) {
         Ok(request) => request,
         Err(response) => return *response,
@@ -775,7 +872,7 @@ pub(crate) async fn execute(
         let host = state.host.clone();
         let ran = tokio::spawn(async move {
             let _place = place;
-            host.turn(&owner, id, turn, wait).await
+            host.turn_once(&owner, id, key, turn, wait).await
         })
         .await;
         return match ran {
@@ -806,7 +903,7 @@ pub(crate) async fn execute(
     let max_stream = state.max_stream;
     tokio::spawn(async move {
         let _place = place;
-        let end = match host.turn(&owner, id, turn, wait).await {
+        let end = match host.turn_once(&owner, id, key, turn, wait).await {
             Ok(result) => {
                 let mut answer = wire::turn_json(&result);
                 answer["type"] = "end".into();
@@ -831,6 +928,19 @@ pub(crate) async fn execute(
     let mut response = Response::new(Body::from_stream(body));
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
     response
+}
+
+/// The request's `Idempotency-Key`, if it has one (once, well formed).
+#[allow(clippy::result_large_err)]
+fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<TurnKey>, Box<Response>> {
+    let mut values = headers.get_all("idempotency-key").iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    let bad = |problem: &str| Box::new(refuse(StatusCode::BAD_REQUEST, problem));
+    if values.next().is_some() {
+        return Err(bad("the Idempotency-Key header is given once"));
+    }
+    let text = value.to_str().map_err(|_| bad(&BadTurnKey.to_string()))?;
+    TurnKey::new(text).map(Some).map_err(|e| bad(&e.to_string()))
 }
 
 #[derive(serde::Deserialize)]
@@ -1023,7 +1133,8 @@ pub(crate) fn host_refusal(error: &HostError) -> Response {
         },
         HostError::UnknownProfile { .. } | HostError::BadOwner { .. } => StatusCode::BAD_REQUEST,
         HostError::Limit { .. } => StatusCode::TOO_MANY_REQUESTS,
-        HostError::Busy { .. } => StatusCode::CONFLICT,
+        HostError::Busy { .. } | HostError::AlreadyRan { .. } => StatusCode::CONFLICT,
+        HostError::KeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         HostError::ShuttingDown | HostError::Moved | HostError::Catalog(_) => StatusCode::SERVICE_UNAVAILABLE,
         HostError::Sandbox(SandboxError::SessionEnded { .. }) => StatusCode::NOT_FOUND,
         HostError::Sandbox(SandboxError::SessionCapacity { .. }) => StatusCode::SERVICE_UNAVAILABLE,
@@ -1051,6 +1162,8 @@ pub(crate) fn refusal_text(error: &HostError) -> String {
         | HostError::File(_)
         | HostError::Limit { .. }
         | HostError::Busy { .. }
+        | HostError::KeyReused { .. }
+        | HostError::AlreadyRan { .. }
         | HostError::ShuttingDown
         | HostError::Moved
         | HostError::Sandbox(SandboxError::SessionCapacity { .. }) => {

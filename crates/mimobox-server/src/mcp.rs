@@ -23,7 +23,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use mimobox_core::{Outcome, TurnRequest, TurnResult};
-use mimobox_host::{HostError, SessionHost, SessionId, WhenBusy};
+use mimobox_host::{HostError, SessionHost, SessionId, TurnKey, WhenBusy};
 use mimobox_wasm::WasmSandbox;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject,
@@ -102,7 +102,10 @@ impl McpServer {
                     "code": {"type": "string", "maxLength": MAX_CODE, "description": "The code to run."},
                     "session_id": session_id,
                     "timeout": {"type": "number", "minimum": 0.001,
-                        "description": "Seconds; may only shorten the profile's timeout."}
+                        "description": "Seconds; may only shorten the profile's timeout."},
+                    "idempotency_key": {"type": "string", "pattern": "^[!-~]{1,255}$",
+                        "description": "Your name for this turn (with session_id): sent again after its answer \
+                            was lost, the turn is not run twice, and the answer of the one that ran comes back."}
                 }, "required": ["code"], "additionalProperties": false}),
                 turn_schema(),
             ),
@@ -176,12 +179,16 @@ impl McpServer {
         let args = Args::new(name, arguments)?;
         match name {
             "run_code" => {
-                args.only(&["code", "session_id", "timeout"])?;
+                args.only(&["code", "session_id", "timeout", "idempotency_key"])?;
                 let code = args.string("code")?.ok_or_else(|| args.missing("code"))?;
                 if code.len() > MAX_CODE {
                     return Err(McpError::invalid_params(format!("`code` is over {MAX_CODE} bytes"), None));
                 }
                 let timeout = args.timeout()?;
+                let key = match args.string("idempotency_key")? {
+                    None => None,
+                    Some(text) => Some(TurnKey::new(&text).map_err(|e| args.bad(e.to_string()))?),
+                };
                 let id = match args.session("session_id")? {
                     Some(id) => id,
                     None => match self.host.open(owner, &self.default_profile).await {
@@ -191,7 +198,7 @@ impl McpServer {
                 };
                 let opened = args.session("session_id")?.is_none();
                 let request = TurnRequest { timeout, ..TurnRequest::new(code) };
-                match self.host.turn(owner, id, request, WhenBusy::Wait(BUSY_WAIT)).await {
+                match self.host.turn_once(owner, id, key, request, WhenBusy::Wait(BUSY_WAIT)).await {
                     Ok(turn) => Ok(turn_result(id, &turn)),
                     // A session this call opened is not left behind unnamed.
                     Err(e) if opened => {
@@ -323,6 +330,8 @@ fn turn_schema() -> Value {
         "tool_calls": {"type": "array"},
         "results": {"type": "array", "items": {"type": "object"}},
         "results_truncated": {"type": "boolean"},
+        "resumed_from_turn": {"type": "integer"},
+        "replayed": {"type": "boolean"},
         "error": {"type": ["object", "null"], "properties": {
             "name": {"type": "string"}, "value": {"type": "string"},
             "traceback": {"type": "array", "items": {"type": "string"}}

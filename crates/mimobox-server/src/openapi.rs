@@ -39,7 +39,7 @@ pub struct Created {
 }
 
 /// Whether a session is in memory or paused to the store.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     /// In memory, ready for a turn.
@@ -49,7 +49,7 @@ pub enum State {
 }
 
 /// One session, as its owner sees it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SessionBody {
     /// The session's id.
     #[schema(pattern = "^[0-9a-f]{32}$")]
@@ -69,7 +69,7 @@ pub struct SessionBody {
 }
 
 /// The caller's own sessions.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SessionList {
     /// Each session of the caller's.
     pub sessions: Vec<SessionBody>,
@@ -181,6 +181,11 @@ pub struct TurnAnswer {
     /// goes on from it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resumed_from_turn: Option<u64>,
+    /// Present, `true`, when the turn was sent again under the
+    /// `Idempotency-Key` of a turn that ran: this is that turn's answer,
+    /// and it did not run again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replayed: Option<bool>,
 }
 
 /// One entry of a directory listing.

@@ -3,23 +3,31 @@
 //! here. Workers authenticate each other with a shared secret.
 //!
 //! A forwarded request carries its owner as the forwarding worker found it
-//! (from the client's bearer token), signed:
+//! (from the client's bearer token), signed with its body:
 //!
 //! ```text
 //! x-mimobox-peer-owner: hex(owner)
 //! x-mimobox-peer-time:  unix milliseconds
-//! x-mimobox-peer-mac:   hex(HMAC-SHA256(secret, "mimobox-peer-1\n" time "\n" owner-hex "\n" method "\n" path-and-query))
+//! x-mimobox-peer-nonce: 32 hex digits, random
+//! x-mimobox-peer-body:  hex(SHA-256(body))
+//! x-mimobox-peer-mac:   hex(HMAC-SHA256(secret, "mimobox-peer-2\n" time "\n" nonce "\n"
+//!                           owner-hex "\n" method "\n" path-and-query "\n" body-hex "\n"))
 //! ```
 //!
-//! A worker accepts it only with a MAC that checks out under its secret
-//! and a time within [`PEER_SKEW`] of its own clock; a client that sends
-//! these headers without the secret is refused, so no client ever names
-//! its owner itself. A forwarded request is never forwarded again.
+//! A worker accepts it only with a MAC that checks out under its secret,
+//! a time within [`PEER_SKEW`] of its own clock, a nonce it has not seen
+//! (it remembers them for twice that), and a body whose digest is the one
+//! signed (checked as the body ends; no handler acts on a body before it
+//! is whole). A client that sends these headers without the secret is
+//! refused, so no client ever names its owner itself; a captured request
+//! cannot be sent again, nor its body changed. A forwarded request is
+//! never forwarded again. The peer network carries requests in the clear:
+//! it is the cluster's own (see docs/deploy.md).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::Next;
@@ -28,10 +36,12 @@ use hmac::{Hmac, Mac};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use mimobox_fleet::{Located, Member, RedisCatalog};
+use mimobox_fleet::{Located, Member, Record, RedisCatalog};
+
+use crate::openapi::{SessionBody, SessionList, State as SessionStateBody};
 use mimobox_host::{SessionHost, SessionId};
 use mimobox_wasm::WasmSandbox;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 /// The header naming the owner of a forwarded request (hex).
 pub const PEER_OWNER: &str = "x-mimobox-peer-owner";
@@ -39,6 +49,18 @@ pub const PEER_OWNER: &str = "x-mimobox-peer-owner";
 pub const PEER_TIME: &str = "x-mimobox-peer-time";
 /// The header with the request's MAC under the shared secret.
 pub const PEER_MAC: &str = "x-mimobox-peer-mac";
+/// The header with a forwarded request's nonce (128 random bits, hex).
+pub const PEER_NONCE: &str = "x-mimobox-peer-nonce";
+/// The header with the SHA-256 of a forwarded request's body (hex).
+pub const PEER_BODY: &str = "x-mimobox-peer-body";
+
+/// The peer headers, all of which a forwarded request carries.
+const PEER_HEADERS: [&str; 5] = [PEER_OWNER, PEER_TIME, PEER_NONCE, PEER_BODY, PEER_MAC];
+
+/// Most nonces remembered at once: past it (a flood of forwarded
+/// requests, each genuine), forwarded requests are refused until old ones
+/// expire.
+pub const MAX_NONCES: usize = 1 << 18;
 /// The header naming the worker that served a request.
 pub const SERVED_BY: &str = "x-mimobox-worker";
 
@@ -56,6 +78,40 @@ pub struct Peers {
     secret: Arc<[u8]>,
     client: Client<HttpConnector, Body>,
     worker: HeaderValue,
+    /// Most bytes of a body this worker forwards (it is signed whole).
+    max_body: usize,
+    seen: Arc<std::sync::Mutex<Nonces>>,
+}
+
+/// The nonces of forwarded requests accepted in the last `2 * PEER_SKEW`,
+/// in the order they came.
+#[derive(Default)]
+struct Nonces {
+    set: std::collections::HashSet<u128>,
+    order: std::collections::VecDeque<(std::time::Instant, u128)>,
+}
+
+impl Nonces {
+    /// Records `nonce`, seen now: `Err` when it was seen already, or when
+    /// [`MAX_NONCES`] are remembered.
+    fn record(&mut self, nonce: u128, now: std::time::Instant) -> Result<(), PeerRefusal> {
+        while let Some((at, old)) = self.order.front().copied() {
+            if now.duration_since(at) <= 2 * PEER_SKEW {
+                break;
+            }
+            self.order.pop_front();
+            self.set.remove(&old);
+        }
+        if self.set.contains(&nonce) {
+            return Err(PeerRefusal::Replayed);
+        }
+        if self.set.len() >= MAX_NONCES {
+            return Err(PeerRefusal::Flooded);
+        }
+        self.set.insert(nonce);
+        self.order.push_back((now, nonce));
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Peers {
@@ -75,6 +131,10 @@ pub enum PeerRefusal {
     Expired,
     /// Its MAC does not check out.
     Forged,
+    /// Its nonce was seen before: a captured request sent again.
+    Replayed,
+    /// This worker remembers as many nonces as it may.
+    Flooded,
 }
 
 impl PeerRefusal {
@@ -85,18 +145,29 @@ impl PeerRefusal {
             PeerRefusal::Malformed => "a forwarded request's peer headers are not well formed",
             PeerRefusal::Expired => "a forwarded request's time is too far from this worker's clock",
             PeerRefusal::Forged => "a forwarded request's MAC does not check out",
+            PeerRefusal::Replayed => "a forwarded request was sent before: its nonce is spent",
+            PeerRefusal::Flooded => "too many forwarded requests in the last minute",
         }
     }
 }
 
-/// A request forwarded by a peer, checked: its owner.
+/// A request forwarded by a peer, checked.
 #[derive(Debug, Clone)]
 pub(crate) struct Forwarded;
 
+/// What a forwarded request's peer headers say, checked: its owner, and
+/// the digest its body must have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FromPeer {
+    pub(crate) owner: String,
+    pub(crate) body: [u8; 32],
+}
+
 impl Peers {
     /// This worker's peers, authenticated with `secret` (at least
-    /// [`MIN_PEER_SECRET`] bytes).
-    pub fn new(member: Member<RedisCatalog>, secret: Vec<u8>) -> Result<Peers, String> {
+    /// [`MIN_PEER_SECRET`] bytes); bodies of up to `max_body` bytes are
+    /// forwarded.
+    pub fn new(member: Member<RedisCatalog>, secret: Vec<u8>, max_body: usize) -> Result<Peers, String> {
         if secret.len() < MIN_PEER_SECRET {
             return Err(format!("the peer secret must be at least {MIN_PEER_SECRET} bytes"));
         }
@@ -107,7 +178,7 @@ impl Peers {
         connector.set_nodelay(true);
         let client =
             Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
-        Ok(Peers { member, secret: secret.into(), client, worker })
+        Ok(Peers { member, secret: secret.into(), client, worker, max_body, seen: Arc::default() })
     }
 
     /// This worker's membership.
@@ -115,44 +186,67 @@ impl Peers {
         &self.member
     }
 
-    fn mac(&self, time: &str, owner_hex: &str, method: &str, target: &str) -> Hmac<Sha256> {
+    fn mac(&self, signed: &Signed<'_>) -> Hmac<Sha256> {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).expect("HMAC takes any key length");
-        for part in ["mimobox-peer-1", time, owner_hex, method, target] {
+        for part in [
+            "mimobox-peer-2",
+            signed.time,
+            signed.nonce,
+            signed.owner_hex,
+            signed.method,
+            signed.target,
+            signed.body,
+        ] {
             mac.update(part.as_bytes());
             mac.update(b"\n");
         }
         mac
     }
 
-    /// The owner a peer's request is for, if it carries peer headers:
-    /// `Ok(None)` when it carries none.
+    /// What a peer's request says, if it carries peer headers: `Ok(None)`
+    /// when it carries none.
     pub(crate) fn verify(
         peers: Option<&Peers>,
         headers: &HeaderMap,
         method: &str,
         target: &str,
-    ) -> Result<Option<String>, PeerRefusal> {
-        let present = [PEER_OWNER, PEER_TIME, PEER_MAC].iter().filter(|h| headers.contains_key(**h)).count();
+    ) -> Result<Option<FromPeer>, PeerRefusal> {
+        let present = PEER_HEADERS.iter().filter(|h| headers.contains_key(**h)).count();
         if present == 0 {
             return Ok(None);
         }
         let Some(peers) = peers else { return Err(PeerRefusal::NoFleet) };
+        if present != PEER_HEADERS.len()
+            || PEER_HEADERS.iter().any(|h| headers.get_all(*h).iter().count() != 1)
+        {
+            return Err(PeerRefusal::Malformed);
+        }
         let text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
-        let (Some(owner_hex), Some(time), Some(mac)) = (text(PEER_OWNER), text(PEER_TIME), text(PEER_MAC))
+        let (Some(owner_hex), Some(time), Some(nonce), Some(body), Some(mac)) =
+            (text(PEER_OWNER), text(PEER_TIME), text(PEER_NONCE), text(PEER_BODY), text(PEER_MAC))
         else {
             return Err(PeerRefusal::Malformed);
         };
-        let (Some(owner), Some(sent), Some(tag)) =
-            (unhex(owner_hex).and_then(|b| String::from_utf8(b).ok()), time.parse::<u64>().ok(), unhex(mac))
+        let owner = unhex(owner_hex).and_then(|b| String::from_utf8(b).ok());
+        let sent = time.parse::<u64>().ok().filter(|_| time.bytes().all(|b| b.is_ascii_digit()));
+        let nonce_value = unhex(nonce).and_then(|b| <[u8; 16]>::try_from(b).ok()).map(u128::from_be_bytes);
+        let digest = unhex(body).and_then(|b| <[u8; 32]>::try_from(b).ok());
+        let (Some(owner), Some(sent), Some(nonce_value), Some(digest), Some(tag)) =
+            (owner, sent, nonce_value, digest, unhex(mac))
         else {
             return Err(PeerRefusal::Malformed);
         };
-        let now = now_ms();
-        if now.abs_diff(sent) > PEER_SKEW.as_millis() as u64 {
+        if now_ms().abs_diff(sent) > PEER_SKEW.as_millis() as u64 {
             return Err(PeerRefusal::Expired);
         }
-        peers.mac(time, owner_hex, method, target).verify_slice(&tag).map_err(|_| PeerRefusal::Forged)?;
-        Ok(Some(owner))
+        let signed = Signed { time, nonce, owner_hex, method, target, body };
+        peers.mac(&signed).verify_slice(&tag).map_err(|_| PeerRefusal::Forged)?;
+        peers
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(nonce_value, std::time::Instant::now())?;
+        Ok(Some(FromPeer { owner, body: digest }))
     }
 
     /// Serves a request for a session: here if this worker holds it (or
@@ -204,30 +298,20 @@ impl Peers {
         response
     }
 
-    /// Sends `request` on to `worker` for `owner`, signed; its answer,
-    /// streamed back as it comes.
+    /// Sends `request` on to `worker` for `owner`, signed with its body;
+    /// its answer, streamed back as it comes.
     async fn forward(&self, worker: &str, owner: &str, request: Request) -> Response {
-        let (mut parts, body) = request.into_parts();
-        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-        let Ok(uri) = format!("http://{worker}{target}").parse::<Uri>() else {
-            return unavailable("the session's worker has an address this worker cannot reach");
+        let (parts, body) = request.into_parts();
+        // The body is signed whole, so it is read whole first (within the
+        // bounds any body here has).
+        let body = match crate::http::read_whole(body, self.max_body).await {
+            Ok(body) => body,
+            Err(refusal) => return refusal,
         };
-        let owner_hex = hex(owner.as_bytes());
-        let time = now_ms().to_string();
-        let tag = hex(&self.mac(&time, &owner_hex, parts.method.as_str(), &target).finalize().into_bytes());
-        // What this hop was told of the client stays here: the token, and
-        // whatever peer headers it sent (already checked, or refused).
-        for name in [header::AUTHORIZATION, header::HOST, header::CONNECTION] {
-            parts.headers.remove(name);
-        }
-        for (name, value) in [(PEER_OWNER, owner_hex), (PEER_TIME, time), (PEER_MAC, tag)] {
-            parts.headers.insert(
-                HeaderName::from_static(name),
-                HeaderValue::from_str(&value).expect("hex and digits are header values"),
-            );
-        }
-        parts.uri = uri;
-        let outgoing = hyper::Request::from_parts(parts, body);
+        let outgoing = match self.signed(worker, owner, parts, body) {
+            Ok(outgoing) => outgoing,
+            Err(refusal) => return refusal,
+        };
         match self.client.request(outgoing).await {
             Ok(answer) => answer.map(Body::new),
             Err(e) => {
@@ -235,6 +319,223 @@ impl Peers {
                 unavailable("the session's worker cannot be reached; it is taken over once its lease ends")
             }
         }
+    }
+
+    /// The request of `parts` and `body` for `owner`, addressed to
+    /// `worker` and signed.
+    #[allow(clippy::result_large_err)]
+    fn signed(
+        &self,
+        worker: &str,
+        owner: &str,
+        mut parts: axum::http::request::Parts,
+        body: Bytes,
+    ) -> Result<hyper::Request<Body>, Response> {
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let Ok(uri) = format!("http://{worker}{target}").parse::<Uri>() else {
+            return Err(unavailable("the session's worker has an address this worker cannot reach"));
+        };
+        let owner_hex = hex(owner.as_bytes());
+        let time = now_ms().to_string();
+        // 128 random bits.
+        let Ok(nonce) = SessionId::random() else {
+            return Err(unavailable("this worker cannot draw random numbers"));
+        };
+        let nonce = nonce.to_string();
+        let digest = hex(&Sha256::digest(&body));
+        let method = parts.method.as_str().to_owned();
+        let signed = Signed {
+            time: &time,
+            nonce: &nonce,
+            owner_hex: &owner_hex,
+            method: &method,
+            target: &target,
+            body: &digest,
+        };
+        let tag = hex(&self.mac(&signed).finalize().into_bytes());
+        // What this hop was told of the client stays here: the token, and
+        // whatever peer headers it sent (already checked, or refused).
+        for name in [header::AUTHORIZATION, header::HOST, header::CONNECTION, header::TRANSFER_ENCODING] {
+            parts.headers.remove(name);
+        }
+        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        for (name, value) in [
+            (PEER_OWNER, owner_hex),
+            (PEER_TIME, time),
+            (PEER_NONCE, nonce),
+            (PEER_BODY, digest),
+            (PEER_MAC, tag),
+        ] {
+            parts.headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_str(&value).expect("hex and digits are header values"),
+            );
+        }
+        parts.uri = uri;
+        Ok(hyper::Request::from_parts(parts, Body::from(body)))
+    }
+
+    /// `owner`'s sessions in the whole fleet: `local` (this worker's),
+    /// each other worker's as it answers for its own, and the paused ones
+    /// (and those of a worker that does not answer in time) as the catalog
+    /// last recorded them.
+    pub(crate) async fn sessions(
+        &self,
+        owner: &str,
+        local: Vec<SessionBody>,
+    ) -> Result<Vec<SessionBody>, mimobox_fleet::CatalogError> {
+        let listed = self.member.sessions_of(owner, MAX_LISTED).await?;
+        let here: std::collections::HashSet<String> = local.iter().map(|s| s.id.clone()).collect();
+        let mut out = local;
+        let mut elsewhere: std::collections::HashMap<String, Vec<(SessionId, Record)>> = Default::default();
+        for (id, record) in listed {
+            if here.contains(&id.to_string()) {
+                continue;
+            }
+            match &record.worker {
+                Some(worker) if worker != self.member.worker() => {
+                    elsewhere.entry(worker.clone()).or_default().push((id, record));
+                }
+                _ => out.push(from_record(id, &record)),
+            }
+        }
+        let asked = elsewhere.into_iter().map(|(worker, records)| async move {
+            let theirs = self.sessions_at(&worker, owner).await;
+            let mut found: std::collections::HashMap<String, SessionBody> =
+                theirs.unwrap_or_default().into_iter().map(|s| (s.id.clone(), s)).collect();
+            records
+                .into_iter()
+                .map(|(id, record)| found.remove(&id.to_string()).unwrap_or_else(|| from_record(id, &record)))
+                .collect::<Vec<_>>()
+        });
+        for answered in futures_util::future::join_all(asked).await {
+            out.extend(answered);
+        }
+        out.truncate(MAX_LISTED);
+        Ok(out)
+    }
+
+    /// The sessions `worker` holds of `owner`'s, as it answers for them
+    /// within [`ASK_TIMEOUT`]; `None` when it does not.
+    async fn sessions_at(&self, worker: &str, owner: &str) -> Option<Vec<SessionBody>> {
+        let (parts, ()) = Request::get("/v1/sessions?scope=local").body(()).ok()?.into_parts();
+        let outgoing = self.signed(worker, owner, parts, Bytes::new()).ok()?;
+        let asked = async {
+            let answer = self.client.request(outgoing).await.ok()?;
+            if answer.status() != StatusCode::OK {
+                return None;
+            }
+            let body = http_body_util::Limited::new(answer.into_body(), MAX_LISTING_BYTES);
+            let bytes = http_body_util::BodyExt::collect(body).await.ok()?.to_bytes();
+            serde_json::from_slice::<SessionList>(&bytes).ok()
+        };
+        match tokio::time::timeout(ASK_TIMEOUT, asked).await {
+            Ok(Some(list)) => Some(list.sessions),
+            _ => {
+                tracing::warn!(worker, "a worker did not list its sessions; the catalog's record stands in");
+                None
+            }
+        }
+    }
+}
+
+/// Most sessions a listing names.
+pub const MAX_LISTED: usize = 10_000;
+
+/// Most bytes of one worker's answer to a listing.
+const MAX_LISTING_BYTES: usize = 16 << 20;
+
+/// How long a worker waits for another's listing.
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A session as the catalog last recorded it.
+fn from_record(id: SessionId, record: &Record) -> SessionBody {
+    SessionBody {
+        id: id.to_string(),
+        profile: record.profile.clone(),
+        state: if record.worker.is_some() { SessionStateBody::Live } else { SessionStateBody::Paused },
+        turns: record.paused.as_ref().map_or(0, |p| p.turn),
+        memory_bytes: 0,
+        idle_seconds: record.paused_ago.unwrap_or(record.age).as_secs_f64(),
+        age_seconds: record.age.as_secs_f64(),
+    }
+}
+
+/// The parts of a forwarded request its MAC covers.
+struct Signed<'a> {
+    time: &'a str,
+    nonce: &'a str,
+    owner_hex: &'a str,
+    method: &'a str,
+    target: &'a str,
+    /// The body's SHA-256, hex.
+    body: &'a str,
+}
+
+/// A forwarded request's body, checked against the digest its peer
+/// signed as it ends: a body that differs fails to read, so nothing acts
+/// on it.
+pub(crate) struct SignedBody {
+    body: Body,
+    hash: Option<Sha256>,
+    expected: [u8; 32],
+}
+
+impl SignedBody {
+    pub(crate) fn new(body: Body, expected: [u8; 32]) -> SignedBody {
+        SignedBody { body, hash: Some(Sha256::new()), expected }
+    }
+}
+
+/// The error of a forwarded body that is not the one its peer signed.
+#[derive(Debug)]
+pub(crate) struct BodyForged;
+
+impl std::fmt::Display for BodyForged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a forwarded request's body is not the one its peer signed")
+    }
+}
+
+impl std::error::Error for BodyForged {}
+
+impl http_body::Body for SignedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        let Some(hash) = this.hash.as_mut() else { return Poll::Ready(None) };
+        match std::pin::Pin::new(&mut this.body).poll_frame(context) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    hash.update(data);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                let digest: [u8; 32] = this.hash.take().expect("present").finalize().into();
+                if bool::from(subtle::ConstantTimeEq::ct_eq(&digest[..], &this.expected[..])) {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Ready(Some(Err(axum::Error::new(BodyForged))))
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // Its end is where the digest is checked: it is always polled to.
+        self.hash.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -272,6 +573,25 @@ mod tests {
         assert_eq!(Peers::verify(None, &headers, "GET", "/v1/sessions"), Ok(None));
         headers.insert(PEER_OWNER, HeaderValue::from_static("616c696365"));
         assert_eq!(Peers::verify(None, &headers, "GET", "/v1/sessions"), Err(PeerRefusal::NoFleet));
+    }
+
+    #[test]
+    fn a_nonce_is_spent_once_remembered_for_twice_the_skew_and_bounded() {
+        let mut nonces = Nonces::default();
+        let start = std::time::Instant::now();
+        assert_eq!(nonces.record(1, start), Ok(()));
+        assert_eq!(nonces.record(1, start + PEER_SKEW), Err(PeerRefusal::Replayed));
+        assert_eq!(nonces.record(2, start + PEER_SKEW), Ok(()));
+        // Past twice the skew a request's time no longer passes, so its
+        // nonce may be forgotten.
+        assert_eq!(nonces.record(1, start + 2 * PEER_SKEW + Duration::from_millis(1)), Ok(()));
+        assert_eq!(nonces.set.len(), 2);
+        let mut full = Nonces::default();
+        for n in 0..MAX_NONCES as u128 {
+            full.record(n + 10, start).unwrap();
+        }
+        assert_eq!(full.record(5, start), Err(PeerRefusal::Flooded));
+        assert_eq!(full.record(5, start + 3 * PEER_SKEW), Ok(()), "expired ones make room");
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub fn turn_json(result: &TurnResult) -> Value {
     if let Some(turn) = result.resumed_from_turn {
         value["resumed_from_turn"] = turn.into();
     }
+    if result.replayed {
+        value["replayed"] = true.into();
+    }
     value
 }
 

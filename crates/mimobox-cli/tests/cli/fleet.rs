@@ -141,20 +141,20 @@ struct Seen {
     duplicates: AtomicU64,
     /// Answers by worker.
     by_worker: Mutex<HashMap<String, u64>>,
-    /// Set when a worker is about to be killed: from then on, a request
-    /// whose connection breaks mid-way may have run (its answer lost with
-    /// the killed worker that relayed it), and its retry runs it again.
-    killing: AtomicBool,
-    /// Turns that ran twice that way.
-    relayed_and_lost: AtomicU64,
+    /// Turns sent again under their idempotency key (their first answer
+    /// lost on the way) and answered with the first one's answer.
+    replayed: AtomicU64,
+    /// Turns sent again under their key whose answer stayed with a worker
+    /// that was lost: refused, not run again.
+    already_ran: AtomicU64,
 }
 
 /// One session as a client drives it: its id and the count it holds.
 struct Driven {
     id: String,
     count: u64,
-    /// Whether an attempt of the current turn broke mid-way.
-    broken: bool,
+    /// Turns sent (each attempt of one turn under the same key).
+    sent: u64,
     /// Every attempt's worker and status, for a failure to show.
     history: Vec<String>,
 }
@@ -167,6 +167,7 @@ fn send(
     addresses: &Mutex<Vec<String>>,
     path: &str,
     body: &Value,
+    key: Option<&str>,
     history: &mut Vec<String>,
 ) -> (u16, Value, String) {
     let started = Instant::now();
@@ -175,11 +176,14 @@ fn send(
             let addresses = addresses.lock().unwrap();
             addresses[fastrand_index(addresses.len())].clone()
         };
-        let answer = agent
+        let mut request = agent
             .post(&format!("http://{target}{path}"))
             .header("Authorization", &format!("Bearer {TOKEN}"))
-            .header("Content-Type", "application/json")
-            .send(body.to_string().as_bytes());
+            .header("Content-Type", "application/json");
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let answer = request.send(body.to_string().as_bytes());
         if let Err(e) = &answer {
             history.push(format!("{target} -> {e}"));
             let refused = matches!(e, ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused)
@@ -216,17 +220,29 @@ fn fastrand_index(len: usize) -> usize {
 }
 
 /// One turn of `session`: adds one to its count and checks the answer.
+/// Each attempt of the turn goes under the same idempotency key, so that
+/// one whose answer was lost on the way (a worker relaying it killed) is
+/// not run twice.
 fn step(agent: &ureq::Agent, addresses: &Mutex<Vec<String>>, session: &mut Driven, seen: &Seen) {
     let code = "n = globals().get('n', 0) + 1\nprint(n)";
-    session.history.push(format!("turn {}:", session.count + 1));
-    let before = session.history.len();
+    session.sent += 1;
+    let key = format!("{}-{}", session.id, session.sent);
+    session.history.push(format!("turn {} ({key}):", session.count + 1));
     let (status, answer, worker) = send(
         agent,
         addresses,
         &format!("/v1/sessions/{}/execute", session.id),
         &json!({ "code": code }),
+        Some(&key),
         &mut session.history,
     );
+    if status == 409 && answer["error"].as_str().is_some_and(|e| e.contains("ran already")) {
+        // It ran, on a worker lost with its answer, and its state was
+        // stored: it is not run again, and the count moves on.
+        seen.already_ran.fetch_add(1, Ordering::SeqCst);
+        session.count += 1;
+        return;
+    }
     assert_eq!(
         status,
         200,
@@ -235,13 +251,8 @@ fn step(agent: &ureq::Agent, addresses: &Mutex<Vec<String>>, session: &mut Drive
     );
     let printed: u64 =
         answer["stdout"].as_str().unwrap().trim().parse().unwrap_or_else(|_| panic!("{answer}"));
-    session.broken = session.history[before..].iter().any(|line| line == "(broken mid-way)");
-    if session.broken && seen.killing.load(Ordering::SeqCst) && printed == session.count + 2 {
-        // The broken attempt ran at the session's worker, relayed by the
-        // worker that was killed: the retry was a second turn.
-        seen.relayed_and_lost.fetch_add(1, Ordering::SeqCst);
-        session.count += 1;
-        seen.served.lock().unwrap().insert((session.id.clone(), session.count), String::new());
+    if answer["replayed"] == json!(true) {
+        seen.replayed.fetch_add(1, Ordering::SeqCst);
     }
     let turn = answer["turn"].as_u64().unwrap();
     match answer.get("resumed_from_turn").and_then(Value::as_u64) {
@@ -260,6 +271,7 @@ fn step(agent: &ureq::Agent, addresses: &Mutex<Vec<String>>, session: &mut Drive
             session.count = from + 1;
         }
         None => {
+            // A turn run twice would print one more than this.
             assert_eq!(
                 printed,
                 session.count + 1,
@@ -294,14 +306,9 @@ fn a_fleet_of_three_loses_no_turn_on_a_drain_and_says_what_a_kill_lost() {
     let mut sessions = Vec::new();
     for _ in 0..SESSIONS {
         let mut history = Vec::new();
-        let (status, created, _) = send(&agent, &addresses, "/v1/sessions", &json!({}), &mut history);
+        let (status, created, _) = send(&agent, &addresses, "/v1/sessions", &json!({}), None, &mut history);
         assert_eq!(status, 201, "{created}");
-        sessions.push(Driven {
-            id: created["id"].as_str().unwrap().to_owned(),
-            count: 0,
-            broken: false,
-            history,
-        });
+        sessions.push(Driven { id: created["id"].as_str().unwrap().to_owned(), count: 0, sent: 0, history });
     }
     // Drivers, each with its share of the sessions, turn by turn, until
     // told to stop.
@@ -391,7 +398,6 @@ fn a_fleet_of_three_loses_no_turn_on_a_drain_and_says_what_a_kill_lost() {
     assert_eq!(ids.len(), SESSIONS);
     let killed = workers[1].take().unwrap();
     let mut killed = killed;
-    seen.killing.store(true, Ordering::SeqCst);
     signal(&killed.child, "KILL");
     let _ = killed.child.wait();
     addresses.lock().unwrap().retain(|a| *a != killed.address);
@@ -408,14 +414,10 @@ fn a_fleet_of_three_loses_no_turn_on_a_drain_and_says_what_a_kill_lost() {
     let served_before = seen.by_worker.lock().unwrap().get(&restarted.address).copied().unwrap_or(0);
     for _ in 0..10 {
         let only = Mutex::new(vec![restarted.address.clone()]);
-        let (status, created, _) = send(&agent, &only, "/v1/sessions", &json!({}), &mut Vec::new());
+        let (status, created, _) = send(&agent, &only, "/v1/sessions", &json!({}), None, &mut Vec::new());
         assert_eq!(status, 201, "{created}");
-        let mut session = Driven {
-            id: created["id"].as_str().unwrap().to_owned(),
-            count: 0,
-            broken: false,
-            history: Vec::new(),
-        };
+        let mut session =
+            Driven { id: created["id"].as_str().unwrap().to_owned(), count: 0, sent: 0, history: Vec::new() };
         step(&agent, &addresses, &mut session, &seen);
     }
     let served_after = seen.by_worker.lock().unwrap().get(&restarted.address).copied().unwrap_or(0);
@@ -424,11 +426,13 @@ fn a_fleet_of_three_loses_no_turn_on_a_drain_and_says_what_a_kill_lost() {
     let lost = seen.lost.load(Ordering::SeqCst);
     let resumed = seen.resumed.load(Ordering::SeqCst);
     let duplicates = seen.duplicates.load(Ordering::SeqCst);
-    let relayed = seen.relayed_and_lost.load(Ordering::SeqCst);
+    let replayed = seen.replayed.load(Ordering::SeqCst);
+    let already_ran = seen.already_ran.load(Ordering::SeqCst);
     eprintln!(
         "fleet: {turns} turns answered ({turns_before_drain} before the drain); drain took {:.2} s and lost 0; \
          the kill lost {lost} turns over {resumed} sessions, each said so; duplicate owners seen: {duplicates}; \
-         the restarted worker's new sessions answered {} turns; answers lost with the killed worker relaying them: {relayed}",
+         the restarted worker's new sessions answered {} turns; turns sent again after a lost answer: \
+         {replayed} answered from the record, {already_ran} refused as run already; none ran twice",
         drain_took.as_secs_f64(),
         served_after - served_before,
     );
@@ -441,6 +445,7 @@ fn a_fleet_of_three_loses_no_turn_on_a_drain_and_says_what_a_kill_lost() {
             &addresses,
             &format!("/v1/sessions/{}/execute", session.id),
             &json!({ "code": "print(n)" }),
+            None,
             &mut Vec::new(),
         );
         assert_eq!(status, 200, "{answer}");
@@ -473,26 +478,42 @@ fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
     }
 }
 
-/// The peer headers for `owner`'s request `method target` at `time`,
-/// signed with `secret` as workers sign them.
-fn signed(secret: &str, owner: &str, time: u64, method: &str, target: &str) -> [(String, String); 3] {
+/// The peer headers for `owner`'s request `method target` with `body`
+/// at `time`, signed with `secret` as workers sign them.
+fn signed(
+    secret: &str,
+    owner: &str,
+    time: u64,
+    method: &str,
+    target: &str,
+    body: &[u8],
+) -> Vec<(String, String)> {
     use hmac::{Hmac, Mac};
-    let owner_hex: String = owner.bytes().map(|b| format!("{b:02x}")).collect();
+    use sha2::Digest;
+    use std::hash::BuildHasher as _;
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let owner_hex = hex(owner.as_bytes());
+    // 128 bits no two calls share.
+    let random = || std::collections::hash_map::RandomState::new().hash_one(Instant::now()).to_le_bytes();
+    let nonce = hex(&[random(), random()].concat());
+    let digest = hex(&sha2::Sha256::digest(body));
     let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap();
-    for part in ["mimobox-peer-1", &time.to_string(), &owner_hex, method, target] {
+    for part in ["mimobox-peer-2", &time.to_string(), &nonce, &owner_hex, method, target, &digest] {
         mac.update(part.as_bytes());
         mac.update(b"\n");
     }
-    let tag: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
-    [
+    let tag = hex(&mac.finalize().into_bytes());
+    vec![
         ("x-mimobox-peer-owner".into(), owner_hex),
         ("x-mimobox-peer-time".into(), time.to_string()),
+        ("x-mimobox-peer-nonce".into(), nonce),
+        ("x-mimobox-peer-body".into(), digest),
         ("x-mimobox-peer-mac".into(), tag),
     ]
 }
 
 #[test]
-fn a_client_cannot_pass_for_a_peer_or_name_its_owner() {
+fn a_client_cannot_pass_for_a_peer_name_its_owner_replay_a_request_or_change_its_body() {
     let fleet = Fleet::new(&[]);
     let worker = fleet.worker(free_port());
     let agent = agent();
@@ -509,25 +530,148 @@ fn a_client_cannot_pass_for_a_peer_or_name_its_owner() {
     };
     let secret = "a-secret-the-workers-share-0123456789";
     // Signed as a worker signs: served, for the owner it names.
-    let (status, body) = list(&signed(secret, "alice", now(), "GET", "/v1/sessions"));
+    let genuine = signed(secret, "alice", now(), "GET", "/v1/sessions", b"");
+    let (status, body) = list(&genuine);
     assert_eq!(status, 200, "{body}");
+    // The same request captured and sent again: its nonce is spent.
+    let (status, body) = list(&genuine);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("nonce is spent"), "{body}");
     // Without the secret, whatever it claims.
     for (headers, why) in [
-        (signed("a-guessed-secret-that-is-long-enough", "alice", now(), "GET", "/v1/sessions"), "MAC"),
-        (signed(secret, "alice", now() - 120_000, "GET", "/v1/sessions"), "time"),
-        (signed(secret, "alice", now(), "GET", "/v1/sessions?other"), "MAC"),
-        (signed(secret, "mallory", now(), "GET", "/v1/sessions"), "owner"),
+        (signed("a-guessed-secret-that-is-long-enough", "alice", now(), "GET", "/v1/sessions", b""), "MAC"),
+        (signed(secret, "alice", now() - 120_000, "GET", "/v1/sessions", b""), "time"),
+        (signed(secret, "alice", now(), "GET", "/v1/sessions?other", b""), "MAC"),
+        (signed(secret, "mallory", now(), "GET", "/v1/sessions", b""), "owner"),
     ] {
         let (status, body) = list(&headers);
         assert_eq!(status, 401, "{why}: {body}");
         assert!(body.contains(why) || body.contains("owner"), "{why}: {body}");
     }
     // Half the headers, and a bearer token beside forged peer headers.
-    let mut half = signed(secret, "alice", now(), "GET", "/v1/sessions").to_vec();
+    let mut half = signed(secret, "alice", now(), "GET", "/v1/sessions", b"");
     half.pop();
     assert_eq!(list(&half).0, 401);
     let mut forged =
-        signed("a-guessed-secret-that-is-long-enough", "alice", now(), "GET", "/v1/sessions").to_vec();
+        signed("a-guessed-secret-that-is-long-enough", "alice", now(), "GET", "/v1/sessions", b"");
     forged.push(("Authorization".into(), format!("Bearer {TOKEN}")));
     assert_eq!(list(&forged).0, 401, "peer headers are checked whatever else comes with them");
+
+    // A body other than the one signed is refused before anything acts on
+    // it: no session is opened.
+    let post = |headers: &[(String, String)], body: &[u8]| {
+        let mut request =
+            agent.post(&format!("{base}/v1/sessions")).header("Content-Type", "application/json");
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let mut response = request.send(body).unwrap();
+        (response.status().as_u16(), response.body_mut().read_to_string().unwrap())
+    };
+    let (status, body) = post(&signed(secret, "alice", now(), "POST", "/v1/sessions", b"{}"), b"{ }");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("not the one its peer signed"), "{body}");
+    let (status, body) = list(&signed(secret, "alice", now(), "GET", "/v1/sessions", b""));
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["sessions"], json!([]), "{body}");
+    let (status, body) = post(&signed(secret, "alice", now(), "POST", "/v1/sessions", b"{}"), b"{}");
+    assert_eq!(status, 201, "the body signed is served: {body}");
+}
+
+#[test]
+fn an_mcp_client_at_any_worker_reaches_a_session_held_by_another() {
+    let fleet = Fleet::new(&[]);
+    let (first, second) = (fleet.worker(free_port()), fleet.worker(free_port()));
+    crate::mcp::run_client(
+        "mcp_fleet.py",
+        &[&format!("http://{}", first.address), &format!("http://{}", second.address), TOKEN],
+        None,
+        &[
+            "routed auto",
+            "files routed auto",
+            "replayed auto",
+            "routed legacy",
+            "files routed legacy",
+            "replayed legacy",
+        ],
+    );
+}
+
+#[test]
+fn a_listing_at_any_worker_names_the_owners_sessions_on_every_worker() {
+    let fleet = Fleet::new(&["--lease", "30s"]);
+    let (first, second, third) =
+        (fleet.worker(free_port()), fleet.worker(free_port()), fleet.worker(free_port()));
+    let agent = agent();
+    let at = |worker: &Worker| Mutex::new(vec![worker.address.clone()]);
+    let open = |worker: &Worker, turns: usize| {
+        let (status, created, _) =
+            send(&agent, &at(worker), "/v1/sessions", &json!({}), None, &mut Vec::new());
+        assert_eq!(status, 201, "{created}");
+        let id = created["id"].as_str().unwrap().to_owned();
+        for _ in 0..turns {
+            let path = format!("/v1/sessions/{id}/execute");
+            let (status, answer, _) =
+                send(&agent, &at(worker), &path, &json!({"code": "x = 1"}), None, &mut Vec::new());
+            assert_eq!(status, 200, "{answer}");
+        }
+        id
+    };
+    let list = |worker: &Worker, query: &str| -> HashMap<String, Value> {
+        let mut response = agent
+            .get(&format!("http://{}/v1/sessions{query}", worker.address))
+            .header("Authorization", &format!("Bearer {TOKEN}"))
+            .call()
+            .unwrap();
+        let body = response.body_mut().read_to_string().unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{body}");
+        let listed: Value = serde_json::from_str(&body).unwrap();
+        listed["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["id"].as_str().unwrap().to_owned(), s.clone()))
+            .collect()
+    };
+    let (a, b, c) = (open(&first, 1), open(&second, 2), open(&third, 3));
+    // From any worker, all three, each with its own worker's numbers.
+    for worker in [&first, &second, &third] {
+        let listed = list(worker, "");
+        assert_eq!(listed.len(), 3, "{listed:?}");
+        for (id, turns) in [(&a, 1), (&b, 2), (&c, 3)] {
+            assert_eq!(listed[id]["turns"], json!(turns), "{listed:?}");
+            assert_eq!(listed[id]["state"], json!("live"), "{listed:?}");
+            assert!(listed[id]["memory_bytes"].as_u64().unwrap() > 0, "told by its worker: {listed:?}");
+        }
+    }
+    // Only this worker's, when asked so.
+    assert_eq!(list(&first, "?scope=local").keys().collect::<Vec<_>>(), [&a]);
+    // The second worker drained: its session is paused, held by nobody,
+    // and listed as the catalog recorded it.
+    let mut second = second;
+    signal(&second.child, "TERM");
+    assert_eq!(wait_exit(&mut second.child, Duration::from_secs(30)), Some(0));
+    let listed = list(&first, "");
+    assert_eq!(
+        (listed[&b]["state"].clone(), listed[&b]["turns"].clone()),
+        (json!("paused"), json!(2)),
+        "{listed:?}"
+    );
+    // The third killed: its lease still runs, its session is listed from
+    // the catalog's record (its last stored state: none yet, so turn 0).
+    let mut third = third;
+    signal(&third.child, "KILL");
+    let _ = third.child.wait();
+    let listed = list(&first, "");
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert_eq!(listed[&c]["state"], json!("live"), "{listed:?}");
+    // A scope that is not one is told.
+    let status = agent
+        .get(&format!("http://{}/v1/sessions?scope=everything", first.address))
+        .header("Authorization", &format!("Bearer {TOKEN}"))
+        .call()
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(status, 400);
 }

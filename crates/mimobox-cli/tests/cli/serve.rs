@@ -409,7 +409,7 @@ fn the_python_client_works_against_the_server_and_locally() {
         "python_client.py",
         &[server.base.as_str(), ALICE, env!("CARGO_BIN_EXE_mimobox"), profile.to_str().unwrap()],
         Some(cli),
-        &["http", "wrong token", "local"],
+        &["http", "wrong token", "sent again", "local"],
     );
 }
 

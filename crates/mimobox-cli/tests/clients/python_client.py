@@ -7,7 +7,30 @@ Usage: python3 python_client.py BASE_URL TOKEN MIMOBOX PROFILE_FILE
 
 import sys
 
+import httpx
+
 from mimobox import Sandbox, SandboxError
+
+
+class LoseFirstAnswer(httpx.HTTPTransport):
+    """Sends each request for real, but loses the first turn's answer on the
+    way back, as a connection that breaks after the server answered."""
+
+    def __init__(self):
+        super().__init__()
+        self.lost = 0
+        self.keys = []
+
+    def handle_request(self, request):
+        response = super().handle_request(request)
+        if request.url.path.endswith("/execute"):
+            self.keys.append(request.headers.get("idempotency-key"))
+            if self.lost == 0:
+                self.lost += 1
+                response.read()
+                response.close()
+                raise httpx.ReadError("the answer was lost", request=request)
+        return response
 
 
 def exercise(sbx, mode):
@@ -55,6 +78,16 @@ def main(base, token, binary, profile):
     except SandboxError as e:
         assert e.status == 401, e.status
     print("ok wrong token")
+    # A turn whose answer is lost is sent again under the same key, and
+    # runs once.
+    lossy = LoseFirstAnswer()
+    with Sandbox(url=base, token=token, transport=lossy) as sbx:
+        counted = sbx.run_code("n = globals().get('n', 0) + 1\nprint(n)")
+        assert counted.logs.stdout == ["1\n"], counted.logs
+        assert lossy.lost == 1 and len(lossy.keys) == 2 and lossy.keys[0] == lossy.keys[1], lossy.keys
+        assert sbx.run_code("print(n)").logs.stdout == ["1\n"], "the lost turn ran twice"
+        assert len(set(lossy.keys)) == 2, "each turn has its own key"
+    print("ok sent again")
     with Sandbox(profile=profile, binary=binary) as sbx:
         exercise(sbx, "local")
 

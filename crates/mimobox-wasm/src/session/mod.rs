@@ -277,6 +277,7 @@ impl WasmSession {
             results_truncated: truncated,
             error,
             resumed_from_turn: None,
+            replayed: false,
         })
     }
 
