@@ -43,11 +43,12 @@ const FIELDS: &str = "'owner', 'worker', 'epoch', 'lease_until', 'paused_key', '
 /// Lua that turns `r`, a record's FIELDS, into its answer (at `now`).
 const ANSWER: &str = "local function answer(r, now)
   local left = 0
-  if r[2] and r[2] ~= '' then left = math.max(0, tonumber(r[4]) - now) end
+  if r[2] and r[2] ~= '' then left = math.max(0, (tonumber(r[4] or 0) or 0) - now) end
   local paused_ago = ''
-  if r[11] then paused_ago = string.format('%d', math.max(0, now - tonumber(r[11]))) end
-  return {r[1], r[2] or '', r[3], string.format('%d', left), r[5] or '', r[6] or '', r[7] or '',
-          r[8] or '0', r[9] or '', string.format('%d', math.max(0, now - tonumber(r[10] or now))), paused_ago}
+  if r[11] then paused_ago = string.format('%d', math.max(0, now - (tonumber(r[11]) or now))) end
+  return {r[1], r[2] or '', r[3] or '', string.format('%d', left), r[5] or '', r[6] or '', r[7] or '',
+          r[8] or '0', r[9] or '', string.format('%d', math.max(0, now - (tonumber(r[10] or now) or now))),
+          paused_ago}
 end
 ";
 
@@ -123,23 +124,33 @@ impl RedisCatalog {
                  if not r[1] then return {{}} end
                  return answer(r, now)"
             )),
-            // The owner's sessions, each id followed by its answer; an id
-            // whose record is gone leaves the set.
+            // The owner's sessions, each id followed by its answer, read a
+            // page at a time (SSCAN) up to the limit; an id whose record is
+            // gone leaves the set.
             list: script(&format!(
                 "{ANSWER}local out = {{}}
-                 local ids = redis.call('SMEMBERS', KEYS[1])
+                 local seen = {{}}
                  local n = 0
-                 for _, id in ipairs(ids) do
-                   if n >= tonumber(ARGV[2]) then break end
-                   local r = redis.call('HMGET', ARGV[1] .. 'session:' .. id, {FIELDS})
-                   if r[1] then
-                     table.insert(out, id)
-                     for _, v in ipairs(answer(r, now)) do table.insert(out, v) end
-                     n = n + 1
-                   else
-                     redis.call('SREM', KEYS[1], id)
+                 local limit = tonumber(ARGV[2])
+                 local cursor = '0'
+                 repeat
+                   local page = redis.call('SSCAN', KEYS[1], cursor, 'COUNT', 256)
+                   cursor = page[1]
+                   for _, id in ipairs(page[2]) do
+                     if n >= limit then break end
+                     if not seen[id] then
+                       seen[id] = true
+                       local r = redis.call('HMGET', ARGV[1] .. 'session:' .. id, {FIELDS})
+                       if r[1] then
+                         table.insert(out, id)
+                         for _, v in ipairs(answer(r, now)) do table.insert(out, v) end
+                         n = n + 1
+                       else
+                         redis.call('SREM', KEYS[1], id)
+                       end
+                     end
                    end
-                 end
+                 until cursor == '0' or n >= limit
                  return out"
             )),
         };
@@ -324,13 +335,24 @@ impl Catalog for RedisCatalog {
     async fn sessions_of(&self, owner: &str, limit: usize) -> Result<Vec<(String, Record)>, CatalogError> {
         let args = [self.prefix.clone(), limit.to_string()];
         let answer = strings(self.run_keys(&self.scripts.list, &[self.owner_key(owner)], &args).await?)?;
-        answer
+        if !answer.len().is_multiple_of(1 + RECORD_FIELDS) {
+            return Err(malformed("a listing of an unknown shape"));
+        }
+        // A record this worker cannot read is left out of the listing
+        // rather than failing it.
+        Ok(answer
             .chunks(1 + RECORD_FIELDS)
-            .map(|chunk| match chunk.split_first() {
-                Some((id, fields)) => Ok((id.clone(), record(fields)?)),
-                None => Err(malformed("an empty listing entry")),
+            .filter_map(|chunk| {
+                let (id, fields) = chunk.split_first()?;
+                match record(fields) {
+                    Ok(record) => Some((id.clone(), record)),
+                    Err(e) => {
+                        tracing::warn!(session = %mimobox_core::text::one_line_bounded(id), "left out of a listing: {e}");
+                        None
+                    }
+                }
             })
-            .collect()
+            .collect())
     }
 }
 

@@ -11,8 +11,9 @@ use sha2::Sha256;
 
 const MAGIC: &[u8; 8] = b"MIMOHOST";
 const VERSION: u8 = 1;
-/// Most bytes of the metadata.
-const MAX_META: usize = 4096;
+/// Most bytes of the metadata (the idempotency keys of
+/// [`crate::once::MAX_KEYS`] turns fit).
+const MAX_META: usize = 16 << 10;
 
 /// The host's record of a paused session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,10 +32,10 @@ pub(crate) struct Ticket {
     /// alone): with `pauses`, the [`crate::StateName`] it must be found at.
     #[serde(default)]
     pub(crate) epoch: u64,
-    /// The session's last turn sent under an idempotency key: a turn sent
-    /// again under it after the session moved is not run twice.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) keyed: Option<crate::once::KeyedRecord>,
+    /// The session's last turns sent under an idempotency key: a turn sent
+    /// again under one after the session moved is not run twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) keys: Vec<crate::once::KeyedRecord>,
 }
 
 impl Ticket {
@@ -106,7 +107,7 @@ mod tests {
             turns: 3,
             pauses: 2,
             epoch: 4,
-            keyed: None,
+            keys: Vec::new(),
         };
         let sealed = seal(b"key", &ticket, b"paused bytes");
         let (opened, paused) = open(b"key", &sealed).unwrap();

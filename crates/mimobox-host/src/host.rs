@@ -22,7 +22,7 @@ use crate::envelope::{self, Ticket};
 use crate::error::{HostError, LimitKind, Scope};
 use crate::metrics::{Gauges, Metrics};
 use crate::once::{self, Keyed, TurnKey};
-use crate::storage::StateName;
+use crate::storage::{StateName, StoreError};
 
 /// Most bytes of an owner's name.
 pub const MAX_OWNER_NAME: usize = 128;
@@ -75,8 +75,8 @@ struct Entry<B: Backend> {
     /// A paused state already read from the store (by a take-up), for
     /// its resume not to read it again.
     prefetched: Mutex<Option<Vec<u8>>>,
-    /// The session's last turn sent under an idempotency key.
-    keyed: Mutex<Option<Keyed>>,
+    /// The session's last turns sent under an idempotency key.
+    keyed: Mutex<Keyed>,
 }
 
 enum Cell<S> {
@@ -190,6 +190,10 @@ pub struct ShutdownReport {
     pub moved: u64,
     /// Pauses tried again after the store or the catalog failed.
     pub pause_retries: u64,
+    /// Sessions of a fleet whose pause failed until the grace ran out: left
+    /// with their last stored state, for another worker to take up once
+    /// this one's lease ends (and to say from which turn they go on).
+    pub unstored: u64,
 }
 
 /// What [`SessionHost::adopt_paused`] did.
@@ -308,7 +312,7 @@ impl<B: Backend> SessionHost<B> {
             waiting: AtomicU32::new(0),
             meta: Mutex::new(Meta::new(now, memory, SessionState::Live, epoch)),
             prefetched: Mutex::new(None),
-            keyed: Mutex::new(None),
+            keyed: Mutex::new(Keyed::default()),
         });
         {
             let mut table = inner.lock_table();
@@ -371,7 +375,7 @@ impl<B: Backend> SessionHost<B> {
         // still runs waits for it, then finds its answer.
         let keyed = key.map(|key| (key, once::digest(&request)));
         if let Some((key, digest)) = &keyed
-            && let Some(known) = lock(&entry.keyed).as_ref().and_then(|k| k.answer_for(key, digest))
+            && let Some(known) = lock(&entry.keyed).answer_for(key, digest)
         {
             inner.metrics.replayed.fetch_add(1, Ordering::Relaxed);
             return known;
@@ -409,8 +413,7 @@ impl<B: Backend> SessionHost<B> {
                 result.resumed_from_turn =
                     entry.meta.lock().unwrap_or_else(|p| p.into_inner()).resumed_from.take();
                 if let Some((key, digest)) = keyed {
-                    *lock(&entry.keyed) =
-                        Some(Keyed { key, digest, turn: result.turn, answer: Some(result.clone()) });
+                    lock(&entry.keyed).ran(key, digest, &result);
                 }
                 if result.alive {
                     let memory = session.memory_in_use();
@@ -528,7 +531,7 @@ impl<B: Backend> SessionHost<B> {
             waiting: AtomicU32::new(0),
             meta: Mutex::new(meta),
             prefetched: Mutex::new(Some(sealed)),
-            keyed: Mutex::new(ticket.keyed.as_ref().and_then(Keyed::from_record)),
+            keyed: Mutex::new(Keyed::from_records(&ticket.keys)),
         });
         let mut table = inner.lock_table();
         if table.sessions.contains_key(&state.id) {
@@ -634,6 +637,9 @@ impl<B: Backend> SessionHost<B> {
         }
         let entries: Vec<Arc<Entry<B>>> = inner.lock_table().sessions.values().cloned().collect();
         let mut report = ShutdownReport::default();
+        // Sessions whose pause failed for a reason that may pass (the store
+        // or the catalog failing for a moment): tried again in rounds.
+        let mut again: Vec<Arc<Entry<B>>> = Vec::new();
         for entry in entries {
             // What holds a session's lock now is a turn past the grace, a
             // call that will find the host shutting down, or a checkpoint
@@ -647,33 +653,8 @@ impl<B: Backend> SessionHost<B> {
             };
             match &*cell {
                 Cell::Live(_) if inner.config.store.is_some() => {
-                    // A store or catalog that fails for a moment is tried
-                    // again, with a growing pause, while the grace lasts:
-                    // the session stays live in between.
-                    let mut wait = Duration::from_millis(50);
-                    loop {
-                        match inner.store_state(&entry, &mut cell, Keep::Paused).await {
-                            Ok(()) => report.paused += 1,
-                            Err(HostError::Moved) => report.moved += 1,
-                            Err(HostError::Store(_) | HostError::Catalog(_))
-                                if matches!(&*cell, Cell::Live(_)) && Instant::now() + wait < deadline =>
-                            {
-                                report.pause_retries += 1;
-                                tokio::time::sleep(wait).await;
-                                wait = (wait * 2).min(Duration::from_secs(2));
-                                continue;
-                            }
-                            Err(e) => {
-                                tracing::warn!(
-                                    session = %entry.id,
-                                    "a session could not be paused on shutdown, and is closed: {}",
-                                    bounded(&e.to_string())
-                                );
-                                inner.end(&entry, &mut cell, "shutdown").await;
-                                report.closed += 1;
-                            }
-                        }
-                        break;
+                    if inner.pause_on_shutdown(&entry, &mut cell, &mut report).await {
+                        again.push(entry.clone());
                     }
                 }
                 Cell::Live(_) => {
@@ -690,6 +671,30 @@ impl<B: Backend> SessionHost<B> {
                     }
                 }
                 Cell::Gone => {}
+            }
+        }
+        // Each round waits longer than the last, while the grace lasts; the
+        // last round gives up on what still fails.
+        let mut wait = Duration::from_millis(50);
+        while !again.is_empty() {
+            let last = Instant::now() + wait >= deadline;
+            if !last {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            for entry in std::mem::take(&mut again) {
+                let mut cell = entry.cell.lock().await;
+                if !matches!(&*cell, Cell::Live(_)) {
+                    continue;
+                }
+                if last {
+                    inner.give_up_on_shutdown(&entry, &mut cell, &mut report).await;
+                    continue;
+                }
+                report.pause_retries += 1;
+                if inner.pause_on_shutdown(&entry, &mut cell, &mut report).await {
+                    again.push(entry.clone());
+                }
             }
         }
         report
@@ -784,7 +789,7 @@ impl<B: Backend> SessionHost<B> {
                 waiting: AtomicU32::new(0),
                 meta: Mutex::new(meta),
                 prefetched: Mutex::new(None),
-                keyed: Mutex::new(ticket.keyed.as_ref().and_then(Keyed::from_record)),
+                keyed: Mutex::new(Keyed::from_records(&ticket.keys)),
             });
             let mut table = inner.lock_table();
             table.sessions.insert(id, entry);
@@ -1059,6 +1064,57 @@ impl<B: Backend> Inner<B> {
 
     /// Lets a session go from this host without storing or deleting
     /// anything: another worker of the fleet holds it (or will).
+    /// Pauses a live session on shutdown, counting what became of it in
+    /// `report`; `true` when its pause failed for a reason that may pass
+    /// (the store or the catalog), for it to be tried again.
+    async fn pause_on_shutdown(
+        &self,
+        entry: &Entry<B>,
+        cell: &mut Cell<B::Session>,
+        report: &mut ShutdownReport,
+    ) -> bool {
+        match self.store_state(entry, cell, Keep::Paused).await {
+            Ok(()) => report.paused += 1,
+            Err(HostError::Moved) => report.moved += 1,
+            Err(
+                HostError::Store(StoreError::Service { .. } | StoreError::Io { .. }) | HostError::Catalog(_),
+            ) if matches!(&*cell, Cell::Live(_)) => {
+                return true;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    session = %entry.id,
+                    "a session could not be paused on shutdown: {}",
+                    bounded(&e.to_string())
+                );
+                self.give_up_on_shutdown(entry, cell, report).await;
+            }
+        }
+        false
+    }
+
+    /// A session that could not be paused on shutdown: in a fleet it is
+    /// left with its last stored state (the worker that takes it up next
+    /// says from which turn it goes on), alone it is closed.
+    async fn give_up_on_shutdown(
+        &self,
+        entry: &Entry<B>,
+        cell: &mut Cell<B::Session>,
+        report: &mut ShutdownReport,
+    ) {
+        match cell {
+            Cell::Gone => {}
+            _ if self.config.fleet.is_some() => {
+                self.evict(entry, cell);
+                report.unstored += 1;
+            }
+            _ => {
+                self.end(entry, cell, "shutdown").await;
+                report.closed += 1;
+            }
+        }
+    }
+
     fn evict(&self, entry: &Entry<B>, cell: &mut Cell<B::Session>) {
         {
             let mut meta = entry.meta.lock().unwrap_or_else(|p| p.into_inner());
@@ -1178,7 +1234,7 @@ impl<B: Backend> Inner<B> {
             turns: meta.turns,
             pauses: name.pause,
             epoch: name.epoch,
-            keyed: lock(&entry.keyed).as_ref().map(Keyed::record),
+            keys: lock(&entry.keyed).records(),
         };
         let sealed = envelope::seal(&self.config.state_key, &ticket, &paused);
         // The old instance is freed before a new one may be made from the

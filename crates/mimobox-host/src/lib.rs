@@ -54,5 +54,5 @@ pub use fleet::Fleet;
 pub use host::{AdoptReport, MAX_OWNER_NAME, SessionHost, SessionInfo, SessionState, ShutdownReport};
 pub use id::{BadSessionId, SessionId};
 pub use metrics::{CLOSE_REASONS, Gauges, Metrics, TURN_OUTCOMES, TURN_SECONDS_BUCKETS};
-pub use once::{BadTurnKey, MAX_TURN_KEY, TurnKey};
+pub use once::{BadTurnKey, MAX_KEPT_ANSWER, MAX_KEYS, MAX_TURN_KEY, TurnKey};
 pub use storage::{BoxFuture, LocalDir, PausedStore, StateName, StoreError};

@@ -611,6 +611,8 @@ async fn a_turn_sent_again_under_its_key_is_answered_not_run_twice_also_after_a_
     // A new key runs a new turn; unkeyed turns run every time.
     let second = keyed(&first, "t2", "i").await.unwrap();
     assert_eq!((second.turn, second.result.stdout.as_slice()), (2, &b"2\n"[..]));
+    // An earlier key's answer is not kept, but its turn is not run again.
+    assert!(matches!(keyed(&first, "t1", "i").await, Err(HostError::AlreadyRan { turn: 1 })));
     assert_eq!(turn(&first, "alice", id, "p").await, "2\n");
     let third = keyed(&first, "t3", "i").await.unwrap();
     assert_eq!(third.turn, 4);
@@ -624,6 +626,7 @@ async fn a_turn_sent_again_under_its_key_is_answered_not_run_twice_also_after_a_
     assert_eq!(later.adopt_paused().await.unwrap().adopted, 1);
     assert!(matches!(keyed(&later, "t3", "i").await, Err(HostError::AlreadyRan { turn: 4 })));
     assert!(matches!(keyed(&later, "t3", "p").await, Err(HostError::KeyReused { turn: 4 })));
+    assert!(matches!(keyed(&later, "t1", "i").await, Err(HostError::AlreadyRan { turn: 1 })));
     assert_eq!(turn(&later, "alice", id, "p").await, "3\n", "the turn under t3 ran once");
     let fresh = keyed(&later, "t4", "i").await.unwrap();
     assert_eq!((fresh.turn, fresh.result.stdout.as_slice()), (6, &b"4\n"[..]));

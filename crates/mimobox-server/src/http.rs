@@ -157,6 +157,15 @@ fn router(state: AppState, config: &HttpConfig) -> Router {
     let mut allowed_hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
     allowed_hosts.push(config.listen.ip().to_string());
     allowed_hosts.push(config.listen.to_string());
+    // A call routed from another worker names this one by its advertised
+    // address.
+    if let Some(peers) = &config.peers {
+        let advertised = peers.member().worker();
+        allowed_hosts.push(advertised.to_owned());
+        if let Some((host, _port)) = advertised.rsplit_once(':') {
+            allowed_hosts.push(host.trim_start_matches('[').trim_end_matches(']').to_owned());
+        }
+    }
     let unspecified = config.listen.ip().is_unspecified();
     let mcp = rmcp::transport::streamable_http_server::StreamableHttpService::new(
         move || Ok(McpServer::per_request(host.clone(), &default)),
@@ -315,11 +324,13 @@ pub async fn serve(
     }
     let report = host.shutdown(drain_until.saturating_duration_since(tokio::time::Instant::now())).await;
     tracing::info!(
-        "drained: {} paused, {} closed, {} still running, {} held by another worker ({} pauses tried again)",
+        "drained: {} paused, {} closed, {} still running, {} held by another worker, {} left with their last \
+         stored state ({} pauses tried again)",
         report.paused,
         report.closed,
         report.still_running,
         report.moved,
+        report.unstored,
         report.pause_retries
     );
     let _ = closing.send(true);
@@ -349,7 +360,13 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     let from_peer =
         match Peers::verify(state.peers.as_ref(), request.headers(), request.method().as_str(), &target) {
             Ok(owner) => owner,
-            Err(refusal) => return refuse(StatusCode::UNAUTHORIZED, refusal.message()),
+            Err(refusal) => {
+                let mut response = refuse(refusal.status(), refusal.message());
+                if refusal.status() == StatusCode::SERVICE_UNAVAILABLE {
+                    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                }
+                return response;
+            }
         };
     let found = match from_peer {
         Some(peer) => match state.tokens.iter().find(|(_, known)| **known == *peer.owner) {
@@ -405,7 +422,10 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
         request = Request::from_parts(parts, Body::from(body));
     }
     let response = match (&state.peers, session) {
-        (Some(peers), Some(id)) => peers.route(&state.host, &owner, id, request, next).await,
+        (Some(peers), Some(id)) => {
+            let max_body = if is_upload(&request) { state.max_upload } else { state.max_json };
+            peers.route(&state.host, &owner, id, request, next, max_body).await
+        }
         _ => next.run(request).await,
     };
     response.map(|body| Body::new(Held { body, _place: Place { _held: permit } }))
@@ -420,24 +440,13 @@ fn session_of(path: &str) -> Option<SessionId> {
 /// The session an MCP message's tool call names (`params.arguments.session_id`
 /// of a `tools/call` request), if it is one and names one.
 fn mcp_session_of(body: &[u8]) -> Option<SessionId> {
-    #[derive(serde::Deserialize)]
-    struct Message {
-        method: Option<String>,
-        params: Option<Params>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Params {
-        arguments: Option<Arguments>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Arguments {
-        session_id: Option<Value>,
-    }
-    let message: Message = serde_json::from_slice(body).ok()?;
-    if message.method.as_deref() != Some("tools/call") {
+    // As a `Value`, so that a key given twice reads as rmcp reads it (the
+    // last one).
+    let message: Value = serde_json::from_slice(body).ok()?;
+    if message.get("method")?.as_str()? != "tools/call" {
         return None;
     }
-    message.params?.arguments?.session_id?.as_str()?.parse().ok()
+    message.get("params")?.get("arguments")?.get("session_id")?.as_str()?.parse().ok()
 }
 
 /// The owner whose token the request's bearer is, or the refusal.

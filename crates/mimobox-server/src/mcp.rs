@@ -187,6 +187,11 @@ impl McpServer {
                 let timeout = args.timeout()?;
                 let key = match args.string("idempotency_key")? {
                     None => None,
+                    // Without a session, each call would open a new one,
+                    // and the turn would run in each.
+                    Some(_) if args.session("session_id")?.is_none() => {
+                        return Err(args.bad("`idempotency_key` needs `session_id`".into()));
+                    }
                     Some(text) => Some(TurnKey::new(&text).map_err(|e| args.bad(e.to_string()))?),
                 };
                 let id = match args.session("session_id")? {

@@ -10,19 +10,23 @@
 //! x-mimobox-peer-time:  unix milliseconds
 //! x-mimobox-peer-nonce: 32 hex digits, random
 //! x-mimobox-peer-body:  hex(SHA-256(body))
-//! x-mimobox-peer-mac:   hex(HMAC-SHA256(secret, "mimobox-peer-2\n" time "\n" nonce "\n"
-//!                           owner-hex "\n" method "\n" path-and-query "\n" body-hex "\n"))
+//! x-mimobox-peer-mac:   hex(HMAC-SHA256(secret, each length-prefixed: "mimobox-peer-3", the
+//!                           worker it is for, time, nonce, owner-hex, method, path-and-query,
+//!                           body-hex, and each of SIGNED_HEADERS with its values))
 //! ```
 //!
 //! A worker accepts it only with a MAC that checks out under its secret,
-//! a time within [`PEER_SKEW`] of its own clock, a nonce it has not seen
-//! (it remembers them for twice that), and a body whose digest is the one
-//! signed (checked as the body ends; no handler acts on a body before it
-//! is whole). A client that sends these headers without the secret is
-//! refused, so no client ever names its owner itself; a captured request
-//! cannot be sent again, nor its body changed. A forwarded request is
-//! never forwarded again. The peer network carries requests in the clear:
-//! it is the cluster's own (see docs/deploy.md).
+//! addressed to itself (its advertised address), a time within
+//! [`PEER_SKEW`] of its own clock and not before it started, a nonce it has
+//! not seen (it remembers them for twice the skew), and a body whose digest
+//! is the one signed (checked as the body ends; no handler acts on a body
+//! before it is whole). A client that sends these headers without the
+//! secret is refused, so no client ever names its owner itself; a captured
+//! request cannot be sent again, to this worker or another, nor its body or
+//! the headers that steer it (`Idempotency-Key`, `Content-Type`, ...)
+//! changed. A forwarded request is never forwarded again. The peer network
+//! carries requests in the clear: it is the cluster's own (see
+//! docs/deploy.md).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -58,9 +62,18 @@ pub const PEER_BODY: &str = "x-mimobox-peer-body";
 const PEER_HEADERS: [&str; 5] = [PEER_OWNER, PEER_TIME, PEER_NONCE, PEER_BODY, PEER_MAC];
 
 /// Most nonces remembered at once: past it (a flood of forwarded
-/// requests, each genuine), forwarded requests are refused until old ones
-/// expire.
+/// requests, each genuine), forwarded requests are refused (503) until old
+/// ones expire.
 pub const MAX_NONCES: usize = 1 << 18;
+
+/// Most nonces of one owner's requests remembered at once: one owner's
+/// flood is refused before it fills the room of the others.
+pub const MAX_NONCES_PER_OWNER: usize = MAX_NONCES / 4;
+
+/// The request headers a forwarded request's MAC covers (besides the peer
+/// headers): the ones that change what a worker does with it.
+pub const SIGNED_HEADERS: [&str; 5] =
+    ["content-type", "idempotency-key", "accept", "mcp-protocol-version", "origin"];
 /// The header naming the worker that served a request.
 pub const SERVED_BY: &str = "x-mimobox-worker";
 
@@ -78,38 +91,53 @@ pub struct Peers {
     secret: Arc<[u8]>,
     client: Client<HttpConnector, Body>,
     worker: HeaderValue,
-    /// Most bytes of a body this worker forwards (it is signed whole).
-    max_body: usize,
     seen: Arc<std::sync::Mutex<Nonces>>,
+    /// When this worker started (unix milliseconds): a request sent before
+    /// could be one it saw, and forgot the nonce of, before a restart.
+    started_ms: u64,
 }
 
 /// The nonces of forwarded requests accepted in the last `2 * PEER_SKEW`,
-/// in the order they came.
+/// in the order they came, with how many each owner holds.
 #[derive(Default)]
 struct Nonces {
     set: std::collections::HashSet<u128>,
-    order: std::collections::VecDeque<(std::time::Instant, u128)>,
+    order: std::collections::VecDeque<(std::time::Instant, u128, Arc<str>)>,
+    of_owner: std::collections::HashMap<Arc<str>, usize>,
 }
 
 impl Nonces {
-    /// Records `nonce`, seen now: `Err` when it was seen already, or when
-    /// [`MAX_NONCES`] are remembered.
-    fn record(&mut self, nonce: u128, now: std::time::Instant) -> Result<(), PeerRefusal> {
-        while let Some((at, old)) = self.order.front().copied() {
-            if now.duration_since(at) <= 2 * PEER_SKEW {
+    /// Records `owner`'s `nonce`, seen now: `Err` when it was seen
+    /// already, or when [`MAX_NONCES`] (or [`MAX_NONCES_PER_OWNER`] of the
+    /// owner's) are remembered.
+    fn record(&mut self, nonce: u128, owner: &str, now: std::time::Instant) -> Result<(), PeerRefusal> {
+        while let Some((at, _, _)) = self.order.front() {
+            if now.duration_since(*at) <= 2 * PEER_SKEW {
                 break;
             }
-            self.order.pop_front();
+            let Some((_, old, whose)) = self.order.pop_front() else { break };
             self.set.remove(&old);
+            if let Some(count) = self.of_owner.get_mut(&whose) {
+                *count -= 1;
+                if *count == 0 {
+                    self.of_owner.remove(&whose);
+                }
+            }
         }
         if self.set.contains(&nonce) {
             return Err(PeerRefusal::Replayed);
         }
-        if self.set.len() >= MAX_NONCES {
+        let held = self.of_owner.get(owner).copied().unwrap_or(0);
+        if self.set.len() >= MAX_NONCES || held >= MAX_NONCES_PER_OWNER {
             return Err(PeerRefusal::Flooded);
         }
+        let owner: Arc<str> = match self.of_owner.get_key_value(owner) {
+            Some((known, _)) => known.clone(),
+            None => Arc::from(owner),
+        };
         self.set.insert(nonce);
-        self.order.push_back((now, nonce));
+        *self.of_owner.entry(owner.clone()).or_default() += 1;
+        self.order.push_back((now, nonce, owner));
         Ok(())
     }
 }
@@ -133,11 +161,24 @@ pub enum PeerRefusal {
     Forged,
     /// Its nonce was seen before: a captured request sent again.
     Replayed,
+    /// It is addressed to another worker.
+    Misdirected,
+    /// It was sent before this worker started.
+    BeforeStart,
     /// This worker remembers as many nonces as it may.
     Flooded,
 }
 
 impl PeerRefusal {
+    /// The HTTP status it is answered with: 503 for a flood (the request
+    /// may be sent again), 401 for the rest.
+    pub fn status(self) -> StatusCode {
+        match self {
+            PeerRefusal::Flooded => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNAUTHORIZED,
+        }
+    }
+
     /// The refusal's message.
     pub fn message(self) -> &'static str {
         match self {
@@ -146,7 +187,9 @@ impl PeerRefusal {
             PeerRefusal::Expired => "a forwarded request's time is too far from this worker's clock",
             PeerRefusal::Forged => "a forwarded request's MAC does not check out",
             PeerRefusal::Replayed => "a forwarded request was sent before: its nonce is spent",
-            PeerRefusal::Flooded => "too many forwarded requests in the last minute",
+            PeerRefusal::Flooded => "too many forwarded requests in the last minute; send it again later",
+            PeerRefusal::Misdirected => "a forwarded request is addressed to another worker",
+            PeerRefusal::BeforeStart => "a forwarded request was sent before this worker started",
         }
     }
 }
@@ -165,9 +208,8 @@ pub(crate) struct FromPeer {
 
 impl Peers {
     /// This worker's peers, authenticated with `secret` (at least
-    /// [`MIN_PEER_SECRET`] bytes); bodies of up to `max_body` bytes are
-    /// forwarded.
-    pub fn new(member: Member<RedisCatalog>, secret: Vec<u8>, max_body: usize) -> Result<Peers, String> {
+    /// [`MIN_PEER_SECRET`] bytes).
+    pub fn new(member: Member<RedisCatalog>, secret: Vec<u8>) -> Result<Peers, String> {
         if secret.len() < MIN_PEER_SECRET {
             return Err(format!("the peer secret must be at least {MIN_PEER_SECRET} bytes"));
         }
@@ -178,7 +220,14 @@ impl Peers {
         connector.set_nodelay(true);
         let client =
             Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
-        Ok(Peers { member, secret: secret.into(), client, worker, max_body, seen: Arc::default() })
+        Ok(Peers {
+            member,
+            secret: secret.into(),
+            client,
+            worker,
+            seen: Arc::default(),
+            started_ms: now_ms(),
+        })
     }
 
     /// This worker's membership.
@@ -186,10 +235,15 @@ impl Peers {
         &self.member
     }
 
-    fn mac(&self, signed: &Signed<'_>) -> Hmac<Sha256> {
+    fn mac(&self, signed: &Signed<'_>, headers: &HeaderMap) -> Hmac<Sha256> {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).expect("HMAC takes any key length");
-        for part in [
-            "mimobox-peer-2",
+        let mut part = |bytes: &[u8]| {
+            mac.update(&(bytes.len() as u64).to_le_bytes());
+            mac.update(bytes);
+        };
+        for text in [
+            "mimobox-peer-3",
+            signed.to,
             signed.time,
             signed.nonce,
             signed.owner_hex,
@@ -197,8 +251,15 @@ impl Peers {
             signed.target,
             signed.body,
         ] {
-            mac.update(part.as_bytes());
-            mac.update(b"\n");
+            part(text.as_bytes());
+        }
+        for name in SIGNED_HEADERS {
+            let values = headers.get_all(name);
+            part(name.as_bytes());
+            part(&(values.iter().count() as u64).to_le_bytes());
+            for value in values {
+                part(value.as_bytes());
+            }
         }
         mac
     }
@@ -239,13 +300,19 @@ impl Peers {
         if now_ms().abs_diff(sent) > PEER_SKEW.as_millis() as u64 {
             return Err(PeerRefusal::Expired);
         }
-        let signed = Signed { time, nonce, owner_hex, method, target, body };
-        peers.mac(&signed).verify_slice(&tag).map_err(|_| PeerRefusal::Forged)?;
-        peers
-            .seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .record(nonce_value, std::time::Instant::now())?;
+        // Signed for this worker (the MAC says so below), and, wherever it
+        // was first sent, not replayed to another.
+        let to = peers.member.worker();
+        let signed = Signed { to, time, nonce, owner_hex, method, target, body };
+        peers.mac(&signed, headers).verify_slice(&tag).map_err(|_| PeerRefusal::Forged)?;
+        if sent < peers.started_ms {
+            return Err(PeerRefusal::BeforeStart);
+        }
+        peers.seen.lock().unwrap_or_else(|p| p.into_inner()).record(
+            nonce_value,
+            &owner,
+            std::time::Instant::now(),
+        )?;
         Ok(Some(FromPeer { owner, body: digest }))
     }
 
@@ -258,6 +325,7 @@ impl Peers {
         id: SessionId,
         request: Request,
         next: Next,
+        max_body: usize,
     ) -> Response {
         if host.holds(owner, id) {
             return self.served(next.run(request).await);
@@ -282,7 +350,7 @@ impl Peers {
             Ok(Located::Elsewhere { .. }) if forwarded => {
                 unavailable("the session is moving between workers")
             }
-            Ok(Located::Elsewhere { worker }) => self.forward(&worker, owner, request).await,
+            Ok(Located::Elsewhere { worker }) => self.forward(&worker, owner, request, max_body).await,
             Err(e) => {
                 tracing::warn!(
                     "the session catalog: {}",
@@ -300,11 +368,11 @@ impl Peers {
 
     /// Sends `request` on to `worker` for `owner`, signed with its body;
     /// its answer, streamed back as it comes.
-    async fn forward(&self, worker: &str, owner: &str, request: Request) -> Response {
+    async fn forward(&self, worker: &str, owner: &str, request: Request, max_body: usize) -> Response {
         let (parts, body) = request.into_parts();
         // The body is signed whole, so it is read whole first (within the
-        // bounds any body here has).
-        let body = match crate::http::read_whole(body, self.max_body).await {
+        // route's bound).
+        let body = match crate::http::read_whole(body, max_body).await {
             Ok(body) => body,
             Err(refusal) => return refusal,
         };
@@ -345,6 +413,7 @@ impl Peers {
         let digest = hex(&Sha256::digest(&body));
         let method = parts.method.as_str().to_owned();
         let signed = Signed {
+            to: worker,
             time: &time,
             nonce: &nonce,
             owner_hex: &owner_hex,
@@ -352,7 +421,7 @@ impl Peers {
             target: &target,
             body: &digest,
         };
-        let tag = hex(&self.mac(&signed).finalize().into_bytes());
+        let tag = hex(&self.mac(&signed, &parts.headers).finalize().into_bytes());
         // What this hop was told of the client stays here: the token, and
         // whatever peer headers it sent (already checked, or refused).
         for name in [header::AUTHORIZATION, header::HOST, header::CONNECTION, header::TRANSFER_ENCODING] {
@@ -408,9 +477,12 @@ impl Peers {
                 .map(|(id, record)| found.remove(&id.to_string()).unwrap_or_else(|| from_record(id, &record)))
                 .collect::<Vec<_>>()
         });
-        for answered in futures_util::future::join_all(asked).await {
-            out.extend(answered);
-        }
+        // At most ASK_AT_ONCE workers asked at a time.
+        let answered: Vec<Vec<SessionBody>> = futures_util::StreamExt::collect(
+            futures_util::StreamExt::buffer_unordered(futures_util::stream::iter(asked), ASK_AT_ONCE),
+        )
+        .await;
+        out.extend(answered.into_iter().flatten());
         out.truncate(MAX_LISTED);
         Ok(out)
     }
@@ -442,8 +514,12 @@ impl Peers {
 /// Most sessions a listing names.
 pub const MAX_LISTED: usize = 10_000;
 
-/// Most bytes of one worker's answer to a listing.
-const MAX_LISTING_BYTES: usize = 16 << 20;
+/// Most bytes of one worker's answer to a listing (10,000 sessions are
+/// about 2 MB).
+const MAX_LISTING_BYTES: usize = 4 << 20;
+
+/// Most workers a listing asks at once.
+const ASK_AT_ONCE: usize = 8;
 
 /// How long a worker waits for another's listing.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -461,8 +537,11 @@ fn from_record(id: SessionId, record: &Record) -> SessionBody {
     }
 }
 
-/// The parts of a forwarded request its MAC covers.
+/// The parts of a forwarded request its MAC covers (with its
+/// [`SIGNED_HEADERS`]).
 struct Signed<'a> {
+    /// The worker it is for, as the catalog names it.
+    to: &'a str,
     time: &'a str,
     nonce: &'a str,
     owner_hex: &'a str,
@@ -579,19 +658,34 @@ mod tests {
     fn a_nonce_is_spent_once_remembered_for_twice_the_skew_and_bounded() {
         let mut nonces = Nonces::default();
         let start = std::time::Instant::now();
-        assert_eq!(nonces.record(1, start), Ok(()));
-        assert_eq!(nonces.record(1, start + PEER_SKEW), Err(PeerRefusal::Replayed));
-        assert_eq!(nonces.record(2, start + PEER_SKEW), Ok(()));
+        assert_eq!(nonces.record(1, "alice", start), Ok(()));
+        assert_eq!(nonces.record(1, "alice", start + PEER_SKEW), Err(PeerRefusal::Replayed));
+        assert_eq!(nonces.record(1, "bob", start + PEER_SKEW), Err(PeerRefusal::Replayed));
+        assert_eq!(nonces.record(2, "alice", start + PEER_SKEW), Ok(()));
         // Past twice the skew a request's time no longer passes, so its
         // nonce may be forgotten.
-        assert_eq!(nonces.record(1, start + 2 * PEER_SKEW + Duration::from_millis(1)), Ok(()));
-        assert_eq!(nonces.set.len(), 2);
+        assert_eq!(nonces.record(1, "alice", start + 2 * PEER_SKEW + Duration::from_millis(1)), Ok(()));
+        assert_eq!((nonces.set.len(), nonces.of_owner["alice"]), (2, 2));
+        // One owner's flood is stopped at its share; the others still pass,
+        // up to the whole bound.
         let mut full = Nonces::default();
-        for n in 0..MAX_NONCES as u128 {
-            full.record(n + 10, start).unwrap();
+        for n in 0..MAX_NONCES_PER_OWNER as u128 {
+            full.record(n + 10, "mallory", start).unwrap();
         }
-        assert_eq!(full.record(5, start), Err(PeerRefusal::Flooded));
-        assert_eq!(full.record(5, start + 3 * PEER_SKEW), Ok(()), "expired ones make room");
+        assert_eq!(full.record(5, "mallory", start), Err(PeerRefusal::Flooded));
+        assert_eq!(full.record(5, "alice", start), Ok(()));
+        for (i, owner) in ["b", "c", "d"].iter().enumerate() {
+            let base = (1 + i as u128) << 40;
+            for n in 0..MAX_NONCES_PER_OWNER as u128 - u128::from(i == 0) {
+                full.record(base + n, owner, start).unwrap();
+            }
+        }
+        assert_eq!(full.set.len(), MAX_NONCES);
+        assert_eq!(full.record(6, "alice", start), Err(PeerRefusal::Flooded));
+        assert_eq!(full.record(6, "alice", start + 3 * PEER_SKEW), Ok(()), "expired ones make room");
+        assert_eq!(full.set.len(), 1);
+        assert!(!full.of_owner.contains_key("mallory"));
+        assert_eq!(PeerRefusal::Flooded.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[test]

@@ -104,10 +104,7 @@ pub fn execute(args: ServeArgs) -> Result<ExitCode> {
             let member = mimobox_fleet::Member::new(catalog, fleet.advertise.clone(), fleet.lease);
             host_config.fleet = Some(Arc::new(member.clone()));
             host_config.checkpoint_after = Some(fleet.checkpoint_after);
-            let max_body = http.max_json.max(http.max_upload);
-            http.peers = Some(
-                mimobox_server::peers::Peers::new(member, secret, max_body).map_err(|e| anyhow!("{e}"))?,
-            );
+            http.peers = Some(mimobox_server::peers::Peers::new(member, secret).map_err(|e| anyhow!("{e}"))?);
         }
         let in_fleet = host_config.fleet.is_some();
         let host = SessionHost::new(host_config, profiles)?;

@@ -478,15 +478,19 @@ fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
     }
 }
 
-/// The peer headers for `owner`'s request `method target` with `body`
-/// at `time`, signed with `secret` as workers sign them.
+/// The peer headers for `owner`'s request `method target` with `body` and
+/// the signed headers `with` (name, value), for worker `to` at `time`,
+/// signed with `secret` as workers sign them.
+#[allow(clippy::too_many_arguments)]
 fn signed(
     secret: &str,
+    to: &str,
     owner: &str,
     time: u64,
     method: &str,
     target: &str,
     body: &[u8],
+    with: &[(&str, &str)],
 ) -> Vec<(String, String)> {
     use hmac::{Hmac, Mac};
     use sha2::Digest;
@@ -498,29 +502,46 @@ fn signed(
     let nonce = hex(&[random(), random()].concat());
     let digest = hex(&sha2::Sha256::digest(body));
     let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap();
-    for part in ["mimobox-peer-2", &time.to_string(), &nonce, &owner_hex, method, target, &digest] {
-        mac.update(part.as_bytes());
-        mac.update(b"\n");
+    let mut part = |bytes: &[u8]| {
+        mac.update(&(bytes.len() as u64).to_le_bytes());
+        mac.update(bytes);
+    };
+    for text in ["mimobox-peer-3", to, &time.to_string(), &nonce, &owner_hex, method, target, &digest] {
+        part(text.as_bytes());
+    }
+    for name in ["content-type", "idempotency-key", "accept", "mcp-protocol-version", "origin"] {
+        let values: Vec<&str> = with.iter().filter(|(n, _)| *n == name).map(|(_, v)| *v).collect();
+        part(name.as_bytes());
+        part(&(values.len() as u64).to_le_bytes());
+        for value in values {
+            part(value.as_bytes());
+        }
     }
     let tag = hex(&mac.finalize().into_bytes());
-    vec![
+    let mut headers: Vec<(String, String)> = vec![
         ("x-mimobox-peer-owner".into(), owner_hex),
         ("x-mimobox-peer-time".into(), time.to_string()),
         ("x-mimobox-peer-nonce".into(), nonce),
         ("x-mimobox-peer-body".into(), digest),
         ("x-mimobox-peer-mac".into(), tag),
-    ]
+    ];
+    headers.extend(with.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+    headers
 }
 
 #[test]
-fn a_client_cannot_pass_for_a_peer_name_its_owner_replay_a_request_or_change_its_body() {
+fn a_client_cannot_pass_for_a_peer_name_its_owner_replay_a_request_or_change_it() {
     let fleet = Fleet::new(&[]);
-    let worker = fleet.worker(free_port());
-    let agent = agent();
-    let base = format!("http://{}", worker.address);
     let now =
         || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-    let list = |headers: &[(String, String)]| {
+    let before_start = now();
+    let worker = fleet.worker(free_port());
+    let other = fleet.worker(free_port());
+    let agent = agent();
+    let base = format!("http://{}", worker.address);
+    let to = worker.address.as_str();
+    let accept = [("accept", "application/json")];
+    let list_at = |base: &str, headers: &[(String, String)]| {
         let mut request = agent.get(&format!("{base}/v1/sessions"));
         for (name, value) in headers {
             request = request.header(name, value);
@@ -528,53 +549,73 @@ fn a_client_cannot_pass_for_a_peer_name_its_owner_replay_a_request_or_change_its
         let mut response = request.call().unwrap();
         (response.status().as_u16(), response.body_mut().read_to_string().unwrap())
     };
+    let list = |headers: &[(String, String)]| list_at(&base, headers);
     let secret = "a-secret-the-workers-share-0123456789";
+    let get = |secret: &str, to: &str, owner: &str, time: u64, target: &str| {
+        signed(secret, to, owner, time, "GET", target, b"", &accept)
+    };
     // Signed as a worker signs: served, for the owner it names.
-    let genuine = signed(secret, "alice", now(), "GET", "/v1/sessions", b"");
+    let genuine = get(secret, to, "alice", now(), "/v1/sessions");
     let (status, body) = list(&genuine);
     assert_eq!(status, 200, "{body}");
     // The same request captured and sent again: its nonce is spent.
     let (status, body) = list(&genuine);
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("nonce is spent"), "{body}");
+    // A request signed for one worker, sent to another.
+    let (status, body) =
+        list_at(&format!("http://{}", other.address), &get(secret, to, "alice", now(), "/v1/sessions"));
+    assert_eq!(status, 401, "{body}");
+    // Sent before the worker started (a capture replayed after a restart):
+    // refused as such while its time is within the skew, and for its time
+    // after.
+    let (status, body) = list(&get(secret, to, "alice", before_start - 1, "/v1/sessions"));
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("before this worker started") || now() - before_start > 29_000, "{body}");
     // Without the secret, whatever it claims.
     for (headers, why) in [
-        (signed("a-guessed-secret-that-is-long-enough", "alice", now(), "GET", "/v1/sessions", b""), "MAC"),
-        (signed(secret, "alice", now() - 120_000, "GET", "/v1/sessions", b""), "time"),
-        (signed(secret, "alice", now(), "GET", "/v1/sessions?other", b""), "MAC"),
-        (signed(secret, "mallory", now(), "GET", "/v1/sessions", b""), "owner"),
+        (get("a-guessed-secret-that-is-long-enough", to, "alice", now(), "/v1/sessions"), "MAC"),
+        (get(secret, to, "alice", now() - 120_000, "/v1/sessions"), "time"),
+        (get(secret, to, "alice", now(), "/v1/sessions?other"), "MAC"),
+        (get(secret, to, "mallory", now(), "/v1/sessions"), "owner"),
     ] {
         let (status, body) = list(&headers);
         assert_eq!(status, 401, "{why}: {body}");
         assert!(body.contains(why) || body.contains("owner"), "{why}: {body}");
     }
+    // A signed header changed: the MAC no longer checks out.
+    let mut changed = get(secret, to, "alice", now(), "/v1/sessions");
+    changed.retain(|(name, _)| name != "accept");
+    changed.push(("accept".into(), "text/plain".into()));
+    assert_eq!(list(&changed).0, 401, "the Accept header is signed");
     // Half the headers, and a bearer token beside forged peer headers.
-    let mut half = signed(secret, "alice", now(), "GET", "/v1/sessions", b"");
-    half.pop();
+    let mut half = get(secret, to, "alice", now(), "/v1/sessions");
+    half.remove(0);
     assert_eq!(list(&half).0, 401);
-    let mut forged =
-        signed("a-guessed-secret-that-is-long-enough", "alice", now(), "GET", "/v1/sessions", b"");
+    let mut forged = get("a-guessed-secret-that-is-long-enough", to, "alice", now(), "/v1/sessions");
     forged.push(("Authorization".into(), format!("Bearer {TOKEN}")));
     assert_eq!(list(&forged).0, 401, "peer headers are checked whatever else comes with them");
 
     // A body other than the one signed is refused before anything acts on
     // it: no session is opened.
     let post = |headers: &[(String, String)], body: &[u8]| {
-        let mut request =
-            agent.post(&format!("{base}/v1/sessions")).header("Content-Type", "application/json");
+        let mut request = agent.post(&format!("{base}/v1/sessions"));
         for (name, value) in headers {
             request = request.header(name, value);
         }
         let mut response = request.send(body).unwrap();
         (response.status().as_u16(), response.body_mut().read_to_string().unwrap())
     };
-    let (status, body) = post(&signed(secret, "alice", now(), "POST", "/v1/sessions", b"{}"), b"{ }");
+    let json_headers = [("content-type", "application/json"), ("accept", "application/json")];
+    let post_signed =
+        |body: &[u8]| signed(secret, to, "alice", now(), "POST", "/v1/sessions", body, &json_headers);
+    let (status, body) = post(&post_signed(b"{}"), b"{ }");
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("not the one its peer signed"), "{body}");
-    let (status, body) = list(&signed(secret, "alice", now(), "GET", "/v1/sessions", b""));
+    let (status, body) = list(&get(secret, to, "alice", now(), "/v1/sessions"));
     assert_eq!(status, 200);
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["sessions"], json!([]), "{body}");
-    let (status, body) = post(&signed(secret, "alice", now(), "POST", "/v1/sessions", b"{}"), b"{}");
+    let (status, body) = post(&post_signed(b"{}"), b"{}");
     assert_eq!(status, 201, "the body signed is served: {body}");
 }
 
