@@ -4,10 +4,12 @@
 //! prescribes: `run_code` without a `session_id` opens a session and names
 //! it in its answer; later calls pass it back. The tools:
 //!
-//! - `run_code(code, session_id?, timeout?)`: a turn; stdout and stderr as
-//!   text content, each figure as `image/png` content (bounded), the whole
-//!   turn answer (the JSON-lines one, with `session_id`) as structured
-//!   content, and `isError` when the code raised, timed out or hit a limit;
+//! - `run_code(code, session_id?, timeout?, idempotency_key?)`: a turn;
+//!   stdout and stderr as text content, each figure as `image/png` content
+//!   (bounded), the whole turn answer (the JSON-lines one, with
+//!   `session_id`) as structured content, and `isError` when the code
+//!   raised, timed out or hit a limit; under an `idempotency_key` (with a
+//!   `session_id`), a turn sent again is answered, not run twice;
 //! - `create_session(profile?)`, `close_session(session_id)`;
 //! - `write_file(session_id, path, data)` (base64), `read_file(session_id,
 //!   path)`, `list_files(session_id, path)`;
