@@ -847,9 +847,9 @@ pub(crate) async fn close_session(
         (status = 429, description = "Too many of this owner's requests at once", body = ErrorBody),
         (status = 408, description = "The body did not arrive in time", body = ErrorBody),
         (status = 409, description = "Busy past the wait; or the turn of this `Idempotency-Key` ran already \
-            and its answer stayed with the worker that ran it", body = ErrorBody),
+            and its answer is not kept (an earlier key, a large answer, a session that moved), or the key was \
+            used for another request", body = ErrorBody),
         (status = 413, description = "The body is too large", body = ErrorBody),
-        (status = 422, description = "The `Idempotency-Key` was used for another request", body = ErrorBody),
         (status = 503, description = "Draining, or no room to resume the session", body = ErrorBody),
     ))]
 pub(crate) async fn execute(
@@ -1142,8 +1142,11 @@ pub(crate) fn host_refusal(error: &HostError) -> Response {
         },
         HostError::UnknownProfile { .. } | HostError::BadOwner { .. } => StatusCode::BAD_REQUEST,
         HostError::Limit { .. } => StatusCode::TOO_MANY_REQUESTS,
-        HostError::Busy { .. } | HostError::AlreadyRan { .. } => StatusCode::CONFLICT,
-        HostError::KeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        // The key's turn ran already, or it names another request: each a
+        // conflict with what the session recorded.
+        HostError::Busy { .. } | HostError::AlreadyRan { .. } | HostError::KeyReused { .. } => {
+            StatusCode::CONFLICT
+        }
         HostError::ShuttingDown | HostError::Moved | HostError::Catalog(_) => StatusCode::SERVICE_UNAVAILABLE,
         HostError::Sandbox(SandboxError::SessionEnded { .. }) => StatusCode::NOT_FOUND,
         HostError::Sandbox(SandboxError::SessionCapacity { .. }) => StatusCode::SERVICE_UNAVAILABLE,
