@@ -403,3 +403,67 @@ fn a_file_path_that_ends_as_a_directory_is_refused() {
     }
     assert_eq!(session.send(r#"{"op": "list_files", "path": "/workspace/"}"#)["entries"], json!([]));
 }
+
+#[test]
+fn a_cell_shows_its_last_expression_and_nothing_else_whatever_its_shape() {
+    let cli = cli();
+    let mut session = Driven::open(&cli, &[]);
+    // (cell, the text/plain shown or none, stdout, the error's name)
+    let cells: &[(&str, Option<&str>, &str, Option<&str>)] = &[
+        ("x = 1", None, "", None),
+        ("x = 1\nx", Some("1"), "", None),
+        ("x = 1\n42", Some("42"), "", None),
+        ("'done'", Some("'done'"), "", None),
+        ("x = 1\n'''doc'''", Some("'doc'"), "", None),
+        ("'''doc'''\nx = 1", None, "", None),
+        ("None", None, "", None),
+        ("print('hi')", None, "hi\n", None),
+        ("x = 1\nx;", Some("1"), "", None),
+        ("x = 1\nx ;  # c", Some("1"), "", None),
+        ("x = 1; 42", Some("42"), "", None),
+        ("x = '#'; 42", Some("42"), "", None),
+        ("y = 2\nx = y; y = 3", None, "", None),
+        ("x: int = 1", None, "", None),
+        ("x = 8\nx >>= 1", None, "", None),
+        ("f = lambda a=1: a", None, "", None),
+        ("(y := 3)", Some("3"), "", None),
+        ("x = 1\nx == 1", Some("True"), "", None),
+        ("def f(x):\n    return x + 1\nf(1)", Some("2"), "", None),
+        ("for i in range(2):\n    i", None, "", None),
+        ("if True:\n    5\nelse:\n    6", None, "", None),
+        ("import math; math.floor(2.5)", Some("2"), "", None),
+        ("import math\nmath.floor(\n  2.5\n)", Some("2"), "", None),
+        ("d = {\n'a': 1,\n}", None, "", None),
+        ("d = {\n'a': 1,\n}\nd", Some("{'a': 1}"), "", None),
+        ("q = '''\nSELECT *\nFROM t\n'''", None, "", None),
+        ("len('''\nfor x in y:\n    ''')", Some("17"), "", None),
+        ("print(f'{1+1}')\n3", Some("3"), "2\n", None),
+        ("d = {'k': 1}\nf\"{d['k']}\"", Some("'1'"), "", None),
+        ("x = 1 + \\\n2\nx", Some("3"), "", None),
+        ("x = 1  # note \\\nx", Some("1"), "", None),
+        ("a = [1]\n*a, 2", Some("(1, 2)"), "", None),
+        ("match = 1\nmatch", Some("1"), "", None),
+        ("match 1:\n    case 1:\n        y = 1", None, "", None),
+        ("x = 1\r\nx", Some("1"), "", None),
+        ("# only a comment", None, "", None),
+        ("1 +", None, "", Some("SyntaxError")),
+        ("return 1", None, "", Some("SyntaxError")),
+        ("print('ran')\nawait f()", None, "ran\n", Some("SyntaxError")),
+        ("x = undefined_name", None, "", Some("NameError")),
+        ("x = 1\n  y = 2", None, "", Some("IndentationError")),
+    ];
+    for (cell, shown, stdout, error) in cells {
+        let answer = session.turn(cell);
+        let texts: Vec<&str> = results(&answer).iter().filter_map(|b| b["text/plain"].as_str()).collect();
+        assert_eq!(texts, shown.iter().copied().collect::<Vec<_>>(), "{cell:?}: {answer}");
+        assert_eq!(answer["stdout"], *stdout, "{cell:?}: {answer}");
+        assert_eq!(answer["error"]["name"].as_str(), *error, "{cell:?}: {answer}");
+    }
+    // A traceback names the cell's own lines, not the kernel's.
+    let failed = session.turn("def f():\n    return 1/0\nf()");
+    let traceback = failed["error"]["traceback"].as_array().unwrap();
+    let text: String = traceback.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("\n");
+    assert!(text.contains("line 3") && text.contains("line 2, in f"), "{text}");
+    assert!(!text.contains("run_turn") && !text.contains("kernel"), "{text}");
+    assert_eq!(session.finish(), Some(0));
+}
