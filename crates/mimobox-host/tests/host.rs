@@ -45,6 +45,13 @@ fn setup(
     Setup { _dirs: dirs, host, store }
 }
 
+/// A host of the counter profile (its cache in `dir`) on `store`.
+fn host_on(dir: &std::path::Path, store: Arc<dyn PausedStore>) -> SessionHost<WasmSandbox> {
+    let mut config = HostConfig::new(KEY.to_vec());
+    config.store = Some(store);
+    SessionHost::new(config, [("counter".to_string(), sandbox(dir, |_| {}))]).unwrap()
+}
+
 /// The newest state of session `id` in the store, if it has one.
 async fn current(store: &LocalDir, id: SessionId) -> Option<StateName> {
     store.list().await.unwrap().into_iter().filter(|state| state.id == id).max()
@@ -539,11 +546,7 @@ async fn a_turn_whose_caller_gave_up_ends_the_session() {
 async fn a_later_host_takes_up_the_sessions_an_earlier_one_paused() {
     let dirs = tempfile::tempdir().unwrap();
     let store = LocalDir::open(dirs.path().join("paused"), 64 << 20).unwrap();
-    let host_with = |store: &LocalDir| {
-        let mut config = HostConfig::new(KEY.to_vec());
-        config.store = Some(Arc::new(store.clone()));
-        SessionHost::new(config, [("counter".to_string(), sandbox(dirs.path(), |_| {}))]).unwrap()
-    };
+    let host_with = |store: &LocalDir| host_on(dirs.path(), Arc::new(store.clone()));
     let first = host_with(&store);
     let kept = first.open("alice", "counter").await.unwrap();
     let forged = first.open("bob", "counter").await.unwrap();
@@ -580,11 +583,7 @@ async fn a_later_host_takes_up_the_sessions_an_earlier_one_paused() {
 async fn a_turn_sent_again_under_its_key_is_answered_not_run_twice_also_after_a_move() {
     let dirs = tempfile::tempdir().unwrap();
     let store = LocalDir::open(dirs.path().join("paused"), 64 << 20).unwrap();
-    let host_with = |store: &LocalDir| {
-        let mut config = HostConfig::new(KEY.to_vec());
-        config.store = Some(Arc::new(store.clone()));
-        SessionHost::new(config, [("counter".to_string(), sandbox(dirs.path(), |_| {}))]).unwrap()
-    };
+    let host_with = |store: &LocalDir| host_on(dirs.path(), Arc::new(store.clone()));
     let first = host_with(&store);
     let id = first.open("alice", "counter").await.unwrap();
     let keyed = |host: &SessionHost<WasmSandbox>, key: &str, code: &str| {
@@ -678,17 +677,13 @@ async fn a_store_failing_for_a_moment_on_shutdown_is_tried_again_and_nothing_is_
     let dirs = tempfile::tempdir().unwrap();
     let local = LocalDir::open(dirs.path().join("paused"), 64 << 20).unwrap();
     let flaky = Arc::new(Flaky { inner: local.clone(), failures: std::sync::atomic::AtomicU32::new(3) });
-    let mut config = HostConfig::new(KEY.to_vec());
-    config.store = Some(flaky);
-    let host = SessionHost::new(config, [("counter".to_string(), sandbox(dirs.path(), |_| {}))]).unwrap();
+    let host = host_on(dirs.path(), flaky);
     let id = host.open("alice", "counter").await.unwrap();
     turn(&host, "alice", id, "i").await;
     let report = host.shutdown(Duration::from_secs(10)).await;
     assert_eq!((report.paused, report.closed, report.pause_retries), (1, 0, 3), "{report:?}");
     drop(host);
-    let mut config = HostConfig::new(KEY.to_vec());
-    config.store = Some(Arc::new(local));
-    let later = SessionHost::new(config, [("counter".to_string(), sandbox(dirs.path(), |_| {}))]).unwrap();
+    let later = host_on(dirs.path(), Arc::new(local));
     assert_eq!(later.adopt_paused().await.unwrap().adopted, 1);
     assert_eq!(turn(&later, "alice", id, "i").await, "2\n");
 }

@@ -567,16 +567,9 @@ struct Deadline {
 }
 
 /// The error of a body that did not arrive by its deadline.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("the request's body did not arrive in time")]
 struct BodyLate;
-
-impl std::fmt::Display for BodyLate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the request's body did not arrive in time")
-    }
-}
-
-impl std::error::Error for BodyLate {}
 
 impl http_body::Body for Deadline {
     type Data = Bytes;

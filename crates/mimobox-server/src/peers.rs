@@ -567,16 +567,9 @@ impl SignedBody {
 }
 
 /// The error of a forwarded body that is not the one its peer signed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("a forwarded request's body is not the one its peer signed")]
 pub(crate) struct BodyForged;
-
-impl std::fmt::Display for BodyForged {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a forwarded request's body is not the one its peer signed")
-    }
-}
-
-impl std::error::Error for BodyForged {}
 
 impl http_body::Body for SignedBody {
     type Data = Bytes;
