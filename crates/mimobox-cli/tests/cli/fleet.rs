@@ -631,9 +631,11 @@ fn an_mcp_client_at_any_worker_reaches_a_session_held_by_another() {
             "routed auto",
             "files routed auto",
             "replayed auto",
+            "key needs a session auto",
             "routed legacy",
             "files routed legacy",
             "replayed legacy",
+            "key needs a session legacy",
         ],
     );
 }

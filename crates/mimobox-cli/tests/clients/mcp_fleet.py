@@ -52,6 +52,15 @@ async def main(first, second, token, mode):
         after = await at_second.call_tool("run_code", {"code": "print(x)", "session_id": session})
         assert after.structured_content["stdout"] == "42\n", after.structured_content
         print(f"ok replayed {mode}")
+        # A key without a session would open a new one at each call, and
+        # run the turn in each: refused.
+        try:
+            unbound = await at_first.call_tool("run_code", {"code": "1", "idempotency_key": f"mcp-{mode}-2"})
+        except Exception as e:
+            unbound = e
+        assert isinstance(unbound, Exception) or unbound.is_error, unbound
+        assert "needs `session_id`" in str(unbound) or "needs `session_id`" in str(getattr(unbound, "content", "")), unbound
+        print(f"ok key needs a session {mode}")
         await at_second.call_tool("close_session", {"session_id": session})
 
 
