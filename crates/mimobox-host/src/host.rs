@@ -175,6 +175,9 @@ pub struct SessionInfo {
     pub age: Duration,
 }
 
+/// How many sessions a shutdown pauses at once.
+const SHUTDOWN_LANES: usize = 2;
+
 /// What [`SessionHost::shutdown`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ShutdownReport {
@@ -194,6 +197,17 @@ pub struct ShutdownReport {
     /// with their last stored state, for another worker to take up once
     /// this one's lease ends (and to say from which turn they go on).
     pub unstored: u64,
+}
+
+impl ShutdownReport {
+    fn add(&mut self, other: &ShutdownReport) {
+        self.paused += other.paused;
+        self.closed += other.closed;
+        self.still_running += other.still_running;
+        self.moved += other.moved;
+        self.pause_retries += other.pause_retries;
+        self.unstored += other.unstored;
+    }
 }
 
 /// What [`SessionHost::adopt_paused`] did.
@@ -637,40 +651,26 @@ impl<B: Backend> SessionHost<B> {
         }
         let entries: Vec<Arc<Entry<B>>> = inner.lock_table().sessions.values().cloned().collect();
         let mut report = ShutdownReport::default();
-        // Sessions whose pause failed for a reason that may pass (the store
-        // or the catalog failing for a moment): tried again in rounds.
+        // Paused in lanes of their own (a pause's work is the CPU's), each
+        // lane one task; sessions whose pause failed for a reason that may
+        // pass (the store or the catalog failing for a moment) are tried
+        // again in rounds.
+        let lanes = SHUTDOWN_LANES.min(entries.len()).max(1);
+        let per_lane = entries.len().div_ceil(lanes).max(1);
+        let mut rest = entries;
+        let mut tasks = Vec::new();
+        while !rest.is_empty() {
+            let lane: Vec<Arc<Entry<B>>> = rest.drain(..per_lane.min(rest.len())).collect();
+            tasks.push(tokio::spawn(Inner::pause_lane(self.inner.clone(), lane, deadline)));
+        }
         let mut again: Vec<Arc<Entry<B>>> = Vec::new();
-        for entry in entries {
-            // What holds a session's lock now is a turn past the grace, a
-            // call that will find the host shutting down, or a checkpoint
-            // of the sweep: each is waited for, within the grace.
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(mut cell) =
-                tokio::time::timeout(left.max(Duration::from_millis(1)), entry.cell.lock()).await
-            else {
-                report.still_running += 1;
-                continue;
-            };
-            match &*cell {
-                Cell::Live(_) if inner.config.store.is_some() => {
-                    if inner.pause_on_shutdown(&entry, &mut cell, &mut report).await {
-                        again.push(entry.clone());
-                    }
+        for task in tasks {
+            match task.await {
+                Ok((lane, failed)) => {
+                    report.add(&lane);
+                    again.extend(failed);
                 }
-                Cell::Live(_) => {
-                    inner.end(&entry, &mut cell, "shutdown").await;
-                    report.closed += 1;
-                }
-                Cell::Paused => {
-                    report.paused += 1;
-                    // Taken up but never resumed: its recorded state is still
-                    // the current one; the session is handed back.
-                    if let Some(fleet) = &inner.config.fleet {
-                        fleet.release(entry.id).await;
-                        inner.evict(&entry, &mut cell);
-                    }
-                }
-                Cell::Gone => {}
+                Err(e) => tracing::warn!("a lane of the shutdown's pauses failed: {e}"),
             }
         }
         // Each round waits longer than the last, while the grace lasts; the
@@ -1064,6 +1064,51 @@ impl<B: Backend> Inner<B> {
 
     /// Lets a session go from this host without storing or deleting
     /// anything: another worker of the fleet holds it (or will).
+    /// Pauses (or closes, or hands back) each of `entries` on shutdown;
+    /// what became of them, and those whose pause is to be tried again.
+    async fn pause_lane(
+        inner: Arc<Inner<B>>,
+        entries: Vec<Arc<Entry<B>>>,
+        deadline: Instant,
+    ) -> (ShutdownReport, Vec<Arc<Entry<B>>>) {
+        let mut report = ShutdownReport::default();
+        let mut again = Vec::new();
+        for entry in entries {
+            // What holds a session's lock now is a turn past the grace, a
+            // call that will find the host shutting down, or a checkpoint
+            // of the sweep: each is waited for, within the grace.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(mut cell) =
+                tokio::time::timeout(left.max(Duration::from_millis(1)), entry.cell.lock()).await
+            else {
+                report.still_running += 1;
+                continue;
+            };
+            match &*cell {
+                Cell::Live(_) if inner.config.store.is_some() => {
+                    if inner.pause_on_shutdown(&entry, &mut cell, &mut report).await {
+                        again.push(entry.clone());
+                    }
+                }
+                Cell::Live(_) => {
+                    inner.end(&entry, &mut cell, "shutdown").await;
+                    report.closed += 1;
+                }
+                Cell::Paused => {
+                    report.paused += 1;
+                    // Taken up but never resumed: its recorded state is still
+                    // the current one; the session is handed back.
+                    if let Some(fleet) = &inner.config.fleet {
+                        fleet.release(entry.id).await;
+                        inner.evict(&entry, &mut cell);
+                    }
+                }
+                Cell::Gone => {}
+            }
+        }
+        (report, again)
+    }
+
     /// Pauses a live session on shutdown, counting what became of it in
     /// `report`; `true` when its pause failed for a reason that may pass
     /// (the store or the catalog), for it to be tried again.
