@@ -368,10 +368,11 @@ impl<B: Backend> SessionHost<B> {
     /// Runs a turn as [`SessionHost::turn`] does, under a caller's `key`
     /// for it: the same turn sent again under the same key (its answer
     /// lost on the way) gets the answer of the turn that ran, marked
-    /// `replayed`, and is not run again. The session keeps its last keyed
-    /// turn only; a key sent again with another request is refused
-    /// ([`HostError::KeyReused`]), and one whose answer stayed with the
-    /// host that ran it before the session moved is too
+    /// `replayed`, and is not run again. The session keeps its last
+    /// [`crate::MAX_KEYS`] keyed turns and the answer of the newest; a key
+    /// sent again with another request is refused
+    /// ([`HostError::KeyReused`]), and one whose answer is not kept (an
+    /// earlier key, a large answer, a session that moved) is too
     /// ([`HostError::AlreadyRan`]).
     pub async fn turn_once(
         &self,
@@ -424,8 +425,7 @@ impl<B: Backend> SessionHost<B> {
         match ran {
             Ok(mut result) => {
                 inner.metrics.turn(result.result.outcome.name(), took);
-                result.resumed_from_turn =
-                    entry.meta.lock().unwrap_or_else(|p| p.into_inner()).resumed_from.take();
+                result.resumed_from_turn = lock(&entry.meta).resumed_from.take();
                 if let Some((key, digest)) = keyed {
                     lock(&entry.keyed).ran(key, digest, &result);
                 }
@@ -655,14 +655,11 @@ impl<B: Backend> SessionHost<B> {
         // lane one task; sessions whose pause failed for a reason that may
         // pass (the store or the catalog failing for a moment) are tried
         // again in rounds.
-        let lanes = SHUTDOWN_LANES.min(entries.len()).max(1);
-        let per_lane = entries.len().div_ceil(lanes).max(1);
-        let mut rest = entries;
-        let mut tasks = Vec::new();
-        while !rest.is_empty() {
-            let lane: Vec<Arc<Entry<B>>> = rest.drain(..per_lane.min(rest.len())).collect();
-            tasks.push(tokio::spawn(Inner::pause_lane(self.inner.clone(), lane, deadline)));
-        }
+        let per_lane = entries.len().div_ceil(SHUTDOWN_LANES).max(1);
+        let tasks: Vec<_> = entries
+            .chunks(per_lane)
+            .map(|lane| tokio::spawn(Inner::pause_lane(self.inner.clone(), lane.to_vec(), deadline)))
+            .collect();
         let mut again: Vec<Arc<Entry<B>>> = Vec::new();
         for task in tasks {
             match task.await {
@@ -1062,8 +1059,6 @@ impl<B: Backend> Inner<B> {
         }
     }
 
-    /// Lets a session go from this host without storing or deleting
-    /// anything: another worker of the fleet holds it (or will).
     /// Pauses (or closes, or hands back) each of `entries` on shutdown;
     /// what became of them, and those whose pause is to be tried again.
     async fn pause_lane(
@@ -1160,6 +1155,8 @@ impl<B: Backend> Inner<B> {
         }
     }
 
+    /// Lets a session go from this host without storing or deleting
+    /// anything: another worker of the fleet holds it (or will).
     fn evict(&self, entry: &Entry<B>, cell: &mut Cell<B::Session>) {
         {
             let mut meta = entry.meta.lock().unwrap_or_else(|p| p.into_inner());

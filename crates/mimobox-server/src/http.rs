@@ -360,13 +360,10 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     let from_peer =
         match Peers::verify(state.peers.as_ref(), request.headers(), request.method().as_str(), &target) {
             Ok(owner) => owner,
-            Err(refusal) => {
-                let mut response = refuse(refusal.status(), refusal.message());
-                if refusal.status() == StatusCode::SERVICE_UNAVAILABLE {
-                    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                }
-                return response;
+            Err(refusal) if refusal.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                return crate::peers::unavailable(refusal.message());
             }
+            Err(refusal) => return refuse(refusal.status(), refusal.message()),
         };
     let found = match from_peer {
         Some(peer) => match state.tokens.iter().find(|(_, known)| **known == *peer.owner) {
@@ -423,7 +420,7 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     }
     let response = match (&state.peers, session) {
         (Some(peers), Some(id)) => {
-            let max_body = if is_upload(&request) { state.max_upload } else { state.max_json };
+            let max_body = body_limit(&state, &request);
             peers.route(&state.host, &owner, id, request, next, max_body).await
         }
         _ => next.run(request).await,
@@ -512,14 +509,14 @@ impl axum::extract::FromRequest<AppState> for Whole {
     type Rejection = Response;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Whole, Response> {
-        let limit = if is_upload(&request) { state.max_upload } else { state.max_json };
+        let limit = body_limit(state, &request);
         read_whole(request.into_body(), limit).await.map(Whole)
     }
 }
 
 /// A body read whole: at most `limit` bytes (413); 408 when it came too
-/// slowly, 400 when it could not be read (or is not the one a forwarding
-/// peer signed).
+/// slowly, 401 when it is not the one a forwarding peer signed, 400 when
+/// it could not be read.
 pub(crate) async fn read_whole(body: Body, limit: usize) -> Result<Bytes, Response> {
     let body = http_body_util::Limited::new(body, limit);
     // The whole-body deadline is `body_deadline`'s, on every route.
@@ -600,10 +597,15 @@ fn is_upload(request: &Request) -> bool {
     request.method() == axum::http::Method::PUT && request.uri().path().contains("/files/")
 }
 
+/// The most bytes `request`'s body may have on its route.
+fn body_limit(state: &AppState, request: &Request) -> usize {
+    if is_upload(request) { state.max_upload } else { state.max_json }
+}
+
 /// Refuses a body whose declared length is over its route's bound (413)
 /// before any of it is read.
 async fn refuse_long_bodies(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let limit = if is_upload(&request) { state.max_upload } else { state.max_json };
+    let limit = body_limit(&state, &request);
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -826,7 +828,7 @@ pub(crate) async fn close_session(
         ("Idempotency-Key" = Option<String>, Header, description = "The caller's name for this turn (1 to 255 \
             visible ASCII characters): the same turn sent again under it, after its answer was lost, gets the \
             answer of the turn that ran (`\"replayed\": true`) and does not run again. A session keeps its \
-            last keyed turn.", max_length = 255, pattern = r"^[!-~]{1,255}$"),
+            last 8 keyed turns, and the answer of the newest.", max_length = 255, pattern = r"^[!-~]{1,255}$"),
     ),
     request_body(content = Execute, content_type = "application/json"),
     responses(

@@ -611,7 +611,8 @@ impl http_body::Body for SignedBody {
     }
 }
 
-fn unavailable(message: &str) -> Response {
+/// A 503 refusal with `Retry-After: 1`: the request may be sent again.
+pub(crate) fn unavailable(message: &str) -> Response {
     let mut response = crate::http::refuse(StatusCode::SERVICE_UNAVAILABLE, message);
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
