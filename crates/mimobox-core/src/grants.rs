@@ -22,7 +22,6 @@ pub const HTTP_TOOL: &str = "http";
 /// one JSON value from its stdout as the answer. A non-zero exit status or
 /// an answer that is not JSON is a tool error in the guest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CommandTool {
     /// What the tool does, for the guest (and the model that writes its
     /// code). Key `tools.NAME.description`.

@@ -1,6 +1,8 @@
-//! The profile keys, named once. serde's renames in `config.rs` must use
-//! the same strings (attributes cannot name a constant); a test renders a
-//! config with every key set and checks that it writes exactly these.
+//! Names of the profile keys, for code that points at one (a validation
+//! error, a flag that overrides it). Which keys a profile has is decided
+//! by serde's names for the fields of `SandboxConfig` alone: a reader
+//! refuses any other key (`toml_file::parse`), and a test renders a config
+//! with every key set and checks that it writes exactly these names.
 
 /// `backend`
 pub const BACKEND: &str = "backend";
@@ -83,8 +85,9 @@ pub const TOOLS: &str = "tools";
 /// `allowed_http_domains`
 pub const ALLOWED_HTTP_DOMAINS: &str = "allowed_http_domains";
 
-/// Every key of a profile, dotted for the keys of its tables. `env` takes
-/// any variable names; a mount table takes `host` and `guest`.
+/// Every name above: every key of a profile, dotted for the keys of its
+/// tables (`env` takes any variable names, and the keys of a tool's table
+/// and of a mount are not named here).
 pub const ALL: &[&str] = &[
     BACKEND,
     MODULE,
@@ -126,10 +129,3 @@ pub const ALL: &[&str] = &[
     TOOLS,
     ALLOWED_HTTP_DOMAINS,
 ];
-
-/// The keys of a tool's table `[tools.NAME]`; `input_schema` holds a JSON
-/// Schema and `env` any variable names.
-pub const TOOL_TABLE: &[&str] = &["description", "command", "input_schema", "timeout", "env"];
-
-/// The keys of a mount written as a table.
-pub const MOUNT_TABLE: &[&str] = &["host", "guest"];

@@ -32,7 +32,7 @@ pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The session settings of a sandbox. Table `[session]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct SessionConfig {
     /// A session with no turn for this long is closed. Key
     /// `session.idle_timeout_secs`.

@@ -65,6 +65,101 @@ impl TomlError {
     }
 }
 
+/// Deserializes `source` (the text of the file at `path`) as a `T`.
+///
+/// A key that `T` does not have is an error naming it, dotted, at its line
+/// (`p.toml:3:1: key `cache.directory`: unknown key`), as is a value of the wrong type: the
+/// names `T`'s serde attributes give its fields are the only list of the
+/// keys a file may have. Mounts and other arrays of tables are named
+/// without their index (`fs_readonly.gust`).
+pub fn parse<T: serde::de::DeserializeOwned>(path: &Path, source: &str) -> Result<T, TomlError> {
+    let deserializer =
+        toml::Deserializer::parse(source).map_err(|e| TomlError::from_toml(path, source, &e))?;
+    let mut unknown: Option<Vec<Segment>> = None;
+    let value: T = serde_ignored::deserialize(deserializer, |ignored| {
+        if unknown.is_none() {
+            unknown = Some(segments(&ignored));
+        }
+    })
+    .map_err(|e| TomlError::from_toml(path, source, &e))?;
+    match unknown {
+        None => Ok(value),
+        Some(segments) => {
+            let dotted = dotted(&segments);
+            Err(TomlError {
+                path: path.to_owned(),
+                position: locate_segments(source, &segments).map(|span| line_column(source, span.start)),
+                message: "unknown key".to_owned(),
+                key: Some(dotted),
+            })
+        }
+    }
+}
+
+/// One step of the way to a value: a key of a table, or an index of an
+/// array.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+fn segments(path: &serde_ignored::Path<'_>) -> Vec<Segment> {
+    use serde_ignored::Path;
+    let mut out = match path {
+        Path::Root => return Vec::new(),
+        Path::Seq { parent, .. }
+        | Path::Map { parent, .. }
+        | Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => segments(parent),
+    };
+    match path {
+        Path::Seq { index, .. } => out.push(Segment::Index(*index)),
+        Path::Map { key, .. } => out.push(Segment::Key(key.clone())),
+        _ => {}
+    }
+    out
+}
+
+fn dotted(segments: &[Segment]) -> String {
+    let keys: Vec<&str> = segments
+        .iter()
+        .filter_map(|segment| match segment {
+            Segment::Key(key) => Some(key.as_str()),
+            Segment::Index(_) => None,
+        })
+        .collect();
+    keys.join(".")
+}
+
+/// The span of the key at the end of `segments` in `source`.
+fn locate_segments(source: &str, segments: &[Segment]) -> Option<Range<usize>> {
+    fn table<'a, 'b>(root: &'a DeTable<'b>, at: Option<&'a DeValue<'b>>) -> Option<&'a DeTable<'b>> {
+        match at {
+            None => Some(root),
+            Some(DeValue::Table(inner)) => Some(inner),
+            Some(_) => None,
+        }
+    }
+    let document = DeTable::parse(source).ok()?;
+    let root = document.get_ref();
+    let (Segment::Key(last), steps) = segments.split_last()? else { return None };
+    let mut at: Option<&DeValue<'_>> = None;
+    for step in steps {
+        at = Some(match step {
+            Segment::Key(key) => {
+                table(root, at)?.iter().find(|(k, _)| k.get_ref().as_ref() == key.as_str())?.1.get_ref()
+            }
+            Segment::Index(index) => match at {
+                Some(DeValue::Array(items)) => items.get(*index)?.get_ref(),
+                _ => return None,
+            },
+        });
+    }
+    table(root, at)?.iter().find(|(k, _)| k.get_ref().as_ref() == last.as_str()).map(|(k, _)| k.span())
+}
+
 /// Reads the text of the file at `path` (`what` names it in errors):
 /// opened once without blocking (a FIFO opens at once instead of waiting
 /// for a writer), checked through the handle to be a regular file, read

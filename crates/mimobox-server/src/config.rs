@@ -160,7 +160,6 @@ pub struct PauseConfig {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct File {
     listen: Option<SocketAddr>,
     default_profile: Option<String>,
@@ -180,7 +179,6 @@ struct File {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct FleetFile {
     catalog: String,
     store: String,
@@ -193,7 +191,6 @@ struct FleetFile {
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
-#[serde(deny_unknown_fields)]
 struct LimitsFile {
     sessions: Option<u64>,
     running_turns: Option<u64>,
@@ -203,7 +200,6 @@ struct LimitsFile {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct OwnerFile {
     token_sha256: Tokens,
     sessions: Option<u64>,
@@ -234,7 +230,6 @@ enum Tokens {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct SessionsFile {
     pause_dir: Option<PathBuf>,
     #[serde(default, with = "optional_seconds")]
@@ -245,7 +240,6 @@ struct SessionsFile {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct HttpFile {
     #[serde(default, with = "optional_seconds")]
     read_timeout: Option<Duration>,
@@ -307,7 +301,7 @@ impl ServerConfig {
     /// Checks config text as if read from `path` (relative paths are
     /// resolved against its directory).
     pub fn parse(path: &Path, source: &str) -> Result<ServerConfig, TomlError> {
-        let file: File = toml::from_str(source).map_err(|e| TomlError::from_toml(path, source, &e))?;
+        let file: File = toml_file::parse(path, source)?;
         let at = |key: &str, message: String| TomlError::at_key(path, source, key, message);
         let base = path.parent().unwrap_or(Path::new(""));
 
@@ -611,7 +605,7 @@ mod tests {
             .map(|_| ()).map_err(|e| e.to_string())
         };
         for (rest, expected) in [
-            ("store2 = 1\n", "unknown field"),
+            ("store2 = 1\n", "key `fleet.store2`: unknown key"),
             ("lease = \"0s\"\n", "key `fleet.lease`: must be more than zero"),
             ("lease = \"500ms\"\n", "at least 1 second"),
             ("advertise = \"nowhere\"\n", "key `fleet.advertise`"),
@@ -675,7 +669,7 @@ mod tests {
         for (text, expected) in [
             (
                 format!("lisen = 1\n[profiles]\na = \"a.toml\"\n{owner}"),
-                "server.toml:1:1: key `lisen`: unknown field",
+                "server.toml:1:1: key `lisen`: unknown key",
             ),
             (
                 format!("[profiles]\na = \"a.toml\"\n{owner}tokn = 1\n"),
