@@ -1,8 +1,121 @@
-//! The command line, defined once: these doc comments are the help text.
+//! The command line, defined once: these doc comments are the help text,
+//! each value is parsed by its flag's own parser (so that clap names the
+//! flag in any error), and a flag that a later error names has its long
+//! name in [`flag`].
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use mimobox_core::Mount;
+use mimobox_core::units::{format_duration, parse_duration, parse_size};
+use mimobox_server::config::StoreAt;
+
+/// Long names of the flags that an error found after parsing names (a
+/// backend refusing a value, two flags that disagree).
+pub mod flag {
+    /// `--timeout`
+    pub const TIMEOUT: &str = "timeout";
+    /// `--compile-timeout`
+    pub const COMPILE_TIMEOUT: &str = "compile-timeout";
+    /// `--memory`
+    pub const MEMORY: &str = "memory";
+    /// `--fuel`
+    pub const FUEL: &str = "fuel";
+    /// `--max-output`
+    pub const MAX_OUTPUT: &str = "max-output";
+    /// `--trap-on-memory-limit`
+    pub const TRAP_ON_MEMORY_LIMIT: &str = "trap-on-memory-limit";
+    /// `--max-open-files`
+    pub const MAX_OPEN_FILES: &str = "max-open-files";
+    /// `--max-disk-write`
+    pub const MAX_DISK_WRITE: &str = "max-disk-write";
+    /// `--ro-dir`
+    pub const RO_DIR: &str = "ro-dir";
+    /// `--dir`
+    pub const DIR: &str = "dir";
+    /// `--env`
+    pub const ENV: &str = "env";
+    /// `--cache-dir`
+    pub const CACHE_DIR: &str = "cache-dir";
+    /// `--no-cache`
+    pub const NO_CACHE: &str = "no-cache";
+    /// `--profile`
+    pub const PROFILE: &str = "profile";
+    /// `--token-sha256`
+    pub const TOKEN_SHA256: &str = "token-sha256";
+    /// `--metrics-owner`
+    pub const METRICS_OWNER: &str = "metrics-owner";
+    /// `--advertise`
+    pub const ADVERTISE: &str = "advertise";
+}
+
+/// A duration: `1.5s`, `500ms`, or seconds.
+fn duration(text: &str) -> Result<Duration, String> {
+    parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// A duration of more than zero and at most `most`.
+fn duration_up_to(
+    most: Duration,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |text| {
+        let value = duration(text)?;
+        if value.is_zero() {
+            return Err("must be more than zero".into());
+        }
+        if value > most {
+            return Err(format!("must be at most {}", format_duration(most)));
+        }
+        Ok(value)
+    }
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// A lease: from 1 second to an hour.
+fn lease(text: &str) -> Result<Duration, String> {
+    let value = duration_up_to(HOUR)(text)?;
+    if value < Duration::from_secs(1) {
+        return Err("must be at least 1 second".into());
+    }
+    Ok(value)
+}
+
+/// A size: `64MiB`, `1GiB`, or bytes.
+fn size(text: &str) -> Result<u64, String> {
+    parse_size(text).map_err(|e| e.to_string())
+}
+
+/// A mount, `HOST[::GUEST]`.
+fn mount(text: &str) -> Result<Mount, String> {
+    Mount::parse(text)
+}
+
+/// A `KEY=VALUE` pair.
+fn env_pair(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) => Ok((name.to_owned(), value.to_owned())),
+        None => Err("not KEY=VALUE".into()),
+    }
+}
+
+/// A routing catalog's address, `redis://HOST:PORT`.
+fn catalog(text: &str) -> Result<String, String> {
+    mimobox_server::config::check_catalog(text)?;
+    Ok(text.to_owned())
+}
+
+/// A store of paused sessions, `s3://BUCKET/PREFIX` or `file:///DIR`.
+fn store(text: &str) -> Result<StoreAt, String> {
+    mimobox_server::config::store_at(text)
+}
+
+/// The address other workers reach this one at, `HOST:PORT`.
+fn advertise(text: &str) -> Result<String, String> {
+    mimobox_server::config::check_advertise(text)?;
+    Ok(text.to_owned())
+}
 
 /// Run untrusted WebAssembly under hard limits: wall-clock time, fuel,
 /// memory, output, and only the directories, environment and arguments it
@@ -63,6 +176,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("pause_target").args(["pause_dir", "store"]).multiple(true))]
 pub struct ServeArgs {
     /// The server's config file (TOML): listen address, profiles, owners
     /// and their limits, pausing, HTTP bounds. In place of the flags below.
@@ -79,83 +193,132 @@ pub struct ServeArgs {
     /// A profile to offer, as NAME=FILE, or FILE (named after the file,
     /// without `.toml`). Repeatable; the first is the default.
     #[arg(
-        long = "profile",
+        long = flag::PROFILE,
         value_name = "NAME=FILE",
+        value_parser = offered_profile,
         required_unless_present = "config",
         conflicts_with = "config"
     )]
-    pub profiles: Vec<String>,
+    pub profiles: Vec<(String, PathBuf)>,
     /// An owner and the SHA-256 of its bearer token, in hex (64 digits):
     /// OWNER=HEX. Repeatable. `printf %s "$TOKEN" | sha256sum` makes one.
     #[arg(
-        long = "token-sha256",
+        long = flag::TOKEN_SHA256,
         value_name = "OWNER=HEX",
+        value_parser = token_hash,
         required_unless_present = "config",
         conflicts_with = "config"
     )]
-    pub tokens: Vec<String>,
+    pub tokens: Vec<(String, [u8; 32])>,
     /// An owner that may read `/metrics` (the whole server's numbers).
     /// Repeatable; without one, `/metrics` is refused to every owner.
-    #[arg(long = "metrics-owner", value_name = "OWNER", conflicts_with = "config")]
+    #[arg(long = flag::METRICS_OWNER, value_name = "OWNER", conflicts_with = "config")]
     pub metrics_owners: Vec<String>,
     /// Most sessions open at once, in all (and so for each owner).
     /// Default 64.
-    #[arg(long, value_name = "N", conflicts_with = "config")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "config")]
     pub max_sessions: Option<u32>,
     /// Pause idle sessions (and, on a drain, every live one) to this
     /// directory (mode 0700, created if missing), and resume them on their
     /// next call.
-    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "catalog"])]
     pub pause_dir: Option<PathBuf>,
-    /// Idleness after which a session is paused (with --pause-dir), in
-    /// seconds or with a unit (`5m`). Default 5 minutes.
-    #[arg(long, value_name = "DURATION", conflicts_with = "config")]
-    pub pause_after: Option<String>,
+    /// Idleness after which a session is paused (with --pause-dir or
+    /// --store), in seconds or with a unit (`5m`). Default 5 minutes.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = duration_up_to(365 * 24 * HOUR),
+        conflicts_with = "config",
+        requires = "pause_target"
+    )]
+    pub pause_after: Option<Duration>,
     /// The key that authenticates paused sessions (at least 32 bytes).
     /// Default: the user's own, `mimobox-state.key` beside the cache.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     pub state_key: Option<PathBuf>,
     /// Time a client has to send a request's headers, and between pieces
     /// of its body; a slower one is dropped. Default 10 s.
-    #[arg(long, value_name = "DURATION", conflicts_with = "config")]
-    pub read_timeout: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = duration_up_to(HOUR), conflicts_with = "config")]
+    pub read_timeout: Option<Duration>,
     /// Longest a streamed answer lasts, however slowly its client reads.
     /// Default 15 minutes.
-    #[arg(long, value_name = "DURATION", conflicts_with = "config")]
-    pub max_stream: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = duration_up_to(24 * HOUR), conflicts_with = "config")]
+    pub max_stream: Option<Duration>,
     /// Join a fleet: the routing catalog of sessions, `redis://HOST:PORT`.
     /// Needs --store, --advertise and --peer-secret-file.
-    #[arg(long, value_name = "URL", conflicts_with = "config", requires_all = ["store", "advertise", "peer_secret_file"])]
+    #[arg(
+        long,
+        value_name = "URL",
+        value_parser = catalog,
+        conflicts_with = "config",
+        requires_all = ["store", "advertise", "peer_secret_file"]
+    )]
     pub catalog: Option<String>,
     /// Where the fleet's paused sessions are kept: `s3://BUCKET/PREFIX`
     /// (endpoint, region and credentials from `AWS_ENDPOINT_URL`,
     /// `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`), or
     /// `file:///DIR`, a directory the workers share.
-    #[arg(long, value_name = "URL", conflicts_with = "config", requires = "catalog")]
-    pub store: Option<String>,
+    #[arg(long, value_name = "URL", value_parser = store, conflicts_with = "config", requires = "catalog")]
+    pub store: Option<StoreAt>,
     /// The address other workers reach this one at, `HOST:PORT`; also with
     /// --config (say `--advertise $(POD_IP):8800`).
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long = flag::ADVERTISE, value_name = "HOST:PORT", value_parser = advertise)]
     pub advertise: Option<String>,
     /// The file of the secret the fleet's workers share (at least 32
     /// bytes).
     #[arg(long, value_name = "FILE", conflicts_with = "config", requires = "catalog")]
     pub peer_secret_file: Option<PathBuf>,
-    /// How long a lease on a session lasts (default 15s).
-    #[arg(long, value_name = "DURATION", conflicts_with = "config", requires = "catalog")]
-    pub lease: Option<String>,
+    /// How long a lease on a session lasts, from 1 second to an hour
+    /// (default 15s).
+    #[arg(long, value_name = "DURATION", value_parser = lease, conflicts_with = "config", requires = "catalog")]
+    pub lease: Option<Duration>,
     /// How often a live session that took turns is written to the store
     /// (default 30s).
-    #[arg(long, value_name = "DURATION", conflicts_with = "config", requires = "catalog")]
-    pub checkpoint_after: Option<String>,
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = duration_up_to(24 * HOUR),
+        conflicts_with = "config",
+        requires = "catalog"
+    )]
+    pub checkpoint_after: Option<Duration>,
+}
+
+/// A profile offered by name: `NAME=FILE`, or `FILE`, named after the
+/// file without `.toml`.
+fn offered_profile(text: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = match text.split_once('=') {
+        Some((name, path)) => (name.to_owned(), PathBuf::from(path)),
+        None => {
+            let path = PathBuf::from(text);
+            let name = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .ok_or("no name can be made from the file name")?
+                .to_owned();
+            (name, path)
+        }
+    };
+    mimobox_server::config::check_profile_name(&name)?;
+    Ok((name, path))
+}
+
+/// An owner and the SHA-256 of its token, `OWNER=HEX`.
+fn token_hash(text: &str) -> Result<(String, [u8; 32]), String> {
+    let (owner, hex) = text.split_once('=').ok_or("expected OWNER=HEX")?;
+    mimobox_server::config::check_owner_name(owner)?;
+    let hash = mimobox_server::http::parse_token_hash(&hex.to_ascii_lowercase())
+        .ok_or("the hash is 64 hex digits")?;
+    Ok((owner.to_owned(), hash))
 }
 
 #[derive(Debug, Args)]
 pub struct McpArgs {
     /// A profile to offer, as NAME=FILE, or FILE (named after the file,
     /// without `.toml`). Repeatable; the first is the default.
-    #[arg(long = "profile", value_name = "NAME=FILE", required = true)]
-    pub profiles: Vec<String>,
+    #[arg(long = flag::PROFILE, value_name = "NAME=FILE", value_parser = offered_profile, required = true)]
+    pub profiles: Vec<(String, PathBuf)>,
     /// Most sessions open at once.
     #[arg(long, value_name = "N", default_value_t = 16)]
     pub max_sessions: u32,
@@ -225,8 +388,8 @@ pub enum CacheCommand {
     Prune {
         /// The size to prune to (default: the configured limit,
         /// MIMOBOX_CACHE_MAX_SIZE, else 1GiB).
-        #[arg(long, value_name = "SIZE")]
-        max_size: Option<String>,
+        #[arg(long, value_name = "SIZE", value_parser = size)]
+        max_size: Option<u64>,
     },
 }
 
@@ -280,46 +443,46 @@ pub enum ProfileCommand {
 #[derive(Debug, Args, Default)]
 pub struct LimitFlags {
     /// Load settings from a TOML profile; the flags below override it.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long = flag::PROFILE, value_name = "FILE")]
     pub profile: Option<PathBuf>,
     /// Mount a host directory read-write (repeatable).
-    #[arg(long = "dir", value_name = "HOST[::GUEST]")]
-    pub dirs: Vec<String>,
+    #[arg(long = flag::DIR, value_name = "HOST[::GUEST]", value_parser = mount)]
+    pub dirs: Vec<Mount>,
     /// Mount a host directory read-only (repeatable).
-    #[arg(long = "ro-dir", value_name = "HOST[::GUEST]")]
-    pub ro_dirs: Vec<String>,
+    #[arg(long = flag::RO_DIR, value_name = "HOST[::GUEST]", value_parser = mount)]
+    pub ro_dirs: Vec<Mount>,
     /// Set an environment variable for the guest (repeatable).
-    #[arg(long = "env", value_name = "KEY=VALUE")]
-    pub envs: Vec<String>,
+    #[arg(long = flag::ENV, value_name = "KEY=VALUE", value_parser = env_pair)]
+    pub envs: Vec<(String, String)>,
     /// Wall-clock limit of the run, compilation excluded: "1.5s", "500ms".
-    #[arg(long, value_name = "DURATION")]
-    pub timeout: Option<String>,
+    #[arg(long = flag::TIMEOUT, value_name = "DURATION", value_parser = duration)]
+    pub timeout: Option<Duration>,
     /// Linear-memory limit: "64MiB", "1GiB".
-    #[arg(long, value_name = "SIZE")]
-    pub memory: Option<String>,
+    #[arg(long = flag::MEMORY, value_name = "SIZE", value_parser = size)]
+    pub memory: Option<u64>,
     /// Instruction budget (fuel); the guest stops when it is spent.
-    #[arg(long, value_name = "N")]
+    #[arg(long = flag::FUEL, value_name = "N")]
     pub fuel: Option<u64>,
     /// Cap on each of stdout and stderr: "1MiB". Output past it is dropped.
-    #[arg(long, value_name = "SIZE")]
-    pub max_output: Option<String>,
+    #[arg(long = flag::MAX_OUTPUT, value_name = "SIZE", value_parser = size)]
+    pub max_output: Option<u64>,
     /// End the run at once, as over the memory limit (status 134), when the
     /// limit denies a memory growth, instead of letting the growth fail.
-    #[arg(long)]
+    #[arg(long = flag::TRAP_ON_MEMORY_LIMIT)]
     pub trap_on_memory_limit: bool,
     /// Most files the guest may hold open at once (default 1024).
-    #[arg(long, value_name = "N")]
+    #[arg(long = flag::MAX_OPEN_FILES, value_name = "N")]
     pub max_open_files: Option<u32>,
     /// Most bytes the guest may write to read-write mounts (default 1GiB).
-    #[arg(long, value_name = "SIZE")]
-    pub max_disk_write: Option<String>,
+    #[arg(long = flag::MAX_DISK_WRITE, value_name = "SIZE", value_parser = size)]
+    pub max_disk_write: Option<u64>,
     /// Bound on compiling a module that is not cached: "2m".
-    #[arg(long, value_name = "DURATION")]
-    pub compile_timeout: Option<String>,
+    #[arg(long = flag::COMPILE_TIMEOUT, value_name = "DURATION", value_parser = duration)]
+    pub compile_timeout: Option<Duration>,
     /// Keep compiled modules in DIR instead of the default cache directory.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long = flag::CACHE_DIR, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Do not read or write the compiled-module cache.
-    #[arg(long)]
+    #[arg(long = flag::NO_CACHE)]
     pub no_cache: bool,
 }

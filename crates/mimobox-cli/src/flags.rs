@@ -1,10 +1,9 @@
 //! Layering the config: built-in defaults, then the profile, then flags.
 
-use anyhow::{Context, Result, anyhow, bail};
-use mimobox_core::units::{parse_duration, parse_size};
-use mimobox_core::{Mount, Profile, SandboxConfig, SandboxError, keys};
+use anyhow::{Result, anyhow};
+use mimobox_core::{Profile, SandboxConfig, SandboxError, keys};
 
-use crate::cli::LimitFlags;
+use crate::cli::{LimitFlags, flag};
 
 /// A config resolved from defaults, a profile and flags, remembering where
 /// each value came from so that an error can point at its source.
@@ -27,7 +26,7 @@ impl Resolved {
             None => None,
         };
         let mut config = profile.as_ref().map(|p| p.config().clone()).unwrap_or_default();
-        let overridden = apply(flags, &mut config)?;
+        let overridden = apply(flags, &mut config);
         let resolved = Resolved { config, profile, overridden };
         check(&resolved.config).map_err(|e| resolved.explain(e))?;
         Ok(resolved)
@@ -38,7 +37,7 @@ impl Resolved {
     pub fn explain(&self, error: SandboxError) -> anyhow::Error {
         let Some(key) = error.config_key() else { return error.into() };
         if let Some((_, flag)) = self.overridden.iter().find(|(k, _)| *k == key) {
-            return anyhow!("{flag}: {error}");
+            return anyhow!("--{flag}: {error}");
         }
         if let Some(profile) = &self.profile
             && profile.sets(key)
@@ -56,74 +55,62 @@ impl Resolved {
     }
 }
 
-/// Applies the flags over `config` and lists the keys they set.
-/// The `--env KEY=VALUE` flags, in order.
-pub fn env_pairs(flags: &LimitFlags) -> Result<Vec<(String, String)>> {
-    flags
-        .envs
-        .iter()
-        .map(|pair| match pair.split_once('=') {
-            Some((name, value)) => Ok((name.to_owned(), value.to_owned())),
-            None => bail!("--env: `{pair}` is not KEY=VALUE"),
-        })
-        .collect()
-}
-
-fn apply(flags: &LimitFlags, config: &mut SandboxConfig) -> Result<Vec<(&'static str, &'static str)>> {
+/// Applies the flags over `config` and lists the keys they set, with the
+/// flag that set each.
+fn apply(flags: &LimitFlags, config: &mut SandboxConfig) -> Vec<(&'static str, &'static str)> {
     let mut set = Vec::new();
-    if let Some(text) = &flags.timeout {
-        config.timeout = parse_duration(text).context("--timeout")?;
-        set.push((keys::TIMEOUT, "--timeout"));
+    if let Some(timeout) = flags.timeout {
+        config.timeout = timeout;
+        set.push((keys::TIMEOUT, flag::TIMEOUT));
     }
-    if let Some(text) = &flags.compile_timeout {
-        config.compile_timeout = parse_duration(text).context("--compile-timeout")?;
-        set.push((keys::COMPILE_TIMEOUT, "--compile-timeout"));
+    if let Some(timeout) = flags.compile_timeout {
+        config.compile_timeout = timeout;
+        set.push((keys::COMPILE_TIMEOUT, flag::COMPILE_TIMEOUT));
     }
-    if let Some(text) = &flags.memory {
-        config.memory_limit = parse_size(text).context("--memory")?;
-        set.push((keys::MEMORY_LIMIT, "--memory"));
+    if let Some(memory) = flags.memory {
+        config.memory_limit = memory;
+        set.push((keys::MEMORY_LIMIT, flag::MEMORY));
     }
     if let Some(fuel) = flags.fuel {
         config.fuel = Some(fuel);
-        set.push((keys::FUEL, "--fuel"));
+        set.push((keys::FUEL, flag::FUEL));
     }
-    if let Some(text) = &flags.max_output {
-        let cap = parse_size(text).context("--max-output")?;
+    if let Some(cap) = flags.max_output {
         config.max_stdout = cap;
         config.max_stderr = cap;
-        set.extend([(keys::MAX_STDOUT, "--max-output"), (keys::MAX_STDERR, "--max-output")]);
+        set.extend([(keys::MAX_STDOUT, flag::MAX_OUTPUT), (keys::MAX_STDERR, flag::MAX_OUTPUT)]);
     }
     if flags.trap_on_memory_limit {
         config.trap_on_memory_limit = true;
-        set.push((keys::TRAP_ON_MEMORY_LIMIT, "--trap-on-memory-limit"));
+        set.push((keys::TRAP_ON_MEMORY_LIMIT, flag::TRAP_ON_MEMORY_LIMIT));
     }
     if let Some(files) = flags.max_open_files {
         config.max_open_files = files;
-        set.push((keys::MAX_OPEN_FILES, "--max-open-files"));
+        set.push((keys::MAX_OPEN_FILES, flag::MAX_OPEN_FILES));
     }
-    if let Some(text) = &flags.max_disk_write {
-        config.max_disk_write = parse_size(text).context("--max-disk-write")?;
-        set.push((keys::MAX_DISK_WRITE, "--max-disk-write"));
+    if let Some(bytes) = flags.max_disk_write {
+        config.max_disk_write = bytes;
+        set.push((keys::MAX_DISK_WRITE, flag::MAX_DISK_WRITE));
     }
-    for spec in &flags.ro_dirs {
-        config.fs_readonly.push(Mount::parse(spec).map_err(|e| anyhow!("--ro-dir: {e}"))?);
-        set.push((keys::FS_READONLY, "--ro-dir"));
+    for mount in &flags.ro_dirs {
+        config.fs_readonly.push(mount.clone());
+        set.push((keys::FS_READONLY, flag::RO_DIR));
     }
-    for spec in &flags.dirs {
-        config.fs_readwrite.push(Mount::parse(spec).map_err(|e| anyhow!("--dir: {e}"))?);
-        set.push((keys::FS_READWRITE, "--dir"));
+    for mount in &flags.dirs {
+        config.fs_readwrite.push(mount.clone());
+        set.push((keys::FS_READWRITE, flag::DIR));
     }
-    for (name, value) in env_pairs(flags)? {
-        config.env.insert(name, value);
-        set.push((keys::ENV, "--env"));
+    for (name, value) in &flags.envs {
+        config.env.insert(name.clone(), value.clone());
+        set.push((keys::ENV, flag::ENV));
     }
     if let Some(dir) = &flags.cache_dir {
         config.cache.dir = Some(dir.clone());
-        set.push((keys::CACHE_DIR, "--cache-dir"));
+        set.push((keys::CACHE_DIR, flag::CACHE_DIR));
     }
     if flags.no_cache {
         config.cache.enabled = false;
-        set.push((keys::CACHE_ENABLED, "--no-cache"));
+        set.push((keys::CACHE_ENABLED, flag::NO_CACHE));
     }
-    Ok(set)
+    set
 }

@@ -23,9 +23,12 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
+            // clap's message, without its usage and help lines, on one line
+            // and escaped: it quotes the value at fault as it was given.
             let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or_default();
-            eprintln!("mimobox: {first} (see `mimobox --help`)");
+            let message = rendered.split("\n\n").next().unwrap_or_default();
+            let message = mimobox_core::text::one_line_bounded(message.trim_end());
+            eprintln!("mimobox: {message} (see `mimobox --help`)");
             return ExitCode::from(exit::USAGE);
         }
     };

@@ -2,9 +2,9 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use mimobox_core::CacheConfig;
-use mimobox_core::units::{DisplaySize, parse_size};
+use mimobox_core::units::DisplaySize;
 use mimobox_wasm::configured_cache;
 
 use crate::cli::{CacheArgs, CacheCommand};
@@ -51,10 +51,7 @@ pub fn execute(args: CacheArgs) -> Result<ExitCode> {
             );
         }
         CacheCommand::Prune { max_size } => {
-            let limit = match max_size {
-                Some(text) => parse_size(&text).context("--max-size")?,
-                None => cache.max_size(),
-            };
+            let limit = max_size.unwrap_or_else(|| cache.max_size());
             let report = cache.prune(limit)?;
             println!(
                 "removed {} modules ({}); kept {} ({}) under {}; {} in use",

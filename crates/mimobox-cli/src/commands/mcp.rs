@@ -20,7 +20,10 @@ pub fn execute(args: McpArgs) -> Result<ExitCode> {
     let default = profiles[0].0.clone();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    runtime.block_on(serve(profiles, default, args.max_sessions))?;
+    let served = runtime.block_on(serve(profiles, default, args.max_sessions));
+    // Work that outlasts the shutdown's bound ends with the process.
+    runtime.shutdown_background();
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -42,12 +45,12 @@ pub fn sandboxes(offered: &[(String, PathBuf)], sessions: u32) -> Result<Vec<(St
     let mut profiles = Vec::new();
     for (name, path) in offered {
         let name = name.clone();
-        let profile = Profile::load(path).map_err(|e| anyhow::anyhow!("--profile {name}: profile {e}"))?;
+        let profile = Profile::load(path).map_err(|e| anyhow::anyhow!("profile {name}: {e}"))?;
         let mut config = profile.into_config();
         // Every session holds a slot; a pause takes one more for a moment.
         config.pool.size = config.pool.size.max(sessions.saturating_add(1)).min(1024);
-        check_config(&config).map_err(|e| anyhow::anyhow!("--profile {name}: {e}"))?;
-        let sandbox = WasmSandbox::create(config).map_err(|e| anyhow::anyhow!("--profile {name}: {e}"))?;
+        check_config(&config).map_err(|e| anyhow::anyhow!("profile {name}: {e}"))?;
+        let sandbox = WasmSandbox::create(config).map_err(|e| anyhow::anyhow!("profile {name}: {e}"))?;
         profiles.push((name, sandbox));
     }
     Ok(profiles)

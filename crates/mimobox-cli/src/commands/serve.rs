@@ -6,21 +6,19 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use mimobox_core::Profile;
 use mimobox_core::text::one_line_bounded;
-use mimobox_core::units::parse_duration;
 use mimobox_fleet::S3Store;
 use mimobox_host::{HostConfig, Limits, LocalDir, SessionHost};
 use mimobox_server::config::{
     DEFAULT_CHECKPOINT_AFTER, DEFAULT_LEASE, DEFAULT_PAUSE_AFTER, FleetConfig, PauseConfig, ServerConfig,
-    StoreAt, check_advertise, check_catalog, check_duration, check_owner_name, check_profile_name, store_at,
+    StoreAt,
 };
-use mimobox_server::http::{HttpConfig, parse_token_hash};
+use mimobox_server::http::HttpConfig;
 
-use crate::cli::ServeArgs;
+use crate::cli::{ServeArgs, flag};
 use crate::commands::{mcp, pause};
 
 /// Most bytes of one paused session in the pause directory.
@@ -36,7 +34,6 @@ pub fn execute(args: ServeArgs) -> Result<ExitCode> {
     };
     if let Some(fleet) = &mut config.fleet {
         if let Some(advertise) = &args.advertise {
-            check_advertise(advertise).map_err(|problem| anyhow!("--advertise: {problem}"))?;
             fleet.advertise = advertise.clone();
         }
         if fleet.advertise.is_empty() {
@@ -48,7 +45,7 @@ pub fn execute(args: ServeArgs) -> Result<ExitCode> {
             bail!("a fleet's workers share the key of paused states: `sessions.state_key` or --state-key");
         }
     } else if args.advertise.is_some() {
-        bail!("--advertise: needs a fleet (--catalog, or `[fleet]` in the config)");
+        bail!("--{}: needs a fleet (--catalog, or `[fleet]` in the config)", flag::ADVERTISE);
     }
     if args.check {
         check(&config)?;
@@ -96,7 +93,7 @@ pub fn execute(args: ServeArgs) -> Result<ExitCode> {
     let listen = http.listen;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         if let (Some(fleet), Some(secret)) = (&fleet, peer_secret) {
             let catalog = mimobox_fleet::RedisCatalog::connect(&fleet.catalog, "mimobox:")
                 .await
@@ -141,7 +138,12 @@ pub fn execute(args: ServeArgs) -> Result<ExitCode> {
         })
         .await
         .with_context(|| format!("listening on {listen}"))
-    })?;
+    });
+    // What still runs past the drain's bounds is abandoned with the
+    // process, not waited for: a runtime torn down under a task that is
+    // still computing would fail it in tokio's timers.
+    runtime.shutdown_background();
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -181,90 +183,52 @@ fn read_peer_secret(path: &Path) -> Result<Vec<u8>> {
     Ok(secret)
 }
 
-/// The config the flags describe.
+/// The config the flags describe. Each flag's value was parsed and checked
+/// by its own parser; what is left are the checks across flags.
 fn from_flags(args: &ServeArgs) -> Result<ServerConfig> {
     let listen = args.listen.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8800)));
     let mut http = HttpConfig::new(listen);
-    for value in &args.tokens {
-        let Some((owner, hex)) = value.split_once('=') else {
-            bail!("--token-sha256: expected OWNER=HEX");
-        };
-        check_owner_name(owner).map_err(|problem| anyhow!("--token-sha256: {problem}"))?;
-        let Some(hash) = parse_token_hash(&hex.to_ascii_lowercase()) else {
-            bail!("--token-sha256 {}: the hash is 64 hex digits", one_line_bounded(owner));
-        };
-        if http.tokens.iter().any(|(h, _)| *h == hash) {
-            bail!("--token-sha256 {}: this token hash is given twice", one_line_bounded(owner));
+    for (owner, hash) in &args.tokens {
+        if http.tokens.iter().any(|(h, _)| h == hash) {
+            bail!("--{} {}: this token hash is given twice", flag::TOKEN_SHA256, one_line_bounded(owner));
         }
-        http.tokens.push((hash, owner.to_owned()));
+        http.tokens.push((*hash, owner.clone()));
     }
     for owner in &args.metrics_owners {
         if !http.tokens.iter().any(|(_, named)| named == owner) {
-            bail!("--metrics-owner {}: no --token-sha256 names this owner", one_line_bounded(owner));
+            bail!(
+                "--{} {}: no --{} names this owner",
+                flag::METRICS_OWNER,
+                one_line_bounded(owner),
+                flag::TOKEN_SHA256
+            );
         }
         http.metrics_owners.insert(owner.clone());
     }
-    let duration =
-        |flag: &str, text: &Option<String>, default: Duration, most: Duration| -> Result<Duration> {
-            match text {
-                None => Ok(default),
-                Some(text) => {
-                    let value = parse_duration(text).with_context(|| flag.to_owned())?;
-                    check_duration(Some(value), most).map_err(|problem| anyhow!("{flag}: {problem}"))?;
-                    Ok(value)
-                }
-            }
-        };
-    const HOUR: Duration = Duration::from_secs(3600);
-    http.read_timeout = duration("--read-timeout", &args.read_timeout, http.read_timeout, HOUR)?;
-    http.max_stream = duration("--max-stream", &args.max_stream, http.max_stream, 24 * HOUR)?;
-    let sessions = match args.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS) {
-        0 => bail!("--max-sessions: must be more than zero"),
-        n => u64::from(n),
-    };
+    http.read_timeout = args.read_timeout.unwrap_or(http.read_timeout);
+    http.max_stream = args.max_stream.unwrap_or(http.max_stream);
+    let sessions = u64::from(args.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS));
     let limits = Limits { sessions, ..Limits::UNLIMITED };
-    let pause = match &args.pause_dir {
-        Some(dir) => Some(PauseConfig {
-            store: StoreAt::Dir(dir.clone()),
-            after: duration("--pause-after", &args.pause_after, DEFAULT_PAUSE_AFTER, 365 * 24 * HOUR)?,
-            state_key: args.state_key.clone(),
-        }),
-        None if args.pause_after.is_some() && args.store.is_none() => {
-            bail!("--pause-after: needs --pause-dir")
-        }
-        None => None,
-    };
-    let (fleet, pause) = match &args.catalog {
-        None => (None, pause),
-        Some(catalog) => {
-            check_catalog(catalog).map_err(|problem| anyhow!("--catalog: {problem}"))?;
-            if pause.is_some() {
-                bail!("--pause-dir: a fleet's sessions pause to --store");
-            }
-            let store = args.store.as_deref().unwrap_or_default();
-            let store = store_at(store).map_err(|problem| anyhow!("--store: {problem}"))?;
+    let pause_after = args.pause_after.unwrap_or(DEFAULT_PAUSE_AFTER);
+    let pause = args.pause_dir.as_ref().map(|dir| PauseConfig {
+        store: StoreAt::Dir(dir.clone()),
+        after: pause_after,
+        state_key: args.state_key.clone(),
+    });
+    let (fleet, pause) = match (&args.catalog, &args.store) {
+        (Some(catalog), Some(store)) => {
             let fleet = FleetConfig {
                 catalog: catalog.clone(),
                 advertise: String::new(),
                 peer_secret_file: args.peer_secret_file.clone().unwrap_or_default(),
-                lease: duration("--lease", &args.lease, DEFAULT_LEASE, HOUR)?,
-                checkpoint_after: duration(
-                    "--checkpoint-after",
-                    &args.checkpoint_after,
-                    DEFAULT_CHECKPOINT_AFTER,
-                    24 * HOUR,
-                )?,
+                lease: args.lease.unwrap_or(DEFAULT_LEASE),
+                checkpoint_after: args.checkpoint_after.unwrap_or(DEFAULT_CHECKPOINT_AFTER),
             };
-            if fleet.lease < Duration::from_secs(1) {
-                bail!("--lease: must be at least 1 second");
-            }
-            let pause = PauseConfig {
-                store,
-                after: duration("--pause-after", &args.pause_after, DEFAULT_PAUSE_AFTER, 365 * 24 * HOUR)?,
-                state_key: args.state_key.clone(),
-            };
+            let pause =
+                PauseConfig { store: store.clone(), after: pause_after, state_key: args.state_key.clone() };
             (Some(fleet), Some(pause))
         }
+        _ => (None, pause),
     };
     Ok(ServerConfig {
         http,
@@ -278,28 +242,14 @@ fn from_flags(args: &ServeArgs) -> Result<ServerConfig> {
     })
 }
 
-/// The `--profile` values as (name, file), names unique.
-pub fn offered(values: &[String]) -> Result<Vec<(String, PathBuf)>> {
+/// The `--profile` values as (name, file), each name once.
+pub fn offered(values: &[(String, PathBuf)]) -> Result<Vec<(String, PathBuf)>> {
     let mut offered: Vec<(String, PathBuf)> = Vec::new();
-    for value in values {
-        let (name, path) = match value.split_once('=') {
-            Some((name, path)) => (name.to_owned(), PathBuf::from(path)),
-            None => {
-                let path = PathBuf::from(value);
-                let name = Path::new(&path)
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .with_context(|| format!("--profile {value}: no name can be made from the file name"))?
-                    .to_owned();
-                (name, path)
-            }
-        };
-        check_profile_name(&name)
-            .map_err(|problem| anyhow!("--profile {}: {problem}", one_line_bounded(&name)))?;
-        if offered.iter().any(|(other, _)| *other == name) {
-            bail!("--profile {name}: named twice");
+    for (name, path) in values {
+        if offered.iter().any(|(other, _)| other == name) {
+            bail!("--{} {name}: named twice", flag::PROFILE);
         }
-        offered.push((name, path));
+        offered.push((name.clone(), path.clone()));
     }
     Ok(offered)
 }

@@ -33,7 +33,7 @@ pub fn execute(args: SessionArgs) -> Result<ExitCode> {
     // preload checkpoint, built with the profile's environment, serves
     // sessions with any (the restore turn applies them).
     let mut config = resolved.config.clone();
-    let env = crate::flags::env_pairs(&args.limits)?;
+    let env = args.limits.envs.clone();
     for (name, _) in &env {
         config.env.remove(name);
     }

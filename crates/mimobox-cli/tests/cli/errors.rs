@@ -36,6 +36,38 @@ fn bad_flag_and_bad_value() {
 }
 
 #[test]
+fn a_bad_value_of_any_flag_is_one_line_that_names_the_flag_once() {
+    let cli = Cli::new();
+    let profile = cli.write("p.toml", "timeout_secs = 1\n");
+    let profile = format!("p={}", profile.display());
+    let token = format!("alice={}", "ab".repeat(32));
+    let serve = |extra: &[&str]| {
+        let mut args = vec!["serve", "--check", "--profile", &profile, "--token-sha256", &token];
+        args.extend(extra);
+        cli.run(&args)
+    };
+    let cases: Vec<(std::process::Output, &str, &str)> = vec![
+        (cli.run(&["run", "--max-output", "lots", &fixture("hello")]), "--max-output", "lots"),
+        (cli.run(&["run", "--ro-dir", "::/x", &fixture("hello")]), "--ro-dir", "empty host path"),
+        (cli.run(&["cache", "prune", "--max-size", "1.5.5GiB"]), "--max-size", "1.5.5GiB"),
+        (serve(&["--lease", "500ms"]), "--lease", "at least 1 second"),
+        (serve(&["--read-timeout", "2h"]), "--read-timeout", "at most"),
+        (serve(&["--max-sessions", "0"]), "--max-sessions", "0"),
+        (serve(&["--token-sha256", "bob=12"]), "--token-sha256", "64 hex digits"),
+        (serve(&["--token-sha256", "b\x1b]0;title\x07ob=12"]), "--token-sha256", "an owner is"),
+        (serve(&["--profile", "a/b=p.toml"]), "--profile", "a/b"),
+        (serve(&["--pause-after", "5m"]), "--pause-dir", "--store"),
+        (serve(&["--catalog", "http://r", "--store", "file:///s"]), "--catalog", "http://r"),
+        (serve(&["--metrics-owner", "carol"]), "--metrics-owner", "carol"),
+    ];
+    for (out, flag, needle) in &cases {
+        assert_refused(out, &[flag, needle]);
+        assert!(!stderr(out).contains(['\x1b', '\x07']), "control characters reach the terminal");
+    }
+    assert_eq!(serve(&[]).status.code(), Some(0), "{}", stderr(&serve(&[])));
+}
+
+#[test]
 fn bad_profiles_name_file_key_and_line() {
     let cli = Cli::new();
     let cases = [
