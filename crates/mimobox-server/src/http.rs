@@ -334,9 +334,13 @@ pub async fn serve(
         report.pause_retries
     );
     let _ = closing.send(true);
-    // Open connections get a moment to send what they have.
+    // Open connections get a moment to send what they have, and work that
+    // outlasted the grace (a turn whose client left, a stream's last
+    // bytes) a moment to end: the runtime must not be torn down under it.
     let until = tokio::time::Instant::now() + Duration::from_secs(6);
-    while live.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < until {
+    while (live.load(Ordering::SeqCst) > 0 || host.gauges().running_turns > 0)
+        && tokio::time::Instant::now() < until
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
