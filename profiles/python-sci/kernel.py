@@ -600,11 +600,6 @@ def _mimobox_setup():
     # stays; reopening one later costs little).
     matplotlib.font_manager._get_font.cache_clear()
     gc.collect()
-    # Everything loaded so far lives as long as the session: moved out of
-    # the collector's generations, it is never traversed again, so that a
-    # collection during a turn does not write into (and so copy) the pages
-    # of the checkpoint's objects that every session shares.
-    gc.freeze()
 
 
 _mimobox_setup()
