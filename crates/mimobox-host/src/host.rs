@@ -47,9 +47,6 @@ struct Inner<B: Backend> {
     draining: AtomicBool,
     /// Told when the last running turn ends.
     quiet: Notify,
-    /// Held by a sweep while it runs; a shutdown takes it, so that no
-    /// sweep's pause or checkpoint outlives the shutdown.
-    sweeping: tokio::sync::Mutex<()>,
 }
 
 struct Table<B: Backend> {
@@ -269,7 +266,6 @@ impl<B: Backend> SessionHost<B> {
             metrics: Metrics::default(),
             draining: AtomicBool::new(false),
             quiet: Notify::new(),
-            sweeping: tokio::sync::Mutex::new(()),
         });
         runtime.spawn(sweep_forever(Arc::downgrade(&inner)));
         Ok(SessionHost { inner })
@@ -643,9 +639,6 @@ impl<B: Backend> SessionHost<B> {
         inner.draining.store(true, Ordering::SeqCst);
         let now = Instant::now();
         let deadline = now.checked_add(grace).unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
-        // A sweep under way stops at its next session; what it is pausing
-        // or storing now finishes first.
-        let _ = tokio::time::timeout(grace, inner.sweeping.lock()).await;
         loop {
             let quiet = inner.quiet.notified();
             if inner.lock_table().total.running == 0 {
@@ -1459,10 +1452,6 @@ impl<B: Backend> Inner<B> {
     /// those whose lease was lost; a session busy with a call is left for
     /// the next sweep.
     async fn sweep(&self) {
-        let _sweeping = self.sweeping.lock().await;
-        if self.draining.load(Ordering::SeqCst) {
-            return;
-        }
         let entries: Vec<Arc<Entry<B>>> = self.lock_table().sessions.values().cloned().collect();
         for entry in entries {
             // A shutdown takes over from here.

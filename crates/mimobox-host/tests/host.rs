@@ -687,3 +687,67 @@ async fn a_store_failing_for_a_moment_on_shutdown_is_tried_again_and_nothing_is_
     assert_eq!(later.adopt_paused().await.unwrap().adopted, 1);
     assert_eq!(turn(&later, "alice", id, "i").await, "2\n");
 }
+
+/// A store whose writes take a while, and that says when one began and
+/// whether it ended.
+struct Slow {
+    inner: LocalDir,
+    began: tokio::sync::Notify,
+    ended: std::sync::atomic::AtomicBool,
+}
+
+impl PausedStore for Slow {
+    fn put(
+        &self,
+        name: StateName,
+        bytes: Vec<u8>,
+    ) -> mimobox_host::BoxFuture<'_, Result<(), mimobox_host::StoreError>> {
+        Box::pin(async move {
+            self.began.notify_one();
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            let stored = self.inner.put(name, bytes).await;
+            self.ended.store(true, std::sync::atomic::Ordering::SeqCst);
+            stored
+        })
+    }
+    fn get(&self, name: StateName) -> mimobox_host::BoxFuture<'_, Result<Vec<u8>, mimobox_host::StoreError>> {
+        self.inner.get(name)
+    }
+    fn delete(&self, name: StateName) -> mimobox_host::BoxFuture<'_, Result<(), mimobox_host::StoreError>> {
+        self.inner.delete(name)
+    }
+    fn list(&self) -> mimobox_host::BoxFuture<'_, Result<Vec<StateName>, mimobox_host::StoreError>> {
+        self.inner.list()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_waits_for_the_background_pause_under_way_and_none_outlives_it() {
+    let dirs = tempfile::tempdir().unwrap();
+    let local = LocalDir::open(dirs.path().join("paused"), 64 << 20).unwrap();
+    let slow = Arc::new(Slow {
+        inner: local.clone(),
+        began: tokio::sync::Notify::new(),
+        ended: std::sync::atomic::AtomicBool::new(false),
+    });
+    let mut config = HostConfig::new(KEY.to_vec());
+    config.store = Some(slow.clone());
+    config.pause_idle_after = Some(Duration::from_millis(100));
+    config.sweep_interval = Duration::from_millis(50);
+    let host = SessionHost::new(config, [("counter".to_string(), sandbox(dirs.path(), |_| {}))]).unwrap();
+    let id = host.open("alice", "counter").await.unwrap();
+    turn(&host, "alice", id, "i").await;
+    // The sweep pauses the idle session; its write is under way when the
+    // shutdown begins.
+    tokio::time::timeout(Duration::from_secs(10), slow.began.notified()).await.expect("the sweep pauses");
+    let report = host.shutdown(Duration::from_secs(10)).await;
+    assert!(
+        slow.ended.load(std::sync::atomic::Ordering::SeqCst),
+        "the sweep's write ended before the shutdown returned: {report:?}"
+    );
+    assert_eq!(report.still_running, 0, "{report:?}");
+    drop(host);
+    let later = host_on(dirs.path(), Arc::new(local));
+    assert_eq!(later.adopt_paused().await.unwrap().adopted, 1);
+    assert_eq!(turn(&later, "alice", id, "i").await, "2\n");
+}
