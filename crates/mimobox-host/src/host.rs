@@ -1217,7 +1217,7 @@ impl<B: Backend> Inner<B> {
             }
         };
         self.metrics.resumes.fetch_add(1, Ordering::Relaxed);
-        let memory = session.memory_in_use();
+        let memory = accounted(entry, session.memory_in_use());
         *cell = Cell::Live(session);
         {
             let mut table = self.lock_table();
@@ -1333,7 +1333,7 @@ impl<B: Backend> Inner<B> {
         match keep {
             Keep::Live => match entry.backend.resume(&paused, &self.config.state_key, &binding).await {
                 Ok(session) => {
-                    let memory = session.memory_in_use();
+                    let memory = accounted(entry, session.memory_in_use());
                     *cell = Cell::Live(session);
                     let mut table = self.lock_table();
                     let mut meta = entry.meta.lock().unwrap_or_else(|p| p.into_inner());
@@ -1366,6 +1366,7 @@ impl<B: Backend> Inner<B> {
 
     /// Counts a session whose instance was freed as paused.
     fn mark_paused(&self, entry: &Entry<B>) {
+        lock(&entry.keyed).forget_answer();
         let mut table = self.lock_table();
         let mut meta = entry.meta.lock().unwrap_or_else(|p| p.into_inner());
         if !meta.closed {
@@ -1375,7 +1376,10 @@ impl<B: Backend> Inner<B> {
         meta.state = SessionState::Paused;
     }
 
+    /// Marks the session used, and counts as its memory `memory` (its
+    /// instance's) and the answer it keeps for a turn sent again.
     fn touch(&self, entry: &Entry<B>, turn: Option<u64>, memory: u64) {
+        let memory = accounted(entry, memory);
         let mut table = self.lock_table();
         let mut meta = entry.meta.lock().unwrap_or_else(|p| p.into_inner());
         meta.last_used = Instant::now();
@@ -1546,6 +1550,12 @@ async fn sweep_forever<B: Backend>(host: Weak<Inner<B>>) {
         }
         inner.sweep().await;
     }
+}
+
+/// The memory a live session is counted for: its instance's, `instance`,
+/// and the answer it keeps for a turn sent again.
+fn accounted<B: Backend>(entry: &Entry<B>, instance: u64) -> u64 {
+    instance.saturating_add(lock(&entry.keyed).kept_bytes())
 }
 
 /// Refuses an owner name that is empty, too long, or not printable.

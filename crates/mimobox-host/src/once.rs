@@ -109,6 +109,18 @@ impl Keyed {
         self.answer = (answer_bytes(answer) <= MAX_KEPT_ANSWER).then(|| answer.clone());
     }
 
+    /// About the bytes the kept answer holds, counted in the session's
+    /// memory while it is live.
+    pub(crate) fn kept_bytes(&self) -> u64 {
+        self.answer.as_ref().map_or(0, |answer| answer_bytes(answer) as u64 + ANSWER_OVERHEAD)
+    }
+
+    /// Lets the kept answer go (a paused session holds none: its keys
+    /// travel in its state, its answer does not).
+    pub(crate) fn forget_answer(&mut self) {
+        self.answer = None;
+    }
+
     /// The records a paused state carries.
     pub(crate) fn records(&self) -> Vec<KeyedRecord> {
         self.turns
@@ -143,6 +155,9 @@ impl KeyedTurn {
         Some(KeyedTurn { key, digest, turn: record.turn })
     }
 }
+
+/// What a kept answer costs besides its bytes: the result's own fields.
+const ANSWER_OVERHEAD: u64 = 512;
 
 /// About the bytes an answer holds: its output and its results' text.
 fn answer_bytes(answer: &TurnResult) -> usize {

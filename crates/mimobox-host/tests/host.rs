@@ -586,6 +586,7 @@ async fn a_turn_sent_again_under_its_key_is_answered_not_run_twice_also_after_a_
     let host_with = |store: &LocalDir| host_on(dirs.path(), Arc::new(store.clone()));
     let first = host_with(&store);
     let id = first.open("alice", "counter").await.unwrap();
+    let unkeyed = first.info("alice", id).unwrap().memory;
     let keyed = |host: &SessionHost<WasmSandbox>, key: &str, code: &str| {
         let (host, key, code) = (host.clone(), TurnKey::new(key).unwrap(), code.to_owned());
         async move { host.turn_once("alice", id, Some(key), TurnRequest::new(code), WhenBusy::Refuse).await }
@@ -607,6 +608,12 @@ async fn a_turn_sent_again_under_its_key_is_answered_not_run_twice_also_after_a_
         WhenBusy::Refuse,
     );
     assert!(matches!(bob.await, Err(HostError::NotFound)));
+    // The kept answer counts in the session's memory.
+    let with_answer = first.info("alice", id).unwrap().memory;
+    assert!(with_answer > unkeyed && with_answer - unkeyed < 4096, "{with_answer} vs {unkeyed}");
+    // Also after a checkpoint, which goes on live with the answer kept.
+    first.checkpoint("alice", id).await.unwrap();
+    assert_eq!(first.info("alice", id).unwrap().memory, with_answer);
     // A new key runs a new turn; unkeyed turns run every time.
     let second = keyed(&first, "t2", "i").await.unwrap();
     assert_eq!((second.turn, second.result.stdout.as_slice()), (2, &b"2\n"[..]));
@@ -615,6 +622,9 @@ async fn a_turn_sent_again_under_its_key_is_answered_not_run_twice_also_after_a_
     assert_eq!(turn(&first, "alice", id, "p").await, "2\n");
     let third = keyed(&first, "t3", "i").await.unwrap();
     assert_eq!(third.turn, 4);
+    // A paused session keeps its keys, not its answer.
+    first.pause("alice", id).await.unwrap();
+    assert!(matches!(keyed(&first, "t3", "i").await, Err(HostError::AlreadyRan { turn: 4 })));
 
     // The session moves to another host: the key goes with it, the answer
     // does not, so the turn sent again there is refused, not run again.
@@ -631,11 +641,27 @@ async fn a_turn_sent_again_under_its_key_is_answered_not_run_twice_also_after_a_
     assert_eq!((fresh.turn, fresh.result.stdout.as_slice()), (6, &b"4\n"[..]));
 }
 
-/// A store whose first `failures` writes fail, as an object store does
-/// for a moment.
+/// A store in front of a local one whose writes fail a number of times
+/// first, and take `delay` each; it says when a write began and whether
+/// one ended.
 struct Flaky {
     inner: LocalDir,
     failures: std::sync::atomic::AtomicU32,
+    delay: Duration,
+    began: tokio::sync::Notify,
+    ended: std::sync::atomic::AtomicBool,
+}
+
+impl Flaky {
+    fn new(inner: LocalDir, failures: u32, delay: Duration) -> Flaky {
+        Flaky {
+            inner,
+            failures: std::sync::atomic::AtomicU32::new(failures),
+            delay,
+            began: tokio::sync::Notify::new(),
+            ended: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
 }
 
 impl PausedStore for Flaky {
@@ -658,53 +684,8 @@ impl PausedStore for Flaky {
                     problem: "503 Slow Down".into(),
                 });
             }
-            self.inner.put(name, bytes).await
-        })
-    }
-    fn get(&self, name: StateName) -> mimobox_host::BoxFuture<'_, Result<Vec<u8>, mimobox_host::StoreError>> {
-        self.inner.get(name)
-    }
-    fn delete(&self, name: StateName) -> mimobox_host::BoxFuture<'_, Result<(), mimobox_host::StoreError>> {
-        self.inner.delete(name)
-    }
-    fn list(&self) -> mimobox_host::BoxFuture<'_, Result<Vec<StateName>, mimobox_host::StoreError>> {
-        self.inner.list()
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_store_failing_for_a_moment_on_shutdown_is_tried_again_and_nothing_is_lost() {
-    let dirs = tempfile::tempdir().unwrap();
-    let local = LocalDir::open(dirs.path().join("paused"), 64 << 20).unwrap();
-    let flaky = Arc::new(Flaky { inner: local.clone(), failures: std::sync::atomic::AtomicU32::new(3) });
-    let host = host_on(dirs.path(), flaky);
-    let id = host.open("alice", "counter").await.unwrap();
-    turn(&host, "alice", id, "i").await;
-    let report = host.shutdown(Duration::from_secs(10)).await;
-    assert_eq!((report.paused, report.closed, report.pause_retries), (1, 0, 3), "{report:?}");
-    drop(host);
-    let later = host_on(dirs.path(), Arc::new(local));
-    assert_eq!(later.adopt_paused().await.unwrap().adopted, 1);
-    assert_eq!(turn(&later, "alice", id, "i").await, "2\n");
-}
-
-/// A store whose writes take a while, and that says when one began and
-/// whether it ended.
-struct Slow {
-    inner: LocalDir,
-    began: tokio::sync::Notify,
-    ended: std::sync::atomic::AtomicBool,
-}
-
-impl PausedStore for Slow {
-    fn put(
-        &self,
-        name: StateName,
-        bytes: Vec<u8>,
-    ) -> mimobox_host::BoxFuture<'_, Result<(), mimobox_host::StoreError>> {
-        Box::pin(async move {
             self.began.notify_one();
-            tokio::time::sleep(Duration::from_millis(800)).await;
+            tokio::time::sleep(self.delay).await;
             let stored = self.inner.put(name, bytes).await;
             self.ended.store(true, std::sync::atomic::Ordering::SeqCst);
             stored
@@ -722,14 +703,26 @@ impl PausedStore for Slow {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_failing_for_a_moment_on_shutdown_is_tried_again_and_nothing_is_lost() {
+    let dirs = tempfile::tempdir().unwrap();
+    let local = LocalDir::open(dirs.path().join("paused"), 64 << 20).unwrap();
+    let flaky = Arc::new(Flaky::new(local.clone(), 3, Duration::ZERO));
+    let host = host_on(dirs.path(), flaky);
+    let id = host.open("alice", "counter").await.unwrap();
+    turn(&host, "alice", id, "i").await;
+    let report = host.shutdown(Duration::from_secs(10)).await;
+    assert_eq!((report.paused, report.closed, report.pause_retries), (1, 0, 3), "{report:?}");
+    drop(host);
+    let later = host_on(dirs.path(), Arc::new(local));
+    assert_eq!(later.adopt_paused().await.unwrap().adopted, 1);
+    assert_eq!(turn(&later, "alice", id, "i").await, "2\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_waits_for_the_background_pause_under_way_and_none_outlives_it() {
     let dirs = tempfile::tempdir().unwrap();
     let local = LocalDir::open(dirs.path().join("paused"), 64 << 20).unwrap();
-    let slow = Arc::new(Slow {
-        inner: local.clone(),
-        began: tokio::sync::Notify::new(),
-        ended: std::sync::atomic::AtomicBool::new(false),
-    });
+    let slow = Arc::new(Flaky::new(local.clone(), 0, Duration::from_millis(800)));
     let mut config = HostConfig::new(KEY.to_vec());
     config.store = Some(slow.clone());
     config.pause_idle_after = Some(Duration::from_millis(100));
@@ -740,12 +733,17 @@ async fn a_shutdown_waits_for_the_background_pause_under_way_and_none_outlives_i
     // The sweep pauses the idle session; its write is under way when the
     // shutdown begins.
     tokio::time::timeout(Duration::from_secs(10), slow.began.notified()).await.expect("the sweep pauses");
+    // With no grace left, the session is still busy, and says so; a
+    // second pass (the server's last one) waits for it.
+    let hurried = host.shutdown(Duration::ZERO).await;
+    assert_eq!(hurried.still_running, 1, "{hurried:?}");
+    assert!(!slow.ended.load(std::sync::atomic::Ordering::SeqCst));
     let report = host.shutdown(Duration::from_secs(10)).await;
     assert!(
         slow.ended.load(std::sync::atomic::Ordering::SeqCst),
         "the sweep's write ended before the shutdown returned: {report:?}"
     );
-    assert_eq!(report.still_running, 0, "{report:?}");
+    assert_eq!((report.still_running, report.paused), (0, 1), "{report:?}");
     drop(host);
     let later = host_on(dirs.path(), Arc::new(local));
     assert_eq!(later.adopt_paused().await.unwrap().adopted, 1);

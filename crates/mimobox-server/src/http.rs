@@ -322,10 +322,17 @@ pub async fn serve(
     while state.in_flight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let report = host.shutdown(drain_until.saturating_duration_since(tokio::time::Instant::now())).await;
+    let mut report = host.shutdown(drain_until.saturating_duration_since(tokio::time::Instant::now())).await;
+    if report.still_running > 0 {
+        // What held a session past the grace (a turn that outlasted it, a
+        // background pause under way) gets one more bounded pass, so that
+        // what it leaves is paused rather than dropped with the process.
+        tracing::warn!("{} sessions still busy at the end of the grace: one more pass", report.still_running);
+        report = host.shutdown(LAST_PASS).await;
+    }
     tracing::info!(
-        "drained: {} paused, {} closed, {} still running, {} held by another worker, {} left with their last \
-         stored state ({} pauses tried again)",
+        "drained: {} paused, {} closed, {} still running (not stored), {} held by another worker, {} left \
+         with their last stored state ({} pauses tried again)",
         report.paused,
         report.closed,
         report.still_running,
@@ -345,6 +352,9 @@ pub async fn serve(
     }
     Ok(())
 }
+
+/// The drain's last pass over sessions still busy when its grace ended.
+const LAST_PASS: Duration = Duration::from_secs(5);
 
 /// Returns once the drain says connections are to close.
 async fn until_closing(closed: &mut tokio::sync::watch::Receiver<bool>) {
