@@ -113,11 +113,14 @@ pub struct SandboxConfig {
     #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_units::optional_bytes")]
     pub max_compile_memory: Option<u64>,
     /// The compiled-module cache. Table `[cache]`.
+    #[serde(deserialize_with = "serde_units::table")]
     pub cache: CacheConfig,
     /// Reuse of instance slots across executions. Table `[pool]`.
+    #[serde(deserialize_with = "serde_units::table")]
     pub pool: PoolConfig,
     /// Sessions: idle timeout, lifetime, the wait for a slot, and the
     /// preload checkpoint. Table `[session]`.
+    #[serde(deserialize_with = "serde_units::table")]
     pub session: SessionConfig,
     /// Host commands granted to the guest as tools. Tables `[tools.NAME]`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]

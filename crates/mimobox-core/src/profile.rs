@@ -156,6 +156,11 @@ mod tests {
         assert_eq!((err.key.as_deref(), err.position), (Some("session.idle_timeout"), Some((2, 1))), "{err}");
         let err = parse("[pool]\nsize = 4\n[pool.extra]\n").unwrap_err();
         assert_eq!((err.key.as_deref(), err.position), (Some("pool.extra"), Some((3, 7))), "{err}");
+        for text in ["pool = [4, 99]\n", "cache = [false, \"/x\"]\n", "session = []\n"] {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err.position.map(|p| p.0), Some(1), "{err}");
+            assert!(err.message.contains("expected a table"), "{text}: {err}");
+        }
         parse("[env]\nANY_NAME = \"ok\"\n").unwrap();
         parse("[tools.t]\ndescription = \"d\"\ncommand = [\"./t\"]\ninput_schema = { any = { key = 1 } }\n")
             .unwrap();

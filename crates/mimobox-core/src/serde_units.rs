@@ -132,3 +132,27 @@ pub mod optional_bytes {
         }
     }
 }
+
+/// Takes a table, and only a table, for a struct: serde's derive would
+/// also fill a struct's fields in order from an array (`pool = [4, 99]`),
+/// dropping what is left over unseen.
+pub fn table<'de, D: Deserializer<'de>, T: serde::Deserialize<'de>>(deserializer: D) -> Result<T, D::Error> {
+    struct Table<T>(std::marker::PhantomData<T>);
+    impl<'de, T: serde::Deserialize<'de>> Visitor<'de> for Table<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a table")
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    deserializer.deserialize_map(Table(std::marker::PhantomData))
+}
+
+/// [`table`] for a table that may be left out.
+pub fn optional_table<'de, D: Deserializer<'de>, T: serde::Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    table(deserializer).map(Some)
+}

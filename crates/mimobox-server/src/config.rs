@@ -159,23 +159,40 @@ pub struct PauseConfig {
     pub state_key: Option<PathBuf>,
 }
 
+// Every table of the file is taken as a table only (`serde_units::table`):
+// serde's derive would also fill a struct in order from an array.
 #[derive(Deserialize)]
 struct File {
     listen: Option<SocketAddr>,
     default_profile: Option<String>,
     #[serde(default)]
     profiles: BTreeMap<String, PathBuf>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "serde_units::table")]
     limits: LimitsFile,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "serde_units::table")]
     owner_limits: LimitsFile,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "owner_tables")]
     owners: BTreeMap<String, OwnerFile>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "serde_units::table")]
     sessions: SessionsFile,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "serde_units::table")]
     http: HttpFile,
+    #[serde(default, deserialize_with = "serde_units::optional_table")]
     fleet: Option<FleetFile>,
+}
+
+/// `[owners.NAME]`, each a table.
+fn owner_tables<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, OwnerFile>, D::Error> {
+    struct Owner(OwnerFile);
+    impl<'de> Deserialize<'de> for Owner {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Owner, D::Error> {
+            serde_units::table(deserializer).map(Owner)
+        }
+    }
+    let owners = BTreeMap::<String, Owner>::deserialize(deserializer)?;
+    Ok(owners.into_iter().map(|(name, Owner(owner))| (name, owner)).collect())
 }
 
 #[derive(Deserialize)]
@@ -686,6 +703,15 @@ mod tests {
             ),
             (format!("[profiles]\na = \"a\"\n{owner}[http]\nmax_connections = 0\n"), "http.max_connections"),
             (format!("[profiles]\na = \"a\"\n{owner}[limits]\nmemory = \"lots\"\n"), "key `limits.memory`"),
+            (
+                format!("limits = [4, 99]\n[profiles]\na = \"a\"\n{owner}"),
+                "server.toml:1:10: key `limits`: invalid type",
+            ),
+            (
+                format!("[profiles]\na = \"a\"\n[owners]\nx = [\"{HASH}\", 1]\n"),
+                "key `owners.x`: invalid type",
+            ),
+            (format!("fleet = []\n[profiles]\na = \"a\"\n{owner}"), "key `fleet`: invalid type"),
         ] {
             let error = parse(&text).unwrap_err().to_string();
             assert!(error.contains(expected), "expected {expected:?} in {error:?}");
