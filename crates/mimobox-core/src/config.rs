@@ -41,7 +41,9 @@ pub const DEFAULT_MAX_DISK_WRITE: u64 = 1 << 30;
 ///
 /// A config is loaded from a TOML profile with [`crate::Profile::load`] and
 /// checked with [`SandboxConfig::validate`]; `docs/profiles.md` documents
-/// every key.
+/// every key. Read through [`crate::toml_file::parse`] (as a profile is),
+/// a key that no field takes is an error; serde's `Deserialize` alone
+/// passes over it (and leaves the field at its default, which denies).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SandboxConfig {

@@ -86,7 +86,10 @@ impl<C: Catalog> Member<C> {
 
     /// Where `owner`'s session `id` is, for a worker that does not hold it:
     /// on another worker, or claimed by this one now (to be taken up), or
-    /// nowhere.
+    /// nowhere. A session the catalog still names this worker for is one
+    /// it let go of (its deadline passed): claimed again under a new
+    /// epoch, and reported lost. Callers locate one session one request
+    /// at a time, so that a take-up under way is not claimed over.
     pub async fn locate(&self, owner: &str, id: SessionId) -> Result<Located, CatalogError> {
         let inner = &*self.inner;
         let key = id.to_string();

@@ -79,13 +79,17 @@ impl RedisCatalog {
                  local epoch = tonumber(r[3])
                  local held = r[2] and r[2] ~= '' and tonumber(r[4]) > now
                  if held and r[2] ~= ARGV[2] then return {'held', r[2], tostring(epoch)} end
-                 if not held then
-                   epoch = epoch + 1
-                   -- A holder whose lease ran out without a release was lost.
-                   local lost = 0
-                   if r[2] and r[2] ~= '' then lost = 1 end
-                   redis.call('HSET', KEYS[1], 'lost', lost)
-                 end
+                 -- Not held, or held by the claimant itself, which claims
+                 -- only a session it does not hold (it let it go when its
+                 -- own deadline passed): a new epoch either way, so that
+                 -- nothing of an earlier hold is taken for the new one.
+                 epoch = epoch + 1
+                 -- A holder that did not release the session was lost,
+                 -- and turns with it. That stays said until a holder
+                 -- records a state of its own: a claimant that lets go
+                 -- without one (it could not take the session up) leaves
+                 -- the loss for the next to report.
+                 if r[2] and r[2] ~= '' then redis.call('HSET', KEYS[1], 'lost', 1) end
                  redis.call('HSET', KEYS[1], 'worker', ARGV[2], 'epoch', epoch,
                             'lease_until', now + tonumber(ARGV[3]))
                  return {'granted', tostring(epoch)}",
@@ -101,7 +105,7 @@ impl RedisCatalog {
                  if r[1] ~= ARGV[1] or r[2] ~= ARGV[2] then return 0 end
                  if r[3] and tonumber(r[3]) > tonumber(ARGV[3]) then return 0 end
                  redis.call('HSET', KEYS[1], 'paused_key', ARGV[4], 'paused_epoch', ARGV[2],
-                            'paused_turn', ARGV[3], 'paused_at', now)
+                            'paused_turn', ARGV[3], 'paused_at', now, 'lost', 0)
                  return 1",
             ),
             release: script(

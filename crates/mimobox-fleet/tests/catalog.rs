@@ -26,16 +26,19 @@ async fn a_session_is_held_by_one_worker_and_another_owner_finds_nothing() {
     );
     assert_eq!(catalog.claim("s1", "bob", "w2:8800", LEASE).await.unwrap(), Claim::NotFound);
     assert_eq!(catalog.claim("never", "alice", "w2:8800", LEASE).await.unwrap(), Claim::NotFound);
-    // The holder claiming again keeps its epoch.
+    // The holder claims only a session it let go of (its own deadline
+    // passed before its lease in the catalog): it gets a new epoch, which
+    // fences off anything of its earlier hold, and the loss is said.
     let Claim::Granted(again) = catalog.claim("s1", "alice", "w1:8800", LEASE).await.unwrap() else {
         panic!()
     };
-    assert_eq!(again.epoch, 1);
+    assert_eq!(again.epoch, 2);
     let record = catalog.lookup("s1").await.unwrap().unwrap();
     assert_eq!(
-        (record.owner.as_str(), record.worker.as_deref(), record.epoch),
-        ("alice", Some("w1:8800"), 1)
+        (record.owner.as_str(), record.worker.as_deref(), record.epoch, record.last_holder_lost),
+        ("alice", Some("w1:8800"), 2, true)
     );
+    assert_eq!(catalog.renew("s1", "w1:8800", 1, LEASE).await.unwrap(), None, "the earlier hold is fenced");
     assert!(record.lease_left > Duration::from_secs(25));
 }
 
@@ -62,6 +65,30 @@ async fn an_expired_lease_passes_the_session_on_and_fences_its_old_holder() {
     let record = catalog.lookup("s1").await.unwrap().unwrap();
     assert_eq!(record.paused, Some(PausedRef { epoch: 1, turn: 3, key: "s1/1-3".into() }));
     assert!(catalog.renew("s1", "w2", 2, LEASE).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_lost_holder_stays_said_until_a_new_holder_records_a_state() {
+    let redis = Redis::start();
+    let catalog = RedisCatalog::connect(&redis.url, "t:").await.unwrap();
+    let short = Duration::from_millis(200);
+    catalog.create("s1", "alice", "python", "w1", short).await.unwrap().unwrap();
+    catalog.record_paused("s1", "w1", &PausedRef { epoch: 1, turn: 3, key: "s1/1-3".into() }).await.unwrap();
+    // w1 is lost; w2 claims the session, but cannot take it up (full, or
+    // its store failing) and lets it go.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let Claim::Granted(w2) = catalog.claim("s1", "alice", "w2", LEASE).await.unwrap() else { panic!() };
+    assert!(catalog.lookup("s1").await.unwrap().unwrap().last_holder_lost);
+    assert!(catalog.release("s1", "w2", w2.epoch).await.unwrap());
+    // The next claimant still learns that turns were lost.
+    let Claim::Granted(w3) = catalog.claim("s1", "alice", "w3", LEASE).await.unwrap() else { panic!() };
+    assert!(catalog.lookup("s1").await.unwrap().unwrap().last_holder_lost, "the loss is not forgotten");
+    // Once a holder records a state of its own, a release is a clean hand-over.
+    let paused = PausedRef { epoch: w3.epoch, turn: 4, key: "s1/3-4".into() };
+    assert!(catalog.record_paused("s1", "w3", &paused).await.unwrap());
+    assert!(catalog.release("s1", "w3", w3.epoch).await.unwrap());
+    let Claim::Granted(_) = catalog.claim("s1", "alice", "w4", LEASE).await.unwrap() else { panic!() };
+    assert!(!catalog.lookup("s1").await.unwrap().unwrap().last_holder_lost);
 }
 
 #[tokio::test]

@@ -36,6 +36,10 @@ pub(crate) struct Ticket {
     /// again under one after the session moved is not run twice.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) keys: Vec<crate::once::KeyedRecord>,
+    /// The turn a session went on from after its worker was lost, when no
+    /// answer has said so yet: the next holder's first answer does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) resumed_from: Option<u64>,
 }
 
 impl Ticket {
@@ -108,6 +112,7 @@ mod tests {
             pauses: 2,
             epoch: 4,
             keys: Vec::new(),
+            resumed_from: Some(1),
         };
         let sealed = seal(b"key", &ticket, b"paused bytes");
         let (opened, paused) = open(b"key", &sealed).unwrap();

@@ -534,7 +534,9 @@ impl<B: Backend> SessionHost<B> {
         meta.pauses = ticket.pauses;
         meta.stored = Some(state);
         meta.stored_turn = ticket.turns;
-        meta.resumed_from = resumed_from;
+        // A loss an earlier holder took up but never reported is reported
+        // here.
+        meta.resumed_from = resumed_from.or(ticket.resumed_from);
         let entry = Arc::new(Entry {
             id: state.id,
             owner,
@@ -776,6 +778,7 @@ impl<B: Backend> SessionHost<B> {
             meta.pauses = ticket.pauses;
             meta.stored = Some(state);
             meta.stored_turn = ticket.turns;
+            meta.resumed_from = ticket.resumed_from;
             let entry = Arc::new(Entry {
                 id,
                 owner: owner.clone(),
@@ -1277,6 +1280,7 @@ impl<B: Backend> Inner<B> {
             pauses: name.pause,
             epoch: name.epoch,
             keys: lock(&entry.keyed).records(),
+            resumed_from: meta.resumed_from,
         };
         let sealed = envelope::seal(&self.config.state_key, &ticket, &paused);
         // The old instance is freed before a new one may be made from the

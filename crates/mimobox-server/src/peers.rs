@@ -28,6 +28,7 @@
 //! carries requests in the clear: it is the cluster's own (see
 //! docs/deploy.md).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -95,6 +96,27 @@ pub struct Peers {
     /// When this worker started (unix milliseconds): a request sent before
     /// could be one it saw, and forgot the nonce of, before a restart.
     started_ms: u64,
+    /// Sessions being located and taken up here, one request at a time:
+    /// a second request for one waits, then finds it held.
+    taking: Arc<std::sync::Mutex<HashMap<SessionId, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// A request's turn at locating and taking up one session; the entry goes
+/// with the last request that wanted it.
+struct Taking {
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    map: Arc<std::sync::Mutex<HashMap<SessionId, Arc<tokio::sync::Mutex<()>>>>>,
+    id: SessionId,
+}
+
+impl Drop for Taking {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(&self.id).is_some_and(|gate| Arc::strong_count(gate) == 1) {
+            map.remove(&self.id);
+        }
+    }
 }
 
 /// The nonces of forwarded requests accepted in the last `2 * PEER_SKEW`,
@@ -103,7 +125,7 @@ pub struct Peers {
 struct Nonces {
     set: std::collections::HashSet<u128>,
     order: std::collections::VecDeque<(std::time::Instant, u128, Arc<str>)>,
-    of_owner: std::collections::HashMap<Arc<str>, usize>,
+    of_owner: HashMap<Arc<str>, usize>,
 }
 
 impl Nonces {
@@ -227,6 +249,7 @@ impl Peers {
             worker,
             seen: Arc::default(),
             started_ms: now_ms(),
+            taking: Default::default(),
         })
     }
 
@@ -331,21 +354,29 @@ impl Peers {
             return self.served(next.run(request).await);
         }
         let forwarded = request.extensions().get::<Forwarded>().is_some();
-        match self.member.locate(owner, id).await {
+        let located = {
+            // One request at a time locates and takes up a session here: a
+            // claim over a take-up under way would fence it off.
+            let _taking = self.taking(id).await;
+            if host.holds(owner, id) {
+                return self.served(next.run(request).await);
+            }
+            let located = self.member.locate(owner, id).await;
+            if let Ok(Located::Claimed { state, epoch, resumed_from }) = &located
+                && let Err(e) = host.take_up(owner, *state, *epoch, *resumed_from).await
+            {
+                self.member.release(id).await;
+                return crate::http::host_refusal(&e);
+            }
+            located
+        };
+        match located {
             Ok(Located::NotFound) => self.served(next.run(request).await),
             Ok(Located::Lost) => crate::http::refuse(
                 StatusCode::NOT_FOUND,
                 "the session was lost with its worker before any of its state was stored",
             ),
-            Ok(Located::Claimed { state, epoch, resumed_from }) => {
-                match host.take_up(owner, state, epoch, resumed_from).await {
-                    Ok(()) => self.served(next.run(request).await),
-                    Err(e) => {
-                        self.member.release(id).await;
-                        crate::http::host_refusal(&e)
-                    }
-                }
-            }
+            Ok(Located::Claimed { .. }) => self.served(next.run(request).await),
             // Moving between workers just now: the client sends it again.
             Ok(Located::Elsewhere { .. }) if forwarded => {
                 unavailable("the session is moving between workers")
@@ -359,6 +390,15 @@ impl Peers {
                 unavailable("the session catalog is unavailable")
             }
         }
+    }
+
+    /// Waits for this request's turn at locating session `id` here.
+    async fn taking(&self, id: SessionId) -> Taking {
+        let gate = {
+            let mut map = self.taking.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(id).or_default().clone()
+        };
+        Taking { guard: Some(gate.lock_owned().await), map: self.taking.clone(), id }
     }
 
     fn served(&self, mut response: Response) -> Response {
@@ -456,7 +496,7 @@ impl Peers {
         let listed = self.member.sessions_of(owner, MAX_LISTED).await?;
         let here: std::collections::HashSet<String> = local.iter().map(|s| s.id.clone()).collect();
         let mut out = local;
-        let mut elsewhere: std::collections::HashMap<String, Vec<(SessionId, Record)>> = Default::default();
+        let mut elsewhere: HashMap<String, Vec<(SessionId, Record)>> = Default::default();
         for (id, record) in listed {
             if here.contains(&id.to_string()) {
                 continue;
