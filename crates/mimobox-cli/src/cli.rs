@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use mimobox_core::Mount;
-use mimobox_core::units::{format_duration, parse_duration, parse_size};
+use mimobox_core::units::{parse_duration, parse_size};
 use mimobox_server::config::StoreAt;
 
 /// Long names of the flags that an error found after parsing names (a
@@ -61,12 +61,7 @@ fn duration_up_to(
 ) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
     move |text| {
         let value = duration(text)?;
-        if value.is_zero() {
-            return Err("must be more than zero".into());
-        }
-        if value > most {
-            return Err(format!("must be at most {}", format_duration(most)));
-        }
+        mimobox_server::config::check_duration(Some(value), most)?;
         Ok(value)
     }
 }
@@ -85,11 +80,6 @@ fn lease(text: &str) -> Result<Duration, String> {
 /// A size: `64MiB`, `1GiB`, or bytes.
 fn size(text: &str) -> Result<u64, String> {
     parse_size(text).map_err(|e| e.to_string())
-}
-
-/// A mount, `HOST[::GUEST]`.
-fn mount(text: &str) -> Result<Mount, String> {
-    Mount::parse(text)
 }
 
 /// A `KEY=VALUE` pair.
@@ -446,10 +436,10 @@ pub struct LimitFlags {
     #[arg(long = flag::PROFILE, value_name = "FILE")]
     pub profile: Option<PathBuf>,
     /// Mount a host directory read-write (repeatable).
-    #[arg(long = flag::DIR, value_name = "HOST[::GUEST]", value_parser = mount)]
+    #[arg(long = flag::DIR, value_name = "HOST[::GUEST]", value_parser = Mount::parse)]
     pub dirs: Vec<Mount>,
     /// Mount a host directory read-only (repeatable).
-    #[arg(long = flag::RO_DIR, value_name = "HOST[::GUEST]", value_parser = mount)]
+    #[arg(long = flag::RO_DIR, value_name = "HOST[::GUEST]", value_parser = Mount::parse)]
     pub ro_dirs: Vec<Mount>,
     /// Set an environment variable for the guest (repeatable).
     #[arg(long = flag::ENV, value_name = "KEY=VALUE", value_parser = env_pair)]

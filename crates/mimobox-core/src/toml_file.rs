@@ -133,7 +133,8 @@ fn dotted(segments: &[Segment]) -> String {
     keys.join(".")
 }
 
-/// The span of the key at the end of `segments` in `source`.
+/// The span of the key at the end of `segments` in `source`: a path of
+/// keys of tables and indexes of arrays.
 fn locate_segments(source: &str, segments: &[Segment]) -> Option<Range<usize>> {
     fn table<'a, 'b>(root: &'a DeTable<'b>, at: Option<&'a DeValue<'b>>) -> Option<&'a DeTable<'b>> {
         match at {
@@ -187,20 +188,8 @@ pub fn read(path: &Path, max: u64, what: &str) -> Result<String, TomlError> {
 
 /// The span of the key `dotted` in `source`, if it is written there.
 pub fn locate(source: &str, dotted: &str) -> Option<Range<usize>> {
-    let table = DeTable::parse(source).ok()?;
-    let mut current = table.get_ref();
-    let mut parts = dotted.split('.').peekable();
-    while let Some(part) = parts.next() {
-        let (key, value) = current.iter().find(|(k, _)| k.get_ref().as_ref() == part)?;
-        if parts.peek().is_none() {
-            return Some(key.span());
-        }
-        match value.get_ref() {
-            DeValue::Table(inner) => current = inner,
-            _ => return None,
-        }
-    }
-    None
+    let segments: Vec<Segment> = dotted.split('.').map(|key| Segment::Key(key.to_owned())).collect();
+    locate_segments(source, &segments)
 }
 
 /// The dotted key whose entry contains byte `offset` of `source`.

@@ -115,10 +115,10 @@ impl WasmSession {
                     // Chunks whose pages the session never wrote are its
                     // image's (or zero) as they are, and are passed over
                     // unread: reading them would fault in both copies.
-                    let untouched = untouched::chunks(data, CHUNK);
+                    let untouched = untouched::chunks(data, CHUNK).unwrap_or_default();
                     let mut chunks = Vec::new();
                     for (index, chunk) in data.chunks(CHUNK).enumerate() {
-                        if untouched.as_ref().is_some_and(|clean| clean.get(index).is_some_and(|c| *c)) {
+                        if untouched.get(index) == Some(&true) {
                             continue;
                         }
                         let start = index * CHUNK;
