@@ -17,6 +17,7 @@ use wasmtime::{Engine, ExternType, InstancePre, Module, ValType};
 
 use crate::engine::EngineCore;
 use crate::guest::state::GuestState;
+use crate::module::pages::WarmPages;
 use crate::module::recent::Recent;
 use crate::module::scan::{ModuleShape, compile_budget};
 
@@ -53,6 +54,8 @@ pub(crate) enum LoadedModule {
         entry: Option<EntryPoint>,
         /// Keeps cache eviction away from the artifact this module maps.
         _pin: Option<ArtifactPin>,
+        /// The pages a new session's restore turn writes in its memory.
+        warm: WarmPages,
     },
     /// More memories, tables or table elements than any instance may have
     /// (see `limits.rs`). It is not compiled; every run of it ends as over
@@ -531,7 +534,7 @@ impl Loader {
             .linker
             .instantiate_pre(module)
             .map_err(|e| SandboxError::Link { module: name.to_owned(), message: one_line(&e) })?;
-        Ok(LoadedModule::Ready { pre, entry, _pin: pin })
+        Ok(LoadedModule::Ready { pre, entry, _pin: pin, warm: WarmPages::default() })
     }
 
     fn lock_modules(&self) -> std::sync::MutexGuard<'_, Recent<ContentHash, Arc<LoadedModule>>> {

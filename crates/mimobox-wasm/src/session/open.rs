@@ -45,7 +45,7 @@ impl WasmSandbox {
                 let (module, _, identity) = self.preload_checkpoint(&source, &preload)?;
                 let mut session =
                     self.start(&source, module, Image::Preload { identity }, request, false).await?;
-                session.restore().await?;
+                session.restore_warm().await?;
                 Ok(session)
             }
             None => {
@@ -84,7 +84,7 @@ impl WasmSandbox {
             loader.load_derived(&source, INSTRUMENTED, |binary| instrumented(checkpoint.name(), binary))?;
         let mut session =
             self.start(&source, module, Image::Checkpoint(checkpoint.clone()), request, false).await?;
-        session.restore().await?;
+        session.restore_warm().await?;
         Ok(session)
     }
 
@@ -202,6 +202,26 @@ impl WasmSandbox {
             workspace,
             files: None,
         })
+    }
+}
+
+impl WasmSession {
+    /// Runs the restore turn of a session opened from a checkpoint, with
+    /// the pages of its memory that the restore writes made private first
+    /// (`module/pages.rs`); the first session opened on the module, which
+    /// finds nothing learned, is where they are learned from.
+    async fn restore_warm(&mut self) -> Result<(), SandboxError> {
+        let module = Arc::clone(&self.module);
+        let LoadedModule::Ready { warm, .. } = &*module else { return self.restore().await };
+        let memory = self.instance.get_memory(&mut self.store, "memory");
+        if let Some(memory) = memory {
+            warm.populate(memory.data_mut(&mut self.store));
+        }
+        self.restore().await?;
+        if let Some(memory) = memory.filter(|_| !warm.is_learned()) {
+            warm.learn(memory.data(&self.store));
+        }
+        Ok(())
     }
 }
 

@@ -115,7 +115,7 @@ impl WasmSession {
                     // Chunks whose pages the session never wrote are its
                     // image's (or zero) as they are, and are passed over
                     // unread: reading them would fault in both copies.
-                    let untouched = untouched::chunks(data, CHUNK).unwrap_or_default();
+                    let untouched = crate::module::pages::untouched(data, CHUNK).unwrap_or_default();
                     let mut chunks = Vec::new();
                     for (index, chunk) in data.chunks(CHUNK).enumerate() {
                         if untouched.get(index) == Some(&true) {
@@ -201,82 +201,6 @@ impl WasmSession {
                 "a session opened from a caller's checkpoint cannot be paused; open it from its module or the profile's preload",
             )),
             Image::Plain(reason) => Err(refused(reason)),
-        }
-    }
-}
-
-/// Which pages of a linear memory were never written since it was mapped,
-/// as the kernel's page table tells (`/proc/self/pagemap`).
-///
-/// A linear memory is its image mapped copy-on-write (or zero pages past
-/// it); a page the guest writes becomes a private anonymous copy. So a
-/// page that is not mapped at all (never touched, or reset by the
-/// allocator), or mapped and still the file's, holds exactly what a fresh
-/// instance of the same image holds there. Anything else (anonymous,
-/// swapped, in migration) may have been written and is compared. Without a
-/// readable pagemap every page is compared.
-mod untouched {
-    use std::os::unix::fs::FileExt;
-
-    /// Present in memory.
-    const PRESENT: u64 = 1 << 63;
-    /// Swapped out (or in migration).
-    const SWAPPED: u64 = 1 << 62;
-    /// A page of a file (or shared anonymous memory), not a private copy.
-    const FILE: u64 = 1 << 61;
-
-    /// For each `chunk`-byte piece of `data` (a whole number of pages, or
-    /// one page a piece), whether all its pages are untouched; `None` when
-    /// that cannot be told.
-    pub(super) fn chunks(data: &[u8], chunk: usize) -> Option<Vec<bool>> {
-        let page = rustix::param::page_size();
-        let start = data.as_ptr() as usize;
-        if data.is_empty()
-            || !start.is_multiple_of(page)
-            || !chunk.is_multiple_of(page) && !page.is_multiple_of(chunk)
-        {
-            return None;
-        }
-        let pages = data.len().div_ceil(page);
-        let mut raw = vec![0u8; pages * 8];
-        let pagemap = std::fs::File::open("/proc/self/pagemap").ok()?;
-        pagemap.read_exact_at(&mut raw, (start / page * 8) as u64).ok()?;
-        let clean: Vec<bool> = raw
-            .chunks_exact(8)
-            .map(|entry| {
-                let entry = u64::from_le_bytes(entry.try_into().unwrap_or_default());
-                entry & SWAPPED == 0 && (entry & PRESENT == 0 || entry & FILE != 0)
-            })
-            .collect();
-        let count = data.len().div_ceil(chunk);
-        Some(if chunk >= page {
-            let per = chunk / page;
-            (0..count).map(|i| clean[i * per..((i + 1) * per).min(pages)].iter().all(|c| *c)).collect()
-        } else {
-            let per = page / chunk;
-            (0..count).map(|i| clean[i / per]).collect()
-        })
-    }
-
-    #[cfg(test)]
-    mod tests {
-        /// A fresh anonymous mapping (an allocation this large is one):
-        /// pages written, read (the shared zero page) and never touched.
-        #[test]
-        fn written_pages_are_told_from_untouched_ones() {
-            let page = rustix::param::page_size();
-            let mut memory = vec![0u8; (64 << 20) + page];
-            let offset = memory.as_ptr().align_offset(page);
-            let data = &mut memory[offset..offset + (64 << 20)];
-            data[3 * page] = 1;
-            data[10 * page + 7] = 2;
-            let read = std::hint::black_box(data[20 * page]);
-            assert_eq!(read, 0);
-            let clean = super::chunks(data, page).expect("pagemap readable");
-            assert!(!clean[3] && !clean[10], "written pages are not clean");
-            assert!(clean[30] && clean[1000], "pages never touched are clean");
-            let halves = super::chunks(data, page / 2).unwrap();
-            assert!(!halves[6] && !halves[7] && halves[60], "a page's pieces share its state");
         }
     }
 }
