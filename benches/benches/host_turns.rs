@@ -4,6 +4,12 @@
 //! of 2 worker threads; the same turns one after another on one thread are
 //! the anchor. Prints `workers W turns_per_second T` lines for `cargo
 //! xtask bench` to read.
+//!
+//! Then a new session through the host and its first turn (`1+1`), 40
+//! times, one every 50 ms (time for the host to open the next one ahead),
+//! on a host that opens each when asked and on one that keeps two opened
+//! ahead (`HostConfig::ready_sessions`); prints `open_ms ready R M` lines
+//! (the median).
 
 use std::time::{Duration, Instant};
 
@@ -83,6 +89,31 @@ fn main() {
             rates.sort_by(f64::total_cmp);
             println!("sequential turns_per_second {:.0}", rates[rates.len() / 2]);
         }
+        runtime.block_on(host.shutdown(Duration::from_secs(5)));
+    }
+
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap();
+    let _inside = runtime.enter();
+    for ready in [0, 2] {
+        let mut config = HostConfig::new(vec![7u8; 32]);
+        config.ready_sessions = ready;
+        let host = SessionHost::new(config, [("python-sci".to_string(), python.clone())]).unwrap();
+        let mut times = runtime.block_on(async {
+            let mut times = Vec::new();
+            for _ in 0..40 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let started = Instant::now();
+                let id = host.open("bench", "python-sci").await.unwrap();
+                let turn = host.turn("bench", id, TurnRequest::new("1+1"), WhenBusy::Refuse).await.unwrap();
+                times.push(started.elapsed().as_secs_f64() * 1e3);
+                assert_eq!(turn.results[0]["text/plain"], "2");
+                host.close("bench", id).await.unwrap();
+            }
+            times
+        });
+        times.sort_by(f64::total_cmp);
+        println!("open_ms ready {ready} {:.3}", times[times.len() / 2]);
         runtime.block_on(host.shutdown(Duration::from_secs(5)));
     }
 }

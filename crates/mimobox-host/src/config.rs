@@ -72,6 +72,16 @@ pub struct HostConfig {
     pub checkpoint_after: Option<Duration>,
     /// The fleet this host is a worker of; `None` for a host alone.
     pub fleet: Option<Arc<dyn Fleet>>,
+    /// Sessions of each profile kept opened ahead of demand: an open takes
+    /// the oldest (and another is opened behind it in the background)
+    /// instead of waiting for its own. They are nobody's until taken,
+    /// their memory counts in the host's total, and the host's memory
+    /// limit closes them before it pauses anyone's session. 0 opens each
+    /// session when it is asked for.
+    pub ready_sessions: usize,
+    /// How long a session opened ahead may wait to be taken before it is
+    /// closed and replaced: its lifetime counts from its own opening.
+    pub ready_max_age: Duration,
 }
 
 impl HostConfig {
@@ -90,6 +100,8 @@ impl HostConfig {
             store: None,
             checkpoint_after: None,
             fleet: None,
+            ready_sessions: 0,
+            ready_max_age: Duration::from_secs(60),
         }
     }
 
@@ -111,6 +123,8 @@ impl std::fmt::Debug for HostConfig {
             .field("store", &self.store.is_some())
             .field("checkpoint_after", &self.checkpoint_after)
             .field("fleet", &self.fleet.is_some())
+            .field("ready_sessions", &self.ready_sessions)
+            .field("ready_max_age", &self.ready_max_age)
             .finish_non_exhaustive()
     }
 }

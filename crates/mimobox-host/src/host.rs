@@ -6,8 +6,8 @@
 //! is what makes it one call at a time per session. A lock order holds
 //! throughout: a session's lock, then the table's.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,9 @@ impl<B: Backend> Clone for SessionHost<B> {
 struct Inner<B: Backend> {
     config: HostConfig,
     profiles: HashMap<String, Arc<B>>,
+    /// Each profile's sessions opened ahead of demand
+    /// ([`HostConfig::ready_sessions`]); empty when none are kept.
+    ready: HashMap<String, Ready<B::Session>>,
     table: Mutex<Table<B>>,
     metrics: Metrics,
     draining: AtomicBool,
@@ -53,6 +56,24 @@ struct Table<B: Backend> {
     sessions: HashMap<SessionId, Arc<Entry<B>>>,
     owners: HashMap<Arc<str>, Usage>,
     total: Usage,
+}
+
+/// Sessions of one profile opened ahead of demand, oldest first. Their
+/// memory counts in the host's total (not any owner's) until one is taken.
+struct Ready<S> {
+    sessions: Mutex<VecDeque<Opened<S>>>,
+    /// Set while a task opens sessions for this pool.
+    filling: AtomicBool,
+    /// The memory the last session opened for it held: another is opened
+    /// only while one as large fits in the host's memory limit.
+    each: AtomicU64,
+}
+
+/// A session opened ahead, and when.
+struct Opened<S> {
+    session: S,
+    at: Instant,
+    memory: u64,
 }
 
 /// What an owner (or the host) holds now.
@@ -255,9 +276,24 @@ impl<B: Backend> SessionHost<B> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| HostError::NoRuntime)?;
         let profiles: HashMap<String, Arc<B>> =
             profiles.into_iter().map(|(name, backend)| (name, Arc::new(backend))).collect();
+        let ready = match config.ready_sessions {
+            0 => HashMap::new(),
+            _ => profiles
+                .keys()
+                .map(|name| {
+                    let pool = Ready {
+                        sessions: Mutex::new(VecDeque::new()),
+                        filling: AtomicBool::new(false),
+                        each: AtomicU64::new(0),
+                    };
+                    (name.clone(), pool)
+                })
+                .collect(),
+        };
         let inner = Arc::new(Inner {
             config,
             profiles,
+            ready,
             table: Mutex::new(Table {
                 sessions: HashMap::new(),
                 owners: HashMap::new(),
@@ -267,6 +303,9 @@ impl<B: Backend> SessionHost<B> {
             draining: AtomicBool::new(false),
             quiet: Notify::new(),
         });
+        for profile in inner.ready.keys() {
+            Inner::fill(&inner, profile);
+        }
         runtime.spawn(sweep_forever(Arc::downgrade(&inner)));
         Ok(SessionHost { inner })
     }
@@ -296,7 +335,13 @@ impl<B: Backend> SessionHost<B> {
         if inner.over_memory(&owner).is_some() {
             inner.relieve(&owner, None).await?;
         }
-        let session = backend.open().await?;
+        // One opened ahead if there is one (and another opened behind it),
+        // else opened now.
+        let session = match inner.take_ready(&profile_name) {
+            Some(session) => session,
+            None => backend.open().await?,
+        };
+        Inner::fill(&self.inner, &profile_name);
         let id = loop {
             let id =
                 SessionId::random().map_err(|e| HostError::Config(format!("no randomness for ids: {e}")))?;
@@ -639,6 +684,7 @@ impl<B: Backend> SessionHost<B> {
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         let inner = &*self.inner;
         inner.draining.store(true, Ordering::SeqCst);
+        inner.close_ready(|_| true).await;
         let now = Instant::now();
         let deadline = now.checked_add(grace).unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
         loop {
@@ -709,9 +755,11 @@ impl<B: Backend> SessionHost<B> {
         let table = self.inner.lock_table();
         let paused =
             table.sessions.values().filter(|e| e.meta().state == SessionState::Paused).count() as u64;
+        let ready = self.inner.ready.values().map(|pool| lock(&pool.sessions).len() as u64).sum();
         Gauges {
             live: table.total.sessions - paused,
             paused,
+            ready,
             running_turns: table.total.running,
             memory: table.total.memory,
         }
@@ -871,6 +919,108 @@ impl<B: Backend> Entry<B> {
 }
 
 impl<B: Backend> Inner<B> {
+    /// Takes the oldest session `profile` has opened ahead that is still
+    /// young enough to hand out; its memory leaves the host's total (the
+    /// caller counts it for its owner). Older ones are closed.
+    fn take_ready(&self, profile: &str) -> Option<B::Session> {
+        let pool = self.ready.get(profile)?;
+        loop {
+            let opened = lock(&pool.sessions).pop_front()?;
+            self.lock_table().total.memory -= opened.memory;
+            if opened.at.elapsed() < self.config.ready_max_age {
+                return Some(opened.session);
+            }
+            tokio::spawn(opened.session.close());
+        }
+    }
+
+    /// Opens sessions of `profile` in the background until it has
+    /// [`HostConfig::ready_sessions`] ready, unless a task is at it
+    /// already. It stops at a shutdown, at a failure to open (tried
+    /// again at the next sweep), and before the host's memory limit.
+    fn fill(inner: &Arc<Inner<B>>, profile: &str) {
+        let Some(pool) = inner.ready.get(profile) else { return };
+        if inner.draining.load(Ordering::SeqCst) || pool.filling.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (Some(backend), inner) = (inner.profiles.get(profile).cloned(), Arc::clone(inner)) else {
+            return;
+        };
+        let profile = profile.to_owned();
+        tokio::spawn(async move {
+            let Some(pool) = inner.ready.get(&profile) else { return };
+            while lock(&pool.sessions).len() < inner.config.ready_sessions
+                && !inner.draining.load(Ordering::SeqCst)
+            {
+                let each = pool.each.load(Ordering::Relaxed);
+                if inner.lock_table().total.memory.saturating_add(each) > inner.config.limits.memory {
+                    break;
+                }
+                let session = match backend.open().await {
+                    Ok(session) => session,
+                    Err(e) => {
+                        tracing::warn!(profile = %profile, "a session opened ahead failed: {e}");
+                        break;
+                    }
+                };
+                let memory = session.memory_in_use();
+                pool.each.store(memory, Ordering::Relaxed);
+                let kept = {
+                    let mut table = inner.lock_table();
+                    let fits = table.total.memory.saturating_add(memory) <= inner.config.limits.memory;
+                    // Checked under the table's lock, as `shutdown` sets it
+                    // before it empties the pool.
+                    if fits && !inner.draining.load(Ordering::SeqCst) {
+                        table.total.memory += memory;
+                        lock(&pool.sessions).push_back(Opened { session, at: Instant::now(), memory });
+                        None
+                    } else {
+                        Some(session)
+                    }
+                };
+                if let Some(session) = kept {
+                    session.close().await;
+                    break;
+                }
+            }
+            pool.filling.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// Closes the sessions opened ahead that `which` picks, in every pool.
+    /// They are taken out under the table's lock, which a session opened
+    /// ahead is put in under (after its check for a shutdown): none is put
+    /// in after a shutdown's call to this.
+    async fn close_ready(&self, which: impl Fn(&Opened<B::Session>) -> bool) {
+        let closing = {
+            let mut table = self.lock_table();
+            let mut closing = Vec::new();
+            for pool in self.ready.values() {
+                let mut sessions = lock(&pool.sessions);
+                let (gone, kept): (VecDeque<_>, VecDeque<_>) = sessions.drain(..).partition(|o| which(o));
+                *sessions = kept;
+                closing.extend(gone);
+            }
+            for opened in &closing {
+                table.total.memory -= opened.memory;
+            }
+            closing
+        };
+        for opened in closing {
+            opened.session.close().await;
+        }
+    }
+
+    /// Closes one session opened ahead, the newest of any pool; whether
+    /// there was one.
+    async fn close_one_ready(&self) -> bool {
+        let newest = self.ready.values().find_map(|pool| lock(&pool.sessions).pop_back());
+        let Some(opened) = newest else { return false };
+        self.lock_table().total.memory -= opened.memory;
+        opened.session.close().await;
+        true
+    }
+
     fn lock_table(&self) -> MutexGuard<'_, Table<B>> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -947,6 +1097,10 @@ impl<B: Backend> Inner<B> {
     async fn relieve(&self, owner: &Arc<str>, spare: Option<SessionId>) -> Result<(), HostError> {
         loop {
             let Some((scope, limit)) = self.over_memory(owner) else { return Ok(()) };
+            // Sessions opened ahead go first: nobody is using them.
+            if scope == Scope::Host && self.close_one_ready().await {
+                continue;
+            }
             let refused = || {
                 self.metrics.refuse("memory");
                 Err(HostError::Limit { kind: LimitKind::Memory, scope, limit })
@@ -1553,6 +1707,11 @@ async fn sweep_forever<B: Backend>(host: Weak<Inner<B>>) {
             return;
         }
         inner.sweep().await;
+        let max_age = inner.config.ready_max_age;
+        inner.close_ready(|opened| opened.at.elapsed() >= max_age).await;
+        for profile in inner.ready.keys() {
+            Inner::fill(&inner, profile);
+        }
     }
 }
 

@@ -46,6 +46,9 @@ pub struct Gauges {
     pub live: u64,
     /// Sessions paused to storage.
     pub paused: u64,
+    /// Sessions opened ahead of demand, not yet anyone's
+    /// ([`crate::HostConfig::ready_sessions`]).
+    pub ready: u64,
     /// Turns running now.
     pub running_turns: u64,
     /// Bytes of memory live sessions hold, as last measured.
@@ -112,6 +115,7 @@ impl Metrics {
         family(&mut out, "mimobox_sessions", "gauge", "Sessions the host holds, by state.");
         let _ = writeln!(out, "mimobox_sessions{{state=\"live\"}} {}", gauges.live);
         let _ = writeln!(out, "mimobox_sessions{{state=\"paused\"}} {}", gauges.paused);
+        let _ = writeln!(out, "mimobox_sessions{{state=\"ready\"}} {}", gauges.ready);
         family(&mut out, "mimobox_session_memory_bytes", "gauge", "Memory live sessions hold.");
         let _ = writeln!(out, "mimobox_session_memory_bytes {}", gauges.memory);
         family(&mut out, "mimobox_turns_running", "gauge", "Turns running now.");

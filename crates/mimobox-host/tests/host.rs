@@ -203,8 +203,12 @@ async fn idle_sessions_are_paused_then_closed_in_the_background_with_nobody_call
     let paused = s.host.open("alice", "counter").await.unwrap();
     turn(&s.host, "alice", paused, "i").await;
     turn(&s.host, "alice", paused, "i").await;
-    tokio::time::sleep(Duration::from_millis(900)).await;
-    assert_eq!(s.host.info("alice", paused).unwrap().state, SessionState::Paused);
+    // Paused by the sweep (due after 300 ms; allowed 5 s on a busy machine).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.host.info("alice", paused).unwrap().state != SessionState::Paused {
+        assert!(Instant::now() < deadline, "the idle session was not paused in the background");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(s.host.gauges().paused, 1);
     assert!(current(&s.store, paused).await.is_some(), "the paused state is in the store");
     // The next turn resumes it, with its state.
@@ -748,4 +752,105 @@ async fn a_shutdown_waits_for_the_background_pause_under_way_and_none_outlives_i
     let later = host_on(dirs.path(), Arc::new(local));
     assert_eq!(later.adopt_paused().await.unwrap().adopted, 1);
     assert_eq!(turn(&later, "alice", id, "i").await, "2\n");
+}
+
+/// Waits (up to 20 s) until the host holds `count` sessions opened ahead.
+async fn ready_reaches(host: &SessionHost<WasmSandbox>, count: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while host.gauges().ready != count {
+        assert!(Instant::now() < deadline, "ready sessions stayed at {}, not {count}", host.gauges().ready);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_opened_ahead_are_handed_out_fresh_and_refilled_behind() {
+    let s = setup(|c| c.ready_sessions = 2, |_| {});
+    ready_reaches(&s.host, 2).await;
+    let memory_ready = s.host.gauges().memory;
+    assert!(memory_ready > 0, "sessions opened ahead count in the host's memory");
+    assert_eq!(s.host.gauges().live, 0, "they are nobody's sessions");
+    assert!(s.host.render_metrics().contains("mimobox_sessions{state=\"ready\"} 2"));
+
+    let a = s.host.open("alice", "counter").await.unwrap();
+    let b = s.host.open("bob", "counter").await.unwrap();
+    // Each is a session of its own, fresh: no state is shared between
+    // sessions that waited side by side.
+    assert_eq!(turn(&s.host, "alice", a, "i").await, "1\n");
+    assert_eq!(turn(&s.host, "alice", a, "i").await, "2\n");
+    assert_eq!(turn(&s.host, "bob", b, "i").await, "1\n");
+    assert!(matches!(s.host.info("bob", a), Err(HostError::NotFound)));
+    // Two more are opened behind the two taken.
+    ready_reaches(&s.host, 2).await;
+    assert_eq!(s.host.gauges().live, 2);
+    assert_eq!(s.host.render_metrics().matches("mimobox_sessions_opened_total 2\n").count(), 1);
+
+    // A shutdown closes them with the rest.
+    s.host.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(s.host.gauges().ready, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_opened_ahead_stay_within_the_hosts_memory_and_go_first_under_pressure() {
+    // What one session holds, from a host that keeps one ready.
+    let one = setup(|c| c.ready_sessions = 1, |_| {});
+    ready_reaches(&one.host, 1).await;
+    let each = one.host.gauges().memory;
+    drop(one);
+
+    // Room for three: a host asked to keep eight ready keeps three.
+    let limit = 3 * each + each / 2;
+    let s = setup(
+        |c| {
+            c.ready_sessions = 8;
+            c.limits.memory = limit;
+        },
+        |_| {},
+    );
+    ready_reaches(&s.host, 3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.host.gauges().ready, 3, "no more than fit in the host's memory");
+    assert!(s.host.gauges().memory <= limit);
+    drop(s);
+
+    // Room for a session grown by 16 MiB (`g`) and three more: when alice's
+    // session grows, one opened ahead is closed to make room, and alice's
+    // own session is neither paused nor refused.
+    let limit = (16 << 20) + 3 * each + each / 2;
+    let s = setup(
+        |c| {
+            c.ready_sessions = 3;
+            c.limits.memory = limit;
+        },
+        |_| {},
+    );
+    ready_reaches(&s.host, 3).await;
+    let a = s.host.open("alice", "counter").await.unwrap();
+    ready_reaches(&s.host, 3).await;
+    turn(&s.host, "alice", a, "g").await;
+    assert_eq!(s.host.info("alice", a).unwrap().state, SessionState::Live);
+    assert_eq!(s.host.gauges().ready, 2, "{:?}", s.host.gauges());
+    assert!(s.host.gauges().memory <= limit);
+    // And none is opened again while it would not fit.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(s.host.gauges().ready, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_waited_ahead_too_long_is_replaced_not_handed_out() {
+    // Sessions live 700 ms in all; one waits ahead at most 300 ms. One
+    // handed out after a second of waiting would be past its lifetime.
+    let s = setup(
+        |c| {
+            c.ready_sessions = 1;
+            c.ready_max_age = Duration::from_millis(300);
+            c.sweep_interval = Duration::from_millis(50);
+        },
+        |c| c.session.lifetime = Duration::from_millis(700),
+    );
+    ready_reaches(&s.host, 1).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    ready_reaches(&s.host, 1).await;
+    let a = s.host.open("alice", "counter").await.unwrap();
+    assert_eq!(turn(&s.host, "alice", a, "i").await, "1\n");
 }

@@ -30,6 +30,7 @@
 //! pause_dir = "/var/lib/mimobox/paused"
 //! pause_after = "5m"
 //! close_after = "24h"
+//! ready = 2                       # each profile's, opened ahead of demand
 //!
 //! [http]
 //! read_timeout = "10s"
@@ -73,7 +74,13 @@ pub struct ServerConfig {
     pub close_after: Option<Duration>,
     /// Membership of a fleet of workers that share sessions, if any.
     pub fleet: Option<FleetConfig>,
+    /// Sessions of each profile kept opened ahead of demand (0 to
+    /// [`MAX_READY`]); see `mimobox_host::HostConfig::ready_sessions`.
+    pub ready: u32,
 }
+
+/// Most sessions of one profile a server keeps opened ahead.
+pub const MAX_READY: u32 = 64;
 
 /// How a worker joins a fleet: the catalog, its own address, the secret
 /// the workers share, its leases and background checkpoints. Its store of
@@ -254,6 +261,7 @@ struct SessionsFile {
     #[serde(default, with = "optional_seconds")]
     close_after: Option<Duration>,
     state_key: Option<PathBuf>,
+    ready: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -438,6 +446,9 @@ impl ServerConfig {
         for (key, value) in [("pause_after", s.pause_after), ("close_after", s.close_after)] {
             check_duration(value, 365 * DAY).map_err(|problem| at(&format!("sessions.{key}"), problem))?;
         }
+        if s.ready.is_some_and(|ready| ready > MAX_READY) {
+            return Err(at("sessions.ready", format!("at most {MAX_READY}")));
+        }
         let fleet_store = match &file.fleet {
             Some(fleet) => {
                 if s.pause_dir.is_some() {
@@ -495,6 +506,7 @@ impl ServerConfig {
             pause,
             close_after: s.close_after,
             fleet,
+            ready: s.ready.unwrap_or(0),
         })
     }
 }
@@ -572,9 +584,10 @@ mod tests {
             "default_profile = \"b\"\n[profiles]\na = \"a.toml\"\nb = \"/srv/b.toml\"\n\
              [limits]\nmemory = \"8GiB\"\n[owner_limits]\nsessions = 4\nrunning_turns = 2\n\
              [owners.x]\ntoken_sha256 = \"{HASH}\"\nsessions = 9\nrequests = 3\n\
-             [sessions]\npause_dir = \"paused\"\npause_after = 90\n"
+             [sessions]\npause_dir = \"paused\"\npause_after = 90\nready = 3\n"
         ))
         .unwrap();
+        assert_eq!(config.ready, 3);
         assert_eq!(
             config.profiles,
             vec![
@@ -702,6 +715,10 @@ mod tests {
                 "needs `sessions.pause_dir`",
             ),
             (format!("[profiles]\na = \"a\"\n{owner}[http]\nmax_connections = 0\n"), "http.max_connections"),
+            (
+                format!("[profiles]\na = \"a\"\n{owner}[sessions]\nready = 65\n"),
+                "key `sessions.ready`: at most 64",
+            ),
             (format!("[profiles]\na = \"a\"\n{owner}[limits]\nmemory = \"lots\"\n"), "key `limits.memory`"),
             (
                 format!("limits = [4, 99]\n[profiles]\na = \"a\"\n{owner}"),

@@ -58,9 +58,9 @@ pub fn execute(args: ServeArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    // Every live session holds a slot of its profile's pool, and a pause
-    // one more for a moment.
-    let slots = u32::try_from(config.limits.sessions).unwrap_or(u32::MAX);
+    // Every live session holds a slot of its profile's pool, as does each
+    // session opened ahead, and a pause one more for a moment.
+    let slots = u32::try_from(config.limits.sessions).unwrap_or(u32::MAX).saturating_add(config.ready);
     let profiles = mcp::sandboxes(&config.profiles, slots)?;
     let mut host_config = match &config.pause {
         Some(paused) => {
@@ -84,6 +84,7 @@ pub fn execute(args: ServeArgs) -> Result<ExitCode> {
     host_config.owner_limits = config.owner_limits;
     host_config.owners = config.owners.clone();
     host_config.close_idle_after = config.close_after;
+    host_config.ready_sessions = config.ready as usize;
     let fleet = config.fleet.clone();
     let peer_secret = match &fleet {
         Some(fleet) => Some(read_peer_secret(&fleet.peer_secret_file)?),
@@ -238,6 +239,7 @@ fn from_flags(args: &ServeArgs) -> Result<ServerConfig> {
         owners: Default::default(),
         pause,
         close_after: None,
+        ready: 0,
         fleet,
     })
 }
