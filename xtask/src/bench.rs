@@ -48,6 +48,7 @@ pub fn run(quick: bool) -> Result<()> {
     )?;
     let host_turns =
         cargo_output(&root, &["bench", "-p", "mimobox-benches", "--bench", "host_turns", "--", "100"])?;
+    let eryx = eryx_sessions(&root, idle_count);
     cargo(&root, &["build", "--release", "-p", "mimobox-cli"], &[])?;
 
     let crit = root.join("target").join("criterion");
@@ -213,6 +214,20 @@ pub fn run(quick: bool) -> Result<()> {
             rate("open_ms ready 2 "),
             rate("open_ms ready 0 "),
         )?;
+    }
+    match &eryx {
+        Ok(eryx) => {
+            let peer =
+                |key: &str| eryx.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("?").trim().to_owned();
+            writeln!(
+                out,
+                "eryx (pyeryx 0.11.0, CPython without numpy), same run: a new session and its first `print(1+1)` {} ms; a trivial turn {} µs; {} KiB private memory per idle session",
+                peer("eryx open_ms "),
+                peer("eryx turn_us "),
+                peer("eryx private_kib_per_session "),
+            )?;
+        }
+        Err(why) => writeln!(out, "eryx rows skipped: {why}")?,
     }
     writeln!(out)?;
     out.push_str(&processes);
@@ -686,4 +701,22 @@ fn compare_scientific(
         grown,
     ));
     Ok(out)
+}
+
+/// The peer's session rows (`xtask/peers/eryx_sessions.py`), run by
+/// `$ERYX_PYTHON`, a Python with `pyeryx` 0.11.0 installed.
+fn eryx_sessions(root: &Path, sessions: &str) -> Result<String> {
+    let python = std::env::var_os("ERYX_PYTHON")
+        .context("set ERYX_PYTHON to a Python 3.12 with `pip install pyeryx==0.11.0`")?;
+    let script = root.join("xtask").join("peers").join("eryx_sessions.py");
+    let output = Command::new(&python)
+        .arg(&script)
+        .arg(sessions)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", Path::new(&python).display()))?;
+    if !output.status.success() {
+        bail!("{} {} failed: {}", Path::new(&python).display(), script.display(), output.status);
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }

@@ -196,6 +196,12 @@ pub struct SessionInfo {
     pub age: Duration,
 }
 
+/// How long after an open took a session opened ahead the next is opened
+/// behind it: the caller's first turn (which usually follows at once) then
+/// runs without a new session's page copies in the same process beside it,
+/// whose TLB flushes slow its own page faults.
+const REFILL_AFTER: Duration = Duration::from_millis(20);
+
 /// How many sessions a shutdown pauses at once.
 const SHUTDOWN_LANES: usize = 2;
 
@@ -304,7 +310,7 @@ impl<B: Backend> SessionHost<B> {
             quiet: Notify::new(),
         });
         for profile in inner.ready.keys() {
-            Inner::fill(&inner, profile);
+            Inner::fill(&inner, profile, Duration::ZERO);
         }
         runtime.spawn(sweep_forever(Arc::downgrade(&inner)));
         Ok(SessionHost { inner })
@@ -341,7 +347,7 @@ impl<B: Backend> SessionHost<B> {
             Some(session) => session,
             None => backend.open().await?,
         };
-        Inner::fill(&self.inner, &profile_name);
+        Inner::fill(&self.inner, &profile_name, REFILL_AFTER);
         let id = loop {
             let id =
                 SessionId::random().map_err(|e| HostError::Config(format!("no randomness for ids: {e}")))?;
@@ -936,9 +942,10 @@ impl<B: Backend> Inner<B> {
 
     /// Opens sessions of `profile` in the background until it has
     /// [`HostConfig::ready_sessions`] ready, unless a task is at it
-    /// already. It stops at a shutdown, at a failure to open (tried
-    /// again at the next sweep), and before the host's memory limit.
-    fn fill(inner: &Arc<Inner<B>>, profile: &str) {
+    /// already, starting `after` from now. It stops at a shutdown, at a
+    /// failure to open (tried again at the next sweep), and before the
+    /// host's memory limit.
+    fn fill(inner: &Arc<Inner<B>>, profile: &str, after: Duration) {
         let Some(pool) = inner.ready.get(profile) else { return };
         if inner.draining.load(Ordering::SeqCst) || pool.filling.swap(true, Ordering::SeqCst) {
             return;
@@ -949,6 +956,9 @@ impl<B: Backend> Inner<B> {
         let profile = profile.to_owned();
         tokio::spawn(async move {
             let Some(pool) = inner.ready.get(&profile) else { return };
+            if !after.is_zero() {
+                tokio::time::sleep(after).await;
+            }
             while lock(&pool.sessions).len() < inner.config.ready_sessions
                 && !inner.draining.load(Ordering::SeqCst)
             {
@@ -1710,7 +1720,7 @@ async fn sweep_forever<B: Backend>(host: Weak<Inner<B>>) {
         let max_age = inner.config.ready_max_age;
         inner.close_ready(|opened| opened.at.elapsed() >= max_age).await;
         for profile in inner.ready.keys() {
-            Inner::fill(&inner, profile);
+            Inner::fill(&inner, profile, Duration::ZERO);
         }
     }
 }
