@@ -754,6 +754,17 @@ async fn a_shutdown_waits_for_the_background_pause_under_way_and_none_outlives_i
     assert_eq!(turn(&later, "alice", id, "i").await, "2\n");
 }
 
+/// A host that keeps `ready` sessions opened ahead within `memory`.
+fn keeping_ready(ready: usize, memory: u64) -> Setup {
+    setup(
+        |c| {
+            c.ready_sessions = ready;
+            c.limits.memory = memory;
+        },
+        |_| {},
+    )
+}
+
 /// Waits (up to 20 s) until the host holds `count` sessions opened ahead.
 async fn ready_reaches(host: &SessionHost<WasmSandbox>, count: u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -800,13 +811,7 @@ async fn sessions_opened_ahead_stay_within_the_hosts_memory_and_go_first_under_p
 
     // Room for three: a host asked to keep eight ready keeps three.
     let limit = 3 * each + each / 2;
-    let s = setup(
-        |c| {
-            c.ready_sessions = 8;
-            c.limits.memory = limit;
-        },
-        |_| {},
-    );
+    let s = keeping_ready(8, limit);
     ready_reaches(&s.host, 3).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(s.host.gauges().ready, 3, "no more than fit in the host's memory");
@@ -817,13 +822,7 @@ async fn sessions_opened_ahead_stay_within_the_hosts_memory_and_go_first_under_p
     // session grows, one opened ahead is closed to make room, and alice's
     // own session is neither paused nor refused.
     let limit = (16 << 20) + 3 * each + each / 2;
-    let s = setup(
-        |c| {
-            c.ready_sessions = 3;
-            c.limits.memory = limit;
-        },
-        |_| {},
-    );
+    let s = keeping_ready(3, limit);
     ready_reaches(&s.host, 3).await;
     let a = s.host.open("alice", "counter").await.unwrap();
     ready_reaches(&s.host, 3).await;
