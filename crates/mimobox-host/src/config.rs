@@ -80,7 +80,10 @@ pub struct HostConfig {
     /// session when it is asked for.
     pub ready_sessions: usize,
     /// How long a session opened ahead may wait to be taken before it is
-    /// closed and replaced: its lifetime counts from its own opening.
+    /// closed and replaced: its clocks run from its own opening, so it is
+    /// held also to a quarter of its profile's idle timeout and a tenth of
+    /// its lifetime, whichever is shortest. Each one holds a pool slot of
+    /// its backend (size the pool for the sessions and these).
     pub ready_max_age: Duration,
 }
 

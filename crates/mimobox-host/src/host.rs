@@ -690,7 +690,7 @@ impl<B: Backend> SessionHost<B> {
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         let inner = &*self.inner;
         inner.draining.store(true, Ordering::SeqCst);
-        inner.close_ready(|_| true).await;
+        inner.close_ready(|_, _| true).await;
         let now = Instant::now();
         let deadline = now.checked_add(grace).unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
         loop {
@@ -933,11 +933,21 @@ impl<B: Backend> Inner<B> {
         loop {
             let opened = lock(&pool.sessions).pop_front()?;
             self.lock_table().total.memory -= opened.memory;
-            if opened.at.elapsed() < self.config.ready_max_age {
+            if opened.at.elapsed() < self.ready_age_limit(profile) {
                 return Some(opened.session);
             }
             tokio::spawn(opened.session.close());
         }
+    }
+
+    /// How long a session of `profile` may wait ahead: `ready_max_age`, and
+    /// at most a quarter of its idle timeout and a tenth of its lifetime
+    /// (its own clocks run from its opening), so that one handed out has
+    /// most of both left.
+    fn ready_age_limit(&self, profile: &str) -> Duration {
+        let (idle, lifetime) = self.profiles.get(profile).map(|b| b.timeouts()).unwrap_or_default();
+        let idle = self.config.close_idle_after.map_or(idle, |host| host.min(idle));
+        self.config.ready_max_age.min(idle / 4).min(lifetime / 10)
     }
 
     /// Opens sessions of `profile` in the background until it has
@@ -956,6 +966,14 @@ impl<B: Backend> Inner<B> {
         let profile = profile.to_owned();
         tokio::spawn(async move {
             let Some(pool) = inner.ready.get(&profile) else { return };
+            // Let go of the pool's fill however this task ends.
+            struct Filling<'a>(&'a AtomicBool);
+            impl Drop for Filling<'_> {
+                fn drop(&mut self) {
+                    self.0.store(false, Ordering::SeqCst);
+                }
+            }
+            let _filling = Filling(&pool.filling);
             if !after.is_zero() {
                 tokio::time::sleep(after).await;
             }
@@ -993,21 +1011,22 @@ impl<B: Backend> Inner<B> {
                     break;
                 }
             }
-            pool.filling.store(false, Ordering::SeqCst);
         });
     }
 
-    /// Closes the sessions opened ahead that `which` picks, in every pool.
+    /// Closes the sessions opened ahead that `which` picks (given each
+    /// one's profile), in every pool.
     /// They are taken out under the table's lock, which a session opened
     /// ahead is put in under (after its check for a shutdown): none is put
     /// in after a shutdown's call to this.
-    async fn close_ready(&self, which: impl Fn(&Opened<B::Session>) -> bool) {
+    async fn close_ready(&self, which: impl Fn(&str, &Opened<B::Session>) -> bool) {
         let closing = {
             let mut table = self.lock_table();
             let mut closing = Vec::new();
-            for pool in self.ready.values() {
+            for (profile, pool) in &self.ready {
                 let mut sessions = lock(&pool.sessions);
-                let (gone, kept): (VecDeque<_>, VecDeque<_>) = sessions.drain(..).partition(|o| which(o));
+                let (gone, kept): (VecDeque<_>, VecDeque<_>) =
+                    sessions.drain(..).partition(|o| which(profile, o));
                 *sessions = kept;
                 closing.extend(gone);
             }
@@ -1717,8 +1736,7 @@ async fn sweep_forever<B: Backend>(host: Weak<Inner<B>>) {
             return;
         }
         inner.sweep().await;
-        let max_age = inner.config.ready_max_age;
-        inner.close_ready(|opened| opened.at.elapsed() >= max_age).await;
+        inner.close_ready(|profile, opened| opened.at.elapsed() >= inner.ready_age_limit(profile)).await;
         for profile in inner.ready.keys() {
             Inner::fill(&inner, profile, Duration::ZERO);
         }

@@ -853,3 +853,21 @@ async fn a_session_that_waited_ahead_too_long_is_replaced_not_handed_out() {
     let a = s.host.open("alice", "counter").await.unwrap();
     assert_eq!(turn(&s.host, "alice", a, "i").await, "1\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_waiting_ahead_is_replaced_well_within_its_idle_timeout() {
+    // The session's own idle clock runs from its opening: one that waited
+    // a second would be past its 400 ms idle timeout when handed out.
+    let s = setup(
+        |c| {
+            c.ready_sessions = 1;
+            c.sweep_interval = Duration::from_millis(50);
+        },
+        |c| c.session.idle_timeout = Duration::from_millis(400),
+    );
+    ready_reaches(&s.host, 1).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    ready_reaches(&s.host, 1).await;
+    let a = s.host.open("alice", "counter").await.unwrap();
+    assert_eq!(turn(&s.host, "alice", a, "i").await, "1\n");
+}

@@ -23,14 +23,17 @@ const PRESENT: u64 = 1 << 63;
 const SWAPPED: u64 = 1 << 62;
 /// A page of a file (or shared anonymous memory), not a private copy.
 const FILE: u64 = 1 << 61;
+/// Mapped only here: set for a private copy, not for the shared zero page
+/// a read of untouched memory maps.
+const EXCLUSIVE: u64 = 1 << 56;
 /// Most page ranges a module remembers as written by a restore turn; a
 /// restore that writes more scattered ranges than this is not learned
 /// from (each range costs one call when a session opens).
 const MAX_WARM_RANGES: usize = 4096;
 
-/// For each page of `data` (page-aligned), whether it is untouched since
-/// it was mapped; `None` when that cannot be told (no readable pagemap).
-fn clean_pages(data: &[u8]) -> Option<Vec<bool>> {
+/// The page table's entry of each page of `data` (page-aligned); `None`
+/// when it cannot be read.
+fn entries(data: &[u8]) -> Option<Vec<u64>> {
     let page = rustix::param::page_size();
     let start = data.as_ptr() as usize;
     if data.is_empty() || !start.is_multiple_of(page) {
@@ -40,14 +43,16 @@ fn clean_pages(data: &[u8]) -> Option<Vec<bool>> {
     let mut raw = vec![0u8; pages * 8];
     let pagemap = std::fs::File::open("/proc/self/pagemap").ok()?;
     pagemap.read_exact_at(&mut raw, (start / page * 8) as u64).ok()?;
-    Some(
-        raw.chunks_exact(8)
-            .map(|entry| {
-                let entry = u64::from_le_bytes(entry.try_into().unwrap_or_default());
-                entry & SWAPPED == 0 && (entry & PRESENT == 0 || entry & FILE != 0)
-            })
-            .collect(),
-    )
+    Some(raw.chunks_exact(8).map(|entry| u64::from_le_bytes(entry.try_into().unwrap_or_default())).collect())
+}
+
+/// For each page of `data` (page-aligned), whether it is untouched since
+/// it was mapped: not present, or the file's; `None` when that cannot be
+/// told. Anything else may have been written (the shared zero page, too,
+/// is counted so: this errs on the side of reading a page).
+fn clean_pages(data: &[u8]) -> Option<Vec<bool>> {
+    let entries = entries(data)?;
+    Some(entries.iter().map(|e| e & SWAPPED == 0 && (e & PRESENT == 0 || e & FILE != 0)).collect())
 }
 
 /// For each `chunk`-byte piece of `data` (a whole number of pages, or one
@@ -70,13 +75,16 @@ pub(crate) fn untouched(data: &[u8], chunk: usize) -> Option<Vec<bool>> {
     })
 }
 
-/// The byte ranges of `data` (whole pages, merged where adjacent) that may
-/// have been written since it was mapped; `None` when that cannot be told.
+/// The byte ranges of `data` (whole pages, merged where adjacent) that are
+/// private copies now (written since they were mapped): present, not the
+/// file's, and mapped only here (not the shared zero page of a page only
+/// read); `None` when that cannot be told.
 fn written(data: &[u8]) -> Option<Vec<Range<usize>>> {
     let page = rustix::param::page_size();
-    let clean = clean_pages(data)?;
+    let entries = entries(data)?;
+    let private = |e: &u64| e & PRESENT != 0 && e & FILE == 0 && e & EXCLUSIVE != 0;
     let mut ranges: Vec<Range<usize>> = Vec::new();
-    for (index, _) in clean.iter().enumerate().filter(|(_, clean)| !**clean) {
+    for (index, _) in entries.iter().enumerate().filter(|(_, e)| private(e)) {
         let start = index * page;
         let end = (start + page).min(data.len());
         match ranges.last_mut() {
@@ -94,8 +102,10 @@ fn written(data: &[u8]) -> Option<Vec<Range<usize>>> {
 /// `madvise(MADV_POPULATE_WRITE)` a range before its restore runs. The
 /// restore would copy the same pages anyway, one fault at a time (and,
 /// for a page it reads first, with a second fault and a TLB flush across
-/// the process's threads); so this costs no memory a session would not
-/// take, and changes no byte of it.
+/// the process's threads); so it changes no byte, and costs no memory a
+/// session would not take, but for what a reused pool slot kept resident
+/// for the session it was learned from (at most the slot's 1 MiB kept
+/// resident).
 #[derive(Debug, Default)]
 pub(crate) struct WarmPages {
     learned: OnceLock<Box<[Range<usize>]>>,
@@ -195,6 +205,8 @@ mod tests {
         for index in [2, 3, 4, 9, 4000] {
             data[index * page + 1] = 7;
         }
+        // Read only: the shared zero page, not learned.
+        assert_eq!(std::hint::black_box(data[12 * page]), 0);
         let warm = WarmPages::default();
         assert!(!warm.is_learned());
         warm.learn(data);
