@@ -748,6 +748,14 @@ impl<B: Backend> SessionHost<B> {
                 }
             }
         }
+        // A fill in the middle of opening a session closes it once its
+        // open returns (it sees the shutdown); that is waited for too,
+        // within the grace.
+        while inner.ready.values().any(|pool| pool.filling.load(Ordering::SeqCst))
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         report
     }
 
