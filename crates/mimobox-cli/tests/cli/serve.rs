@@ -436,13 +436,48 @@ sessions = 1
 [sessions]
 pause_dir = "paused"
 close_after = "1h"
-ready = 1
 
 [http]
 read_timeout = "1s"
 body_timeout = "2s"
 write_timeout = "2s"
 "#;
+
+/// The ready gauge of `/metrics` once it reads `count`, within 20 s.
+fn ready_reaches(server: &Server, count: u32) {
+    let asked = Instant::now();
+    loop {
+        let (status, metrics) = server.call("GET", "/metrics", Some(ALICE), None);
+        assert_eq!(status, 200);
+        let metrics = String::from_utf8_lossy(&metrics).into_owned();
+        if metrics.contains(&format!("mimobox_sessions{{state=\"ready\"}} {count}\n")) {
+            return;
+        }
+        assert!(asked.elapsed() < Duration::from_secs(20), "{metrics}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_config_file_keeps_sessions_opened_ahead_that_are_nobodys_until_taken() {
+    let server = Server::start_with_config(
+        &CONFIG.replace("close_after = \"1h\"\n", "close_after = \"1h\"\nready = 1\n"),
+    );
+    ready_reaches(&server, 1);
+    // Bob's one session is the one opened ahead; his limit of one holds,
+    // and another is opened behind it for the next caller.
+    let bobs = server.open(BOB);
+    assert_eq!(server.json("POST", "/v1/sessions", Some(BOB), Some(json!({}))).0, 429);
+    ready_reaches(&server, 1);
+    let (status, answer) = server.json(
+        "POST",
+        &format!("/v1/sessions/{bobs}/execute"),
+        Some(BOB),
+        Some(json!({"code": "x = 41\nx + 1"})),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["results"][0]["text/plain"], "42", "{answer}");
+}
 
 #[test]
 fn a_config_file_gives_each_owner_its_limits_and_bounds_requests_and_bodies() {
@@ -489,18 +524,7 @@ fn a_config_file_gives_each_owner_its_limits_and_bounds_requests_and_bodies() {
         assert!(answer.contains("slept") && answer.contains("\"type\":\"end\""), "{answer}");
     }
     assert_eq!(server.json("GET", "/v1/sessions", Some(ALICE), None).0, 200);
-    // One session is kept opened ahead (`sessions.ready`), nobody's: it
-    // counted against no owner's limit above.
-    let asked = Instant::now();
-    loop {
-        let (status, metrics) = server.call("GET", "/metrics", Some(ALICE), None);
-        assert_eq!(status, 200);
-        if String::from_utf8_lossy(&metrics).contains("mimobox_sessions{state=\"ready\"} 1\n") {
-            break;
-        }
-        assert!(asked.elapsed() < Duration::from_secs(20), "{}", String::from_utf8_lossy(&metrics));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert_eq!(server.call("GET", "/metrics", Some(ALICE), None).0, 200);
     assert_eq!(server.call("GET", "/metrics", Some(BOB), None).0, 403);
 
     // A body that trickles in, each piece within the read timeout, is cut
