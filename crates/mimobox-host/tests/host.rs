@@ -835,17 +835,19 @@ async fn sessions_opened_ahead_stay_within_the_hosts_memory_and_go_first_under_p
     assert_eq!(s.host.gauges().ready, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_that_waited_ahead_too_long_is_replaced_not_handed_out() {
-    // Sessions live 700 ms in all; one waits ahead at most 300 ms. One
-    // handed out after a second of waiting would be past its lifetime.
+/// A host keeping one session opened ahead, swept every 50 ms, whose
+/// session is taken after a second and must take a turn.
+async fn waited_a_second_then_taken(
+    adjust_host: impl FnOnce(&mut HostConfig),
+    adjust_sandbox: impl FnOnce(&mut SandboxConfig),
+) {
     let s = setup(
         |c| {
             c.ready_sessions = 1;
-            c.ready_max_age = Duration::from_millis(300);
             c.sweep_interval = Duration::from_millis(50);
+            adjust_host(c);
         },
-        |c| c.session.lifetime = Duration::from_millis(700),
+        adjust_sandbox,
     );
     ready_reaches(&s.host, 1).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -855,19 +857,19 @@ async fn a_session_that_waited_ahead_too_long_is_replaced_not_handed_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_waited_ahead_too_long_is_replaced_not_handed_out() {
+    // Sessions live 700 ms in all; one waits ahead at most 300 ms. One
+    // handed out after a second of waiting would be past its lifetime.
+    waited_a_second_then_taken(
+        |c| c.ready_max_age = Duration::from_millis(300),
+        |c| c.session.lifetime = Duration::from_millis(700),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_waiting_ahead_is_replaced_well_within_its_idle_timeout() {
     // The session's own idle clock runs from its opening: one that waited
     // a second would be past its 400 ms idle timeout when handed out.
-    let s = setup(
-        |c| {
-            c.ready_sessions = 1;
-            c.sweep_interval = Duration::from_millis(50);
-        },
-        |c| c.session.idle_timeout = Duration::from_millis(400),
-    );
-    ready_reaches(&s.host, 1).await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    ready_reaches(&s.host, 1).await;
-    let a = s.host.open("alice", "counter").await.unwrap();
-    assert_eq!(turn(&s.host, "alice", a, "i").await, "1\n");
+    waited_a_second_then_taken(|_| {}, |c| c.session.idle_timeout = Duration::from_millis(400)).await;
 }
