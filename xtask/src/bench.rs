@@ -163,7 +163,7 @@ pub fn run(quick: bool) -> Result<()> {
     if let Ok(load) = median("python/load/artifact-on-disk") {
         table.row("python, cache-hit load (new sandbox)", load, None, "< 2 ms");
     }
-    let growth = rss.lines().find_map(|l| l.strip_prefix("rss_growth_kib ")).unwrap_or("?").trim().to_owned();
+    let growth = printed(&rss, "rss_growth_kib ");
 
     let mut processes = String::new();
     match find_wasmtime() {
@@ -186,7 +186,7 @@ pub fn run(quick: bool) -> Result<()> {
     out.push_str(&table.render());
     writeln!(out)?;
     writeln!(out, "RSS growth over {rss_runs} hot executions: {growth} KiB (target < 5120 KiB)")?;
-    let per = |key: &str| idle.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("?").trim().to_owned();
+    let per = |key: &str| printed(&idle, key);
     if idle.contains("sessions ") {
         writeln!(
             out,
@@ -196,8 +196,7 @@ pub fn run(quick: bool) -> Result<()> {
             per("rss_kib_per_session "),
         )?;
     }
-    let rate =
-        |key: &str| host_turns.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("?").trim().to_owned();
+    let rate = |key: &str| printed(&host_turns, key);
     if host_turns.contains("turns_per_second") {
         writeln!(
             out,
@@ -217,8 +216,7 @@ pub fn run(quick: bool) -> Result<()> {
     }
     match &eryx {
         Ok(eryx) => {
-            let peer =
-                |key: &str| eryx.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("?").trim().to_owned();
+            let peer = |key: &str| printed(eryx, key);
             writeln!(
                 out,
                 "eryx (pyeryx 0.11.0, CPython without numpy), same run: a new session and its first `print(1+1)` {} ms; a trivial turn {} µs; {} KiB private memory per idle session",
@@ -719,4 +717,9 @@ fn eryx_sessions(root: &Path, sessions: &str) -> Result<String> {
         bail!("{} {} failed: {}", Path::new(&python).display(), script.display(), output.status);
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The value a bench printed after `key` on a line of its own, or `?`.
+fn printed(output: &str, key: &str) -> String {
+    output.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("?").trim().to_owned()
 }

@@ -69,6 +69,16 @@ struct Ready<S> {
     each: AtomicU64,
 }
 
+impl<S> Default for Ready<S> {
+    fn default() -> Self {
+        Ready {
+            sessions: Mutex::new(VecDeque::new()),
+            filling: AtomicBool::new(false),
+            each: AtomicU64::new(0),
+        }
+    }
+}
+
 /// A session opened ahead, and when.
 struct Opened<S> {
     session: S,
@@ -284,17 +294,7 @@ impl<B: Backend> SessionHost<B> {
             profiles.into_iter().map(|(name, backend)| (name, Arc::new(backend))).collect();
         let ready = match config.ready_sessions {
             0 => HashMap::new(),
-            _ => profiles
-                .keys()
-                .map(|name| {
-                    let pool = Ready {
-                        sessions: Mutex::new(VecDeque::new()),
-                        filling: AtomicBool::new(false),
-                        each: AtomicU64::new(0),
-                    };
-                    (name.clone(), pool)
-                })
-                .collect(),
+            _ => profiles.keys().map(|name| (name.clone(), Ready::default())).collect(),
         };
         let inner = Arc::new(Inner {
             config,
@@ -958,6 +958,12 @@ impl<B: Backend> Inner<B> {
         self.config.ready_max_age.min(idle / 4).min(lifetime / 10)
     }
 
+    /// Whether a session opened ahead holding `memory` fits beside the
+    /// host's `total` under its memory limit.
+    fn room_for(&self, total: u64, memory: u64) -> bool {
+        total.saturating_add(memory) <= self.config.limits.memory
+    }
+
     /// Opens sessions of `profile` in the background until it has
     /// [`HostConfig::ready_sessions`] ready, unless a task is at it
     /// already, starting `after` from now. It stops at a shutdown, at a
@@ -989,7 +995,7 @@ impl<B: Backend> Inner<B> {
                 && !inner.draining.load(Ordering::SeqCst)
             {
                 let each = pool.each.load(Ordering::Relaxed);
-                if inner.lock_table().total.memory.saturating_add(each) > inner.config.limits.memory {
+                if !inner.room_for(inner.lock_table().total.memory, each) {
                     break;
                 }
                 let session = match backend.open().await {
@@ -1003,10 +1009,9 @@ impl<B: Backend> Inner<B> {
                 pool.each.store(memory, Ordering::Relaxed);
                 let kept = {
                     let mut table = inner.lock_table();
-                    let fits = table.total.memory.saturating_add(memory) <= inner.config.limits.memory;
                     // Checked under the table's lock, as `shutdown` sets it
                     // before it empties the pool.
-                    if fits && !inner.draining.load(Ordering::SeqCst) {
+                    if inner.room_for(table.total.memory, memory) && !inner.draining.load(Ordering::SeqCst) {
                         table.total.memory += memory;
                         lock(&pool.sessions).push_back(Opened { session, at: Instant::now(), memory });
                         None
@@ -1023,10 +1028,9 @@ impl<B: Backend> Inner<B> {
     }
 
     /// Closes the sessions opened ahead that `which` picks (given each
-    /// one's profile), in every pool.
-    /// They are taken out under the table's lock, which a session opened
-    /// ahead is put in under (after its check for a shutdown): none is put
-    /// in after a shutdown's call to this.
+    /// one's profile), in every pool. They are taken out under the table's
+    /// lock, which a session opened ahead is put in under (after its check
+    /// for a shutdown): none is put in after a shutdown's call to this.
     async fn close_ready(&self, which: impl Fn(&str, &Opened<B::Session>) -> bool) {
         let closing = {
             let mut table = self.lock_table();

@@ -114,7 +114,7 @@ pub(crate) struct WarmPages {
 impl WarmPages {
     /// Whether the pages are known (a session opened on this module has
     /// finished its restore).
-    pub(crate) fn is_learned(&self) -> bool {
+    fn is_learned(&self) -> bool {
         self.learned.get().is_some()
     }
 

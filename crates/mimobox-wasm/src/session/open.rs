@@ -218,7 +218,7 @@ impl WasmSession {
             warm.populate(memory.data_mut(&mut self.store));
         }
         self.restore().await?;
-        if let Some(memory) = memory.filter(|_| !warm.is_learned()) {
+        if let Some(memory) = memory {
             warm.learn(memory.data(&self.store));
         }
         Ok(())
